@@ -1,0 +1,1 @@
+"""gRPC services that adapt the :mod:`tandem` core to the network."""
