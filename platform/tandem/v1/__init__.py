@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for package ``tandem.v1`` (see scripts/gen_proto.py)."""
