@@ -1,0 +1,75 @@
+# Tandem — developer entry points. `make help` lists them.
+# Every setup step is idempotent and skipped when already satisfied.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Extra index for torch, e.g. https://download.pytorch.org/whl/cpu where it is reachable;
+# empty = PyPI's default build (CUDA libraries included, runs on CPU too).
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.tandem-deps
+
+.PHONY: help setup venv deps infra test test-unit test-integration test-e2e demo proto doctor clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
+	@# Keep a torch build the base interpreter already has (e.g. a CPU build): the venv sees it.
+	@if $(PYTHON) -c 'import torch' 2>/dev/null; then \
+	  echo "setup: base Python has torch $$($(PYTHON) -c 'import torch; print(torch.__version__)') — reusing it (--system-site-packages)"; \
+	  $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else $(PYTHON) -m venv $(VENV); fi
+	@$(PIP) install -q --upgrade pip setuptools wheel
+
+venv: $(PY) ## Create the virtualenv (.venv)
+
+# Re-install only when pyproject.toml changed since the last successful install.
+$(STAMP): pyproject.toml | $(PY)
+	@if [ -n "$(TORCH_INDEX)" ]; then $(PIP) install -q torch --index-url "$(TORCH_INDEX)"; fi
+	@echo "setup: installing Python dependencies (first run downloads torch and friends: minutes)"
+	@$(PIP) install -q -e ".[test]"
+	@touch $(STAMP)
+
+deps: $(STAMP) ## Install the project and its Python dependencies into .venv
+
+infra: deps ## JDK >= 21 for Lucene, the Kafka broker (Maven Central), redis-server (Debian)
+	@source $(VENV)/bin/activate && bash scripts/jdk.sh
+	@source $(VENV)/bin/activate && bash scripts/kafka.sh fetch
+	@bash scripts/redis.sh install
+
+setup: deps infra ## Set up everything: venv, Python deps, JDK, Kafka broker, Redis
+	@echo "setup: done — try '$(VENV)/bin/tandem doctor'"
+
+doctor: setup ## Check the machine: deps, JVM, Kafka/Redis when configured, CUDA
+	@$(VENV)/bin/tandem doctor
+
+proto: deps ## Regenerate platform/tandem/v1 from proto/tandem/v1
+	@$(PY) scripts/gen_proto.py
+
+test-unit: setup ## Unit tests (fast, no servers)
+	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test-integration: setup ## Integration tests: real Kafka, Redis, Lucene, gRPC started on loopback
+	@$(PY) -m pytest tests/integration -q -m integration $(PYTEST_ARGS)
+
+test-e2e: setup ## End-to-end tests: pipelines on the ci profile
+	@$(PY) -m pytest tests/e2e -q -m e2e $(PYTEST_ARGS)
+
+# One pytest run over every tier, so the closing line counts all tests and
+# "no tests collected" (exit 5) fails the target.
+test: setup ## All tiers: unit, integration, e2e (what CI runs)
+	@$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+demo: setup ## The main job on embedded defaults (see README)
+	@$(VENV)/bin/tandem demo
+
+clean: ## Remove local artifacts (.tandem/); keeps .venv
+	rm -rf .tandem .pytest_cache
