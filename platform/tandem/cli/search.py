@@ -1,0 +1,135 @@
+"""``tandem search "query"``: one search, printed as a table with each hit's sources.
+
+``--server HOST:PORT`` asks a running gateway; otherwise the same hybrid path runs
+in-process over a local index (``--index``), optionally with a generative source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+def _filters(price_min: Optional[float], price_max: Optional[float], category: Optional[str],
+             brand: Optional[str]) -> list[Any]:
+    from tandem.search import FilterSpec
+
+    out = []
+    if price_min is not None or price_max is not None:
+        out.append(FilterSpec("price", min=price_min, max=price_max))
+    if category:
+        out.append(FilterSpec("category", prefix=category))
+    if brand:
+        out.append(FilterSpec("brand", equals=brand))
+    return out
+
+
+def _print(query: str, hits: list[tuple[str, float, str, list[tuple[str, int, float]]]], *, took_ms: float,
+           cache_hit: bool, degraded_reasons: list[str], versions: dict[str, str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"tandem search: {query!r}")
+    for col, justify in (("#", "right"), ("item_id", "left"), ("score", "right"), ("title", "left"),
+                         ("sources (rank)", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for n, (item_id, score, title, prov) in enumerate(hits, 1):
+        table.add_row(str(n), item_id, f"{score:.4f}", title, " ".join(f"{s}#{r}" for s, r, _ in prov))
+    console = Console(width=140)
+    console.print(table)
+    status = "DEGRADED: " + "; ".join(degraded_reasons) if degraded_reasons else "complete"
+    console.print(f"{len(hits)} hits in {took_ms:.1f} ms · cache {'hit' if cache_hit else 'miss'} · {status}")
+    console.print("versions: " + ", ".join(f"{k}={v}" for k, v in sorted(versions.items())))
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="The query text.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Number of hits (1..1000).")] = 10,
+    server: Annotated[Optional[str], typer.Option(help="host:port of a running gateway.")] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="TANDEM_TOKEN", help="Bearer token for --server.")] = None,
+    tls_ca: Annotated[Optional[Path], typer.Option(help="PEM CA of --server (turns TLS on).")] = None,
+    index: Annotated[Optional[Path], typer.Option(help="Local Lucene index (without --server).")] = None,
+    source: Annotated[str, typer.Option(help="Local sources: `sparse` (BM25) or `hybrid` (+ generative).")] = "sparse",
+    generative_factory: Annotated[Optional[str], typer.Option(
+        help="module:callable returning the generative Retriever (hybrid without a model dir).")] = None,
+    generative_arg: Annotated[list[str], typer.Option(help="Argument for --generative-factory.")] = [],  # noqa: B006
+    model: Annotated[Optional[Path], typer.Option(help="Generative model directory (hybrid).")] = None,
+    price_min: Annotated[Optional[float], typer.Option(help="Only items at or above this price.")] = None,
+    price_max: Annotated[Optional[float], typer.Option(help="Only items at or below this price.")] = None,
+    category: Annotated[Optional[str], typer.Option(help="Only items under this category path (a/b/c).")] = None,
+    brand: Annotated[Optional[str], typer.Option(help="Only items of this brand.")] = None,
+    timeout_ms: Annotated[float, typer.Option(help="Deadline of the search, ms.")] = 5000.0,
+) -> None:
+    """Search from the command line (a running gateway, or a local index): hits with their sources."""
+    from tandem.errors import TandemError
+
+    filters = _filters(price_min, price_max, category, brand)
+    try:
+        if server:
+            _remote(query, top_k, filters, server, token, tls_ca, timeout_ms)
+        else:
+            _local(query, top_k, filters, index, source, generative_factory, generative_arg, model, timeout_ms)
+    except TandemError as exc:
+        typer.echo(f"tandem search: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _remote(query: str, top_k: int, filters: list, server: str, token: Optional[str], tls_ca: Optional[Path],
+            timeout_ms: float) -> None:
+    import grpc
+
+    from tandem_services.client import ChannelOptions, SearchClient  # the client lives with the services
+
+    with SearchClient(server, ChannelOptions(token=token, tls_ca=tls_ca)) as client:
+        try:
+            r = client.search(query, top_k=top_k, filters=filters, timeout_s=timeout_ms / 1000)
+        except grpc.RpcError as exc:
+            typer.echo(f"tandem search: {exc.code().name}: {exc.details()}", err=True)
+            raise typer.Exit(1) from None
+    _print(query, [(h.item_id, h.score, h.title, [(p.source, p.rank, p.score) for p in h.provenance]) for h in r.hits],
+           took_ms=r.took_ms, cache_hit=r.cache_hit, degraded_reasons=list(r.degraded_reasons),
+           versions=dict(r.versions))
+
+
+def _local(query: str, top_k: int, filters: list, index: Optional[Path], source: str,
+           generative_factory: Optional[str], generative_arg: list[str], model: Optional[Path],
+           timeout_ms: float) -> None:
+    from tandem.search import HybridSearcher, SearchRequest, SerializedRetriever, StoredFieldsLookup
+
+    if source not in ("sparse", "hybrid"):
+        raise typer.BadParameter("must be `sparse` or `hybrid`", param_hint="--source")
+    if index is None:
+        raise typer.BadParameter("give --index DIR (or --server HOST:PORT)", param_hint="--index")
+    from tandem.jvm import ensure_jvm
+
+    ensure_jvm()
+    from tandem.sparse import SparseRetriever
+
+    retrievers: list[Any] = [SerializedRetriever(SparseRetriever(index, writable=False))]
+    if source == "hybrid":
+        if generative_factory:
+            import importlib
+
+            module, _, attr = generative_factory.partition(":")
+            retrievers.append(getattr(importlib.import_module(module), attr)(*generative_arg))
+        elif model:
+            from tandem.generative import load_retriever  # type: ignore[attr-defined]
+
+            retrievers.append(load_retriever(str(model)))
+        else:
+            raise typer.BadParameter("hybrid needs --model or --generative-factory", param_hint="--source")
+    searcher = HybridSearcher(retrievers, catalog=StoredFieldsLookup(retrievers[0]))
+    try:
+        r = searcher.search(SearchRequest(query, top_k=top_k, filters=tuple(filters)), deadline_s=timeout_ms / 1000)
+    finally:
+        searcher.close()
+        for ret in retrievers:
+            ret.close()
+    _print(query, [(h.item_id, h.score, h.title, h.provenance) for h in r.hits], took_ms=r.took_ms,
+           cache_hit=r.cache_hit, degraded_reasons=r.degraded_reasons, versions=r.versions)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``search`` as a top-level command (it takes the query as its argument)."""
+    app.command("search")(search)

@@ -1,0 +1,229 @@
+"""``tandem serve``: run the gRPC services (one per role, or all in one process).
+
+The services live in ``tandem_services``, which depends on this core package, so they are
+imported inside the commands only (the core never imports them at module level).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(help="Run Tandem's gRPC services: gateway, sparse, generative, intent, or --all-in-one.",
+                  no_args_is_help=False, invoke_without_command=True)
+
+Host = Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 in a container).")]
+TlsCert = Annotated[Optional[Path], typer.Option(help="PEM server certificate chain (turns TLS on, with --tls-key).")]
+TlsKey = Annotated[Optional[Path], typer.Option(help="PEM private key of --tls-cert.")]
+TlsClientCa = Annotated[Optional[Path], typer.Option(help="PEM CA for client certificates: mutual TLS.")]
+TokenFile = Annotated[Optional[Path], typer.Option(
+    help="Bearer tokens, one per line (TANDEM_AUTH_TOKENS adds comma-separated ones); set = auth on.")]
+MetricsPort = Annotated[int, typer.Option(help="Port of the Prometheus /metrics endpoint (0 = off).")]
+LogLevel = Annotated[str, typer.Option(help="Log level of the JSON logs on stderr.")]
+Tracing = Annotated[bool, typer.Option(help="OpenTelemetry spans per RPC (needs opentelemetry-sdk).")]
+MaxBatch = Annotated[int, typer.Option(help="Micro-batching: most queries per forward pass.")]
+MaxWaitMs = Annotated[float, typer.Option(help="Micro-batching: longest wait for a batch to fill, ms.")]
+RedisUrl = Annotated[Optional[str], typer.Option(
+    envvar="TANDEM_REDIS_URL", help="Redis result cache (redis://host:port/db); unset = in-process LRU.")]
+Index = Annotated[Optional[Path], typer.Option(help="Lucene index built by `tandem index` (BM25 source).")]
+Catalog = Annotated[Optional[Path], typer.Option(
+    help="Items JSONL for titles and filters (default: the index's stored fields).")]
+Factory = Annotated[Optional[str], typer.Option(
+    help="module:callable returning a Retriever to serve as the generative source.")]
+FactoryArg = Annotated[list[str], typer.Option(help="Argument for the factory (repeatable).")]
+Model = Annotated[Optional[Path], typer.Option(help="Generative model directory (tandem.generative artifacts).")]
+DeadlineMs = Annotated[float, typer.Option(help="Search budget when the client sets no deadline, ms.")]
+
+
+def _options(host: str, port: int, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing: bool) -> Any:
+    from tandem_services.server import ServerOptions
+
+    try:
+        return ServerOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+                             auth_token_file=auth_token_file, tracing=tracing)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _run(build, metrics_port: int, log_level: str) -> None:
+    """Build the server inside its event loop, serve until SIGTERM/SIGINT, shut down gracefully."""
+    import asyncio
+
+    from tandem.errors import TandemError
+    from tandem_services.logs import setup_logging
+
+    setup_logging(log_level)
+    # Requests hop between the event loop and worker threads; with CPython's default 5 ms GIL
+    # switch interval each hop can queue for up to 5 ms when another thread is busy.
+    import os
+    import sys
+
+    sys.setswitchinterval(float(os.environ.get("TANDEM_GIL_SWITCH_MS", "1")) / 1000)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+
+    async def main() -> None:
+        server = build()
+        port = await server.start()
+        typer.echo(f"tandem: serving {', '.join(s.name for s in server.services)} on "
+                   f"{server.options.host}:{port}", err=True)
+        await server.serve_forever()
+
+    try:
+        asyncio.run(main())
+    except TandemError as exc:
+        typer.echo(f"tandem serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str], deadline_ms: float,
+              intents: Any = None) -> Any:
+    from tandem.cache import make_cache
+    from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig, StoredFieldsLookup
+
+    lookup = None
+    if catalog is not None:
+        lookup = InMemoryCatalog.from_jsonl(str(catalog))
+    else:
+        lookup = next((StoredFieldsLookup(r) for r in retrievers if callable(getattr(r, "documents", None))), None)
+    return HybridSearcher(retrievers, cache=make_cache(redis_url), catalog=lookup, intents=intents,
+                          config=SearchConfig(deadline_s=deadline_ms / 1000))
+
+
+def _generative(model: Optional[Path], factory: Optional[str], factory_arg: list[str]) -> Any:
+    from tandem_services.app import load_generative
+
+    return load_generative(str(model) if model else None, factory, *factory_arg)
+
+
+@app.callback()
+def serve(
+    ctx: typer.Context,
+    all_in_one: Annotated[bool, typer.Option(
+        "--all-in-one", help="Every service in one process (embedded default).")] = False,
+    index: Index = None, catalog: Catalog = None, model: Model = None,
+    generative_factory: Factory = None, generative_arg: FactoryArg = [],  # noqa: B006 - typer reads it
+    redis_url: RedisUrl = None, deadline_ms: DeadlineMs = 2000.0,
+    host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50051,
+    tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
+    auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
+    tracing: Tracing = False, max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0,
+) -> None:
+    """Run the services. With --all-in-one: gateway, retrievers, intent and admin in one process."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not all_in_one:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+    if index is None:
+        raise typer.BadParameter("--all-in-one needs --index (the BM25 source)", param_hint="--index")
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+
+    def build():
+        from tandem_services.app import BatchOptions, all_in_one_server, load_sparse
+
+        retrievers = [load_sparse(str(index))]
+        if model or generative_factory:
+            retrievers.append(_generative(model, generative_factory, generative_arg))
+        searcher = _searcher(retrievers, catalog, redis_url, deadline_ms)
+        return all_in_one_server(searcher, opts, batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms),
+                                 batched=["generative"])
+
+    _run(build, metrics_port, log_level)
+
+
+@app.command()
+def gateway(
+    sparse: Annotated[str, typer.Option(help="host:port of the sparse (BM25) RetrieverService.")],
+    generative: Annotated[Optional[str], typer.Option(help="host:port of the generative RetrieverService.")] = None,
+    intent: Annotated[Optional[str], typer.Option(
+        help="host:port of the IntentService (default: whole query).")] = None,
+    catalog: Catalog = None, redis_url: RedisUrl = None, deadline_ms: DeadlineMs = 2000.0,
+    downstream_token: Annotated[Optional[str], typer.Option(envvar="TANDEM_DOWNSTREAM_TOKEN",
+                                                            help="Bearer token for the retriever services.")] = None,
+    downstream_ca: Annotated[Optional[Path], typer.Option(help="PEM CA of the retriever services (TLS).")] = None,
+    host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50051,
+    tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
+    auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
+    tracing: Tracing = False,
+) -> None:
+    """The gateway: SearchService over remote retriever services (BM25-only fallback)."""
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+
+    def build():
+        from tandem_services.app import gateway_server
+        from tandem_services.client import ChannelOptions, RemoteIntents, RemoteRetriever
+
+        ch = ChannelOptions(token=downstream_token, tls_ca=downstream_ca)
+        retrievers = [RemoteRetriever(sparse, "bm25", options=ch, timeout_s=deadline_ms / 1000)]
+        if generative:
+            retrievers.append(RemoteRetriever(generative, "generative", options=ch, timeout_s=deadline_ms / 1000))
+        intents = RemoteIntents(intent, options=ch) if intent else None
+        return gateway_server(_searcher(retrievers, catalog, redis_url, deadline_ms, intents), opts)
+
+    _run(build, metrics_port, log_level)
+
+
+@app.command("sparse")
+def sparse_cmd(
+    index: Annotated[Path, typer.Option(help="Lucene index built by `tandem index`.")],
+    host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50052,
+    tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
+    auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
+    tracing: Tracing = False,
+) -> None:
+    """The BM25 RetrieverService over a Lucene index."""
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+
+    def build():
+        from tandem_services.app import load_sparse, retriever_server
+
+        return retriever_server([load_sparse(str(index))], opts)
+
+    _run(build, metrics_port, log_level)
+
+
+@app.command("generative")
+def generative_cmd(
+    model: Model = None, factory: Factory = None, factory_arg: FactoryArg = [],  # noqa: B006
+    max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0,
+    host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50053,
+    tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
+    auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
+    tracing: Tracing = False,
+) -> None:
+    """The generative RetrieverService (CUDA when present), micro-batching concurrent requests."""
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+
+    def build():
+        from tandem_services.app import BatchOptions, retriever_server
+
+        retriever = _generative(model, factory, factory_arg)
+        retriever.name = "generative"
+        return retriever_server([retriever], opts, batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms))
+
+    _run(build, metrics_port, log_level)
+
+
+@app.command()
+def intent(
+    factory: Annotated[Optional[str], typer.Option(help="module:callable returning an IntentDecomposer.")] = None,
+    host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50054,
+    tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
+    auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
+    tracing: Tracing = False,
+) -> None:
+    """The IntentService (the whole query as one intent unless --factory names a decomposer)."""
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+
+    def build():
+        from tandem.search import WholeQuery
+        from tandem_services.app import intent_server, load_factory
+
+        return intent_server(load_factory(factory) if factory else WholeQuery(), opts)
+
+    _run(build, metrics_port, log_level)

@@ -1,0 +1,168 @@
+"""Assembling servers for each role: gateway, retriever (sparse/generative), intent, all-in-one."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tandem.errors import InvalidInput, Unavailable
+from tandem.retriever import Retriever
+from tandem.search import HybridSearcher, IntentDecomposer, SerializedRetriever
+from tandem.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    intent_pb2,
+    intent_pb2_grpc,
+    retriever_pb2,
+    retriever_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
+from tandem_services.batching import MicroBatcher
+from tandem_services.server import ServerOptions, Service, TandemServer
+from tandem_services.servicers import (
+    AdminServicer,
+    IntentServicer,
+    RetrieverServicer,
+    SearchServicer,
+    retriever_reloader,
+)
+
+SEARCH = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+RETRIEVER = retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name
+INTENT = intent_pb2.DESCRIPTOR.services_by_name["IntentService"].full_name
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+
+class BatchOptions(BaseModel):
+    """Micro-batching of a model-backed retriever."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(default=32, ge=1)
+    """Most queries in one forward pass."""
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    """Longest a request waits for others to share its batch."""
+
+
+def _executor(workers: int, prefix: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix)
+
+
+def _admin_for_sources(sources: Sequence[Retriever], executor) -> Service:
+    def versions() -> dict[str, str]:
+        return {r.name: r.version() for r in sources}
+    return Service(AdminServicer(versions, retriever_reloader(sources), executor),
+                   admin_pb2_grpc.add_AdminServiceServicer_to_server, ADMIN)
+
+
+def retriever_services(sources: Sequence[Retriever], batch: BatchOptions | None, batched: Sequence[str],
+                       executor: ThreadPoolExecutor) -> tuple[list[Service], list[MicroBatcher]]:
+    """RetrieverService (micro-batching the sources named in ``batched``) + AdminService, and
+    the batchers (to close on shutdown)."""
+    batchers = {
+        r.name: MicroBatcher(r.retrieve, max_batch=batch.max_batch, max_wait_s=batch.max_wait_ms / 1000,
+                             executor=executor, source=r.name)
+        for r in sources if batch is not None and r.name in batched
+    }
+    servicer = RetrieverServicer(sources, executor=executor, batched=batchers)
+    return ([Service(servicer, retriever_pb2_grpc.add_RetrieverServiceServicer_to_server, RETRIEVER),
+             _admin_for_sources(sources, executor)], list(batchers.values()))
+
+
+def retriever_server(sources: Sequence[Retriever], options: ServerOptions | None = None, *,
+                     batch: BatchOptions | None = None, workers: int = 8) -> TandemServer:
+    """A sparse or generative service: any retrievers behind ``tandem.v1.RetrieverService``.
+
+    With ``batch``, every source is micro-batched (the generative service's mode).
+    """
+    executor = _executor(workers, "tandem-retrieve")
+    services, batchers = retriever_services(sources, batch, [r.name for r in sources], executor)
+    return TandemServer(services, options, on_stop=[*[b.close for b in batchers],
+                                                    lambda: executor.shutdown(wait=False),
+                                                    *[r.close for r in sources]])
+
+
+def gateway_server(searcher: HybridSearcher, options: ServerOptions | None = None, *,
+                   workers: int = 16) -> TandemServer:
+    """The gateway: SearchService + AdminService over ``searcher`` (whose sources may be remote)."""
+    executor = _executor(workers, "tandem-gateway")
+    services = [
+        Service(SearchServicer(searcher, executor), search_pb2_grpc.add_SearchServiceServicer_to_server, SEARCH),
+        Service(AdminServicer(searcher.versions, searcher.reload, executor),
+                admin_pb2_grpc.add_AdminServiceServicer_to_server, ADMIN),
+    ]
+    return TandemServer(services, options, on_stop=[searcher.close, lambda: executor.shutdown(wait=False)])
+
+
+def intent_server(decomposer: IntentDecomposer, options: ServerOptions | None = None) -> TandemServer:
+    """The intent service over ``decomposer``."""
+    return TandemServer([Service(IntentServicer(decomposer), intent_pb2_grpc.add_IntentServiceServicer_to_server,
+                                 INTENT)], options)
+
+
+def all_in_one_server(searcher: HybridSearcher, options: ServerOptions | None = None, *,
+                      batch: BatchOptions | None = None, batched: Sequence[str] = (),
+                      workers: int = 16) -> TandemServer:
+    """Every service in one process (the embedded default): the gateway calls its retrievers
+    in-process, and the same retrievers are also exposed as ``RetrieverService`` (by ``source``)
+    and the decomposer as ``IntentService``."""
+    executor = _executor(workers, "tandem-all")
+    (retriever_svc, _), batchers = retriever_services(searcher.retrievers, batch, batched, executor)
+    services = [
+        Service(SearchServicer(searcher, executor), search_pb2_grpc.add_SearchServiceServicer_to_server, SEARCH),
+        retriever_svc,
+        Service(IntentServicer(searcher.intents), intent_pb2_grpc.add_IntentServiceServicer_to_server, INTENT),
+        Service(AdminServicer(searcher.versions, searcher.reload, executor),
+                admin_pb2_grpc.add_AdminServiceServicer_to_server, ADMIN),
+    ]
+    return TandemServer(services, options, on_stop=[*[b.close for b in batchers], searcher.close,
+                                                    lambda: executor.shutdown(wait=False),
+                                                    *[r.close for r in searcher.retrievers]])
+
+
+def load_factory(spec: str, *args: Any) -> Any:
+    """Call ``module:callable`` with ``args`` (how a retriever or decomposer is plugged in)."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise InvalidInput(f"`factory` must look like package.module:callable, got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInput(f"`factory` {spec!r} cannot be loaded: {exc}") from None
+    return fn(*args)
+
+
+def load_sparse(index_dir: str, name: str = "bm25") -> Retriever:
+    """The BM25 retriever over a Lucene index built by ``tandem index``."""
+    from tandem.jvm import ensure_jvm
+
+    ensure_jvm()
+    try:
+        from tandem.sparse import SparseRetriever
+    except ImportError as exc:
+        raise Unavailable(f"the sparse retriever is not available in this build: {exc}") from None
+    retriever = SparseRetriever(index_dir, writable=False)
+    retriever.name = name
+    # SparseRetriever fails under concurrent calls from Python threads (NullPointerException
+    # inside Lucene via pyjnius, seen with 4 threads), so the services serialise calls into it.
+    return SerializedRetriever(retriever)
+
+
+def load_generative(model_dir: str | None, factory: str | None, *args: Any) -> Retriever:
+    """The generative retriever: from ``factory`` if given, else ``tandem.generative``'s loader."""
+    if factory:
+        return load_factory(factory, *args)
+    try:
+        from tandem.generative import load_retriever  # type: ignore[attr-defined]
+    except ImportError:
+        raise Unavailable(
+            "tandem.generative has no `load_retriever` in this build; pass `--factory module:callable` "
+            "to serve another Retriever") from None
+    if not model_dir:
+        raise InvalidInput("`model` is required for the generative service")
+    return load_retriever(model_dir)

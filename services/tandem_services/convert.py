@@ -1,0 +1,75 @@
+"""Protobuf ↔ core conversions (the only place that knows both shapes)."""
+
+from __future__ import annotations
+
+from tandem.search import FilterSpec, Intent, SearchRequest, SearchResult
+from tandem.v1 import search_pb2
+
+
+def filter_from_proto(f: search_pb2.Filter) -> FilterSpec:
+    """A proto filter as a :class:`FilterSpec`; validation happens in the core."""
+    which = f.WhichOneof("condition")
+    if which == "range":
+        return FilterSpec(
+            field=f.field,
+            min=f.range.min if f.range.HasField("min") else None,
+            max=f.range.max if f.range.HasField("max") else None,
+        )
+    if which == "prefix":
+        return FilterSpec(field=f.field, prefix=f.prefix)
+    if which == "equals":
+        return FilterSpec(field=f.field, equals=f.equals)
+    return FilterSpec(field=f.field)
+
+
+def request_from_proto(req: search_pb2.SearchRequest) -> SearchRequest:
+    """The core request for a proto request."""
+    return SearchRequest(
+        query=req.query,
+        top_k=req.top_k if req.HasField("top_k") else None,
+        filters=tuple(filter_from_proto(f) for f in req.filters),
+        user_id=req.user_id,
+        debug=req.debug,
+    )
+
+
+def filter_to_proto(f: FilterSpec) -> search_pb2.Filter:
+    """Inverse of :func:`filter_from_proto` (used by the client)."""
+    if f.min is not None or f.max is not None:
+        return search_pb2.Filter(field=f.field, range=search_pb2.Range(min=f.min, max=f.max))
+    if f.prefix is not None:
+        return search_pb2.Filter(field=f.field, prefix=f.prefix)
+    if f.equals is not None:
+        return search_pb2.Filter(field=f.field, equals=f.equals)
+    return search_pb2.Filter(field=f.field)
+
+
+def intent_to_proto(i: Intent) -> search_pb2.Intent:
+    """Proto form of a core intent."""
+    return search_pb2.Intent(text=i.text, kind=i.kind, weight=i.weight)
+
+
+def result_to_proto(r: SearchResult) -> search_pb2.SearchResponse:
+    """The proto response for a core result."""
+    return search_pb2.SearchResponse(
+        hits=[
+            search_pb2.SearchHit(
+                item_id=h.item_id, score=h.score, title=h.title,
+                provenance=[search_pb2.Provenance(source=s, rank=rank, score=sc) for s, rank, sc in h.provenance],
+            )
+            for h in r.hits
+        ],
+        intents=[intent_to_proto(i) for i in r.intents],
+        degraded=r.degraded,
+        degraded_reasons=r.degraded_reasons,
+        versions=r.versions,
+        cache_hit=r.cache_hit,
+        took_ms=r.took_ms,
+        debug_lists=[
+            search_pb2.SourceList(
+                source=s, intent=i,
+                hits=[search_pb2.SourceHit(item_id=item, rank=n, score=sc) for n, (item, sc) in enumerate(hs, 1)],
+            )
+            for s, i, hs in r.debug_lists
+        ],
+    )

@@ -1,0 +1,192 @@
+"""Server interceptors: error mapping, bearer-token auth, metrics + access logs, tracing.
+
+Each wraps the unary-unary behaviours of the handlers it sees (streaming methods such as
+reflection pass through, except that auth guards them too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc.aio import AbortError, ServerInterceptor
+
+from tandem.errors import InvalidInput, TandemError
+from tandem_services.metrics import RPC_LATENCY, RPC_REQUESTS
+
+log = logging.getLogger("tandem_services.rpc")
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+#: Methods reachable without a token: probes and API discovery.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _wrap_unary(handler: grpc.RpcMethodHandler | None, wrapper) -> grpc.RpcMethodHandler | None:
+    if handler is None or handler.unary_unary is None:
+        return handler
+    return handler._replace(unary_unary=wrapper(handler.unary_unary))
+
+
+async def _call(behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    result = behavior(request, context)
+    return await result if asyncio.iscoroutine(result) else result
+
+
+class ErrorMappingInterceptor(ServerInterceptor):
+    """Domain errors → their ``grpc_status``; anything else → ``INTERNAL`` with an opaque reference.
+
+    Stack traces go to the log under that reference, never to the client.
+    """
+
+    async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+
+        def wrapper(behavior):
+            async def guarded(request, context):
+                try:
+                    return await _call(behavior, request, context)
+                except (AbortError, asyncio.CancelledError):
+                    raise
+                except TandemError as exc:
+                    code = getattr(grpc.StatusCode, exc.grpc_status, grpc.StatusCode.INTERNAL)
+                    if not isinstance(exc, InvalidInput):
+                        log.warning("domain error", extra={"method": details.method, "error": repr(exc)})
+                    await context.abort(code, str(exc))
+                except Exception:
+                    ref = uuid.uuid4().hex[:12]
+                    log.exception("internal error", extra={"method": details.method, "ref": ref})
+                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+            return guarded
+
+        return _wrap_unary(handler, wrapper)
+
+
+def load_tokens(token_file: str | Path | None = None, env_var: str = "TANDEM_AUTH_TOKENS") -> list[str]:
+    """Tokens from ``token_file`` (one per line, ``#`` comments) and/or ``env_var`` (comma-separated)."""
+    tokens: list[str] = []
+    if token_file:
+        path = Path(token_file)
+        if not path.is_file():
+            raise InvalidInput(f"`auth_token_file` {str(path)!r} does not exist")
+        tokens += [t.strip() for t in path.read_text().splitlines() if t.strip() and not t.startswith("#")]
+    tokens += [t.strip() for t in os.environ.get(env_var, "").split(",") if t.strip()]
+    return tokens
+
+
+class AuthInterceptor(ServerInterceptor):
+    """Requires ``authorization: Bearer <token>`` matching one of ``tokens``.
+
+    Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest`, against every
+    configured token (no early exit), so timing reveals neither a prefix nor which token matched.
+    """
+
+    def __init__(self, tokens: Iterable[str], public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES) -> None:
+        self._digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
+        if not self._digests:
+            raise InvalidInput("`tokens` is empty; auth needs at least one token")
+        self._public = public_prefixes
+
+    def _authorized(self, metadata: Iterable[tuple[str, Any]] | None) -> bool:
+        value = next((v for k, v in (metadata or ()) if k == "authorization"), None)
+        if not isinstance(value, str) or not value.startswith("Bearer "):
+            return False
+        given = hashlib.sha256(value[len("Bearer "):].strip().encode()).digest()
+        ok = False
+        for d in self._digests:
+            ok |= hmac.compare_digest(given, d)
+        return ok
+
+    async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails):
+        if details.method.startswith(self._public) or self._authorized(details.invocation_metadata):
+            return await continuation(details)
+        handler = await continuation(details)
+        if handler is None:
+            return None
+
+        async def deny(request_or_iterator, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+        kind = next(k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+                    if getattr(handler, k) is not None)
+        if kind.endswith("stream") and kind != "stream_unary":
+            async def deny_stream(request_or_iterator, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+                yield  # pragma: no cover - makes this an async generator
+            return handler._replace(**{kind: deny_stream})
+        return handler._replace(**{kind: deny})
+
+
+class MetricsInterceptor(ServerInterceptor):
+    """Request count and latency per method and status code, plus one structured access-log line."""
+
+    async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        method = details.method
+
+        def wrapper(behavior):
+            async def timed(request, context):
+                started = time.perf_counter()
+                code = "OK"
+                try:
+                    return await _call(behavior, request, context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except BaseException:
+                    c = context.code()
+                    code = c.name if isinstance(c, grpc.StatusCode) else "UNKNOWN"
+                    raise
+                finally:
+                    took = time.perf_counter() - started
+                    RPC_REQUESTS.labels(method, code).inc()
+                    RPC_LATENCY.labels(method).observe(took)
+                    if log.isEnabledFor(logging.INFO):
+                        log.info("rpc", extra={"method": method, "code": code, "ms": round(took * 1000, 3)})
+            return timed
+
+        return _wrap_unary(handler, wrapper)
+
+
+class TracingInterceptor(ServerInterceptor):
+    """One OpenTelemetry span per RPC (off by default).
+
+    OpenTelemetry is not a Tandem dependency. The API alone records nothing, so turning
+    tracing on without the SDK raises :class:`~tandem.errors.Unavailable` naming what to
+    install, rather than silently dropping every span. The exporter is configured the
+    standard way (``opentelemetry-instrument`` or ``OTEL_*`` variables).
+    """
+
+    def __init__(self) -> None:
+        try:
+            import opentelemetry.sdk  # noqa: F401 - presence check: without it spans go nowhere
+            from opentelemetry import trace
+        except ImportError as exc:
+            from tandem.errors import Unavailable
+
+            raise Unavailable(
+                "tracing needs the OpenTelemetry SDK: `pip install opentelemetry-sdk opentelemetry-exporter-otlp` "
+                "and run under `opentelemetry-instrument` (or set OTEL_* variables); or leave tracing off "
+                "(the default)"
+            ) from exc
+        self._tracer = trace.get_tracer("tandem_services")
+
+    async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+
+        def wrapper(behavior):
+            async def traced(request, context):
+                with self._tracer.start_as_current_span(details.method):
+                    return await _call(behavior, request, context)
+            return traced
+
+        return _wrap_unary(handler, wrapper)
