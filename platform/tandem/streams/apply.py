@@ -1,0 +1,159 @@
+"""Apply item events to the catalog store and the live BM25 index, crash-safely.
+
+The one code path shared by the Kafka consumer and the JSONL file source. Order per batch:
+
+1. ``store.apply(events)`` — one SQLite transaction; duplicates and stale versions drop out.
+2. ``sync_index()`` — push every store change after ``index_seq`` to Lucene (upserts and
+   deletes by id, each call durable when it returns), then advance ``index_seq``.
+
+The caller commits its source position (Kafka offset) only after ``apply`` returns. See
+:mod:`tandem.streams.store` for why every crash point converges on restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tandem.catalog.events import ItemEvent
+from tandem.catalog.item import Item
+from tandem.streams.store import ApplyResult, CatalogStore
+
+log = logging.getLogger(__name__)
+
+SYNC_BATCH = 2000
+"""Changes pushed to the index per Lucene commit while catching up."""
+
+
+class LiveIndex(Protocol):
+    """What the applier needs from a search index: idempotent upsert/delete by ``item_id``.
+
+    :class:`tandem.sparse.SparseRetriever` satisfies it; so does any index whose updates
+    are durable when the call returns.
+    """
+
+    def upsert(self, items: Iterable[Item]) -> int:
+        """Add or replace items by id; durable and searchable on return."""
+        ...
+
+    def delete(self, item_ids: Iterable[str]) -> int:
+        """Remove items by id (unknown ids ignored); durable and searchable on return."""
+        ...
+
+
+class LazyBM25Index:
+    """The live BM25 index at ``index_dir``, built from the first upserts when absent.
+
+    Tandem's Lucene index is created by a bulk build (``tandem index build``) and needs at
+    least one document, so an ingest that starts from nothing builds it from its first batch
+    of upserts and opens it for live updates from then on.
+    """
+
+    def __init__(self, index_dir: str | Path) -> None:
+        self.index_dir = Path(index_dir)
+        self._retriever = None
+
+    def _open(self):  # type: ignore[no-untyped-def]  # lazy: pyserini starts the JVM
+        from tandem.sparse import SparseRetriever
+
+        if self._retriever is None:
+            self._retriever = SparseRetriever(self.index_dir)
+        return self._retriever
+
+    @property
+    def exists(self) -> bool:
+        """Whether an index has been built at ``index_dir``."""
+        from tandem.sparse.config import META_FILE
+
+        return (self.index_dir / META_FILE).is_file()
+
+    def upsert(self, items: Iterable[Item]) -> int:
+        """Upsert, building the index from ``items`` when there is none yet."""
+        items = list(items)
+        if not items:
+            return 0
+        if self._retriever is None and not self.exists:
+            from tandem.sparse import build_index
+
+            # Deduplicate by id, keeping the last (build_index refuses duplicates).
+            latest = {i.item_id: i for i in items}
+            build_index(list(latest.values()), self.index_dir)
+            self._open()
+            return len(latest)
+        return int(self._open().upsert(items))
+
+    def delete(self, item_ids: Iterable[str]) -> int:
+        """Delete by id; a no-op while there is no index (nothing to delete from)."""
+        ids = list(item_ids)
+        if not ids or (self._retriever is None and not self.exists):
+            return 0
+        return int(self._open().delete(ids))
+
+    @property
+    def retriever(self):  # type: ignore[no-untyped-def]
+        """The open :class:`~tandem.sparse.SparseRetriever` (opening it when needed)."""
+        return self._open()
+
+    def close(self) -> None:
+        """Close the retriever (releases Lucene's write lock)."""
+        if self._retriever is not None:
+            self._retriever.close()
+            self._retriever = None
+
+
+@dataclass
+class BatchReport:
+    """Outcome of one :meth:`Applier.apply` call."""
+
+    events: int
+    applied: int
+    duplicates: int
+    stale: int
+    indexed: int
+    seconds: float
+
+
+class Applier:
+    """Applies event batches to a :class:`CatalogStore` and (optionally) a :class:`LiveIndex`."""
+
+    def __init__(self, store: CatalogStore, index: LiveIndex | None = None) -> None:
+        self.store = store
+        self.index = index
+        # Catch up first: a previous run may have crashed between the store and the index.
+        caught_up = self.sync_index()
+        if caught_up:
+            log.info("index caught up on %d changes left by an earlier run", caught_up)
+
+    def apply(self, events: Sequence[ItemEvent]) -> BatchReport:
+        """Apply ``events`` (in order) to the store, then bring the index up to date."""
+        t0 = time.perf_counter()
+        result: ApplyResult = self.store.apply(events)
+        indexed = self.sync_index()
+        return BatchReport(
+            events=len(events), applied=len(result.applied), duplicates=result.duplicates,
+            stale=result.stale, indexed=indexed, seconds=time.perf_counter() - t0,
+        )  # fmt: skip
+
+    def sync_index(self) -> int:
+        """Push store changes the index has not absorbed; returns how many were pushed."""
+        if self.index is None:
+            return 0
+        pushed = 0
+        while True:
+            changes = self.store.changes_after(self.store.index_seq, limit=SYNC_BATCH)
+            if not changes:
+                return pushed
+            upserts = [c.item for c in changes if c.op == "upsert" and c.item is not None]
+            deletes = [c.item_id for c in changes if c.op == "delete"]
+            # One item appears at most once in `changes` (the store keeps its latest state),
+            # so upserts and deletes never touch the same id and their order does not matter.
+            if upserts:
+                self.index.upsert(upserts)
+            if deletes:
+                self.index.delete(deletes)
+            self.store.mark_indexed(changes[-1].seq)
+            pushed += len(changes)

@@ -1,0 +1,289 @@
+"""The ingest consumer: Kafka item events → store + live index, at-least-once, effectively once.
+
+Per poll: decode every record; malformed ones go to the dead-letter topic (flushed before
+anything is committed, so a crash cannot lose them); the rest are applied as one batch
+(:class:`~tandem.streams.apply.Applier`); only then are the batch's offsets committed.
+A crash before the commit replays the batch, which the store's ``(item_id, version)`` log
+turns into no-ops — so nothing is lost and nothing is doubled. Offsets are also committed
+on graceful shutdown (SIGTERM/SIGINT finish the batch in hand first) and when a rebalance
+revokes partitions.
+
+:func:`ingest_file` is the embedded default source (a JSONL file), using the same applier.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tandem.catalog.events import EventError, ItemEvent, decode_event
+from tandem.errors import InvalidInput, Unavailable
+from tandem.streams import metrics
+from tandem.streams.apply import Applier, BatchReport
+from tandem.streams.config import StreamSettings
+from tandem.streams.producer import read_event_file
+
+log = logging.getLogger(__name__)
+
+#: Header names on dead-letter records (values are UTF-8).
+DLQ_REASON = "tandem-dlq-reason"
+DLQ_ERROR = "tandem-dlq-error"
+DLQ_TOPIC = "tandem-source-topic"
+DLQ_PARTITION = "tandem-source-partition"
+DLQ_OFFSET = "tandem-source-offset"
+
+
+@dataclass
+class IngestTotals:
+    """Running totals of one consumer run."""
+
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, report: BatchReport) -> None:
+        """Fold one batch report in and update the Prometheus counters."""
+        self.events += report.events
+        self.applied += report.applied
+        self.duplicates += report.duplicates
+        self.stale += report.stale
+        self.batches += 1
+        self.seconds += report.seconds
+        metrics.EVENTS.labels("applied").inc(report.applied)
+        metrics.EVENTS.labels("duplicate").inc(report.duplicates)
+        metrics.EVENTS.labels("stale").inc(report.stale)
+        metrics.BATCH_SECONDS.observe(report.seconds)
+        metrics.LAST_APPLIED.set_to_current_time()
+
+    def reject(self, reason: str) -> None:
+        """Count one malformed event."""
+        self.dead_lettered += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        metrics.EVENTS.labels("dlq").inc()
+
+
+def _rebalance_listener(consumer: IngestConsumer) -> Any:
+    from kafka import ConsumerRebalanceListener
+
+    class CommitOnRevoke(ConsumerRebalanceListener):
+        """Commits applied-but-uncommitted offsets of partitions being taken away."""
+
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            # Runs on kafka-python's IO loop: a blocking commit here would stall it, so the
+            # commit is queued (it is sent before the JoinGroup that follows).
+            offsets = {tp: om for tp, om in consumer._pending.items() if tp in revoked}
+            if offsets:
+                log.info("rebalance: committing %d revoked partitions", len(offsets))
+                consumer._kafka.commit_async(offsets)
+                for tp in offsets:
+                    consumer._pending.pop(tp, None)
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            log.info("assigned partitions: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+    return CommitOnRevoke()
+
+
+class IngestConsumer:
+    """Kafka consumer-group member applying item events through an :class:`Applier`."""
+
+    def __init__(
+        self,
+        applier: Applier,
+        settings: StreamSettings | None = None,
+        *,
+        group: str | None = None,
+        topic: str | None = None,
+        dlq_topic: str | None = None,
+        max_batch: int = 500,
+        poll_timeout_ms: int = 100,
+        **overrides: Any,
+    ) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.errors import KafkaError
+
+        self.settings = settings or StreamSettings()
+        if not self.settings.kafka_bootstrap:
+            raise InvalidInput("`TANDEM_KAFKA_BOOTSTRAP` is not set; use `--from-file` without a broker")
+        if max_batch < 1:
+            raise InvalidInput("`max_batch` must be >= 1")
+        self.applier = applier
+        self.topic = topic or self.settings.items_topic
+        self.dlq_topic = dlq_topic or self.settings.dlq_topic
+        self.group = group or self.settings.consumer_group
+        self.max_batch = max_batch
+        self.poll_timeout_ms = poll_timeout_ms
+        self.totals = IngestTotals()
+        self._stop = threading.Event()
+        self._pending: dict[Any, Any] = {}
+        servers = self.settings.kafka_bootstrap.split(",")
+        security = self.settings.kafka_client_config()
+        conf: dict[str, Any] = {
+            "bootstrap_servers": servers,
+            "group_id": self.group,
+            "client_id": "tandem-ingest",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": max_batch,
+            # Short fetch wait: freshness (publish → searchable) matters more than batching here.
+            "fetch_max_wait_ms": 50,
+            "session_timeout_ms": 10000,
+            "heartbeat_interval_ms": 3000,
+            **security,
+            **overrides,
+        }
+        try:
+            self._kafka = KafkaConsumer(**conf)
+            self._dlq = KafkaProducer(
+                bootstrap_servers=servers, client_id="tandem-ingest-dlq", enable_idempotence=True, acks="all",
+                **security,
+            )  # fmt: skip
+        except KafkaError as e:
+            raise Unavailable(f"Kafka at {self.settings.kafka_bootstrap} is unreachable: {e}") from e
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, commit and return (safe from signal handlers)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT call :meth:`stop` (main thread only)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def run(self, *, max_idle_s: float | None = None, on_batch: Any = None) -> IngestTotals:
+        """Consume until :meth:`stop` (or ``max_idle_s`` without records); returns the totals."""
+        from kafka.errors import KafkaError
+
+        self._kafka.subscribe([self.topic], listener=_rebalance_listener(self))
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    records = self._kafka.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
+                except KafkaError as e:
+                    log.warning("poll failed (%s); retrying", e)
+                    time.sleep(0.5)
+                    continue
+                if not records:
+                    if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        break
+                    continue
+                idle_since = time.monotonic()
+                report = self._process(records)
+                if on_batch is not None:
+                    on_batch(report)
+        finally:
+            self._shutdown()
+        return self.totals
+
+    def _process(self, records: dict[Any, list[Any]]) -> BatchReport:
+        from kafka.structs import OffsetAndMetadata
+
+        good: list[ItemEvent] = []
+        offsets: dict[Any, Any] = {}
+        rejected = 0
+        # Records of one key sit in one partition in order, so partition-by-partition
+        # concatenation keeps every item's events in publish order.
+        for tp, recs in records.items():
+            for rec in recs:
+                try:
+                    good.append(decode_event(rec.key, rec.value))
+                except EventError as e:
+                    self._dead_letter(rec, e)
+                    rejected += 1
+                offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
+        if rejected:
+            self._dlq.flush(timeout=60)  # the DLQ copy must be durable before the commit
+        report = self.applier.apply(good)
+        self.totals.add(report)
+        metrics.STORE_SEQ.set(self.applier.store.seq)
+        self._pending.update(offsets)
+        self._commit()
+        return report
+
+    def _dead_letter(self, rec: Any, err: EventError) -> None:
+        headers = [
+            (DLQ_REASON, str(err.reason).encode()),
+            (DLQ_ERROR, str(err).encode("utf-8", "replace")),
+            (DLQ_TOPIC, rec.topic.encode()),
+            (DLQ_PARTITION, str(rec.partition).encode()),
+            (DLQ_OFFSET, str(rec.offset).encode()),
+            *[(k, v) for k, v in (rec.headers or [])],
+        ]
+        self._dlq.send(self.dlq_topic, key=rec.key, value=rec.value, headers=headers)
+        self.totals.reject(str(err.reason))
+        log.warning("dead-lettered %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset, err.reason, err)
+
+    def _commit(self) -> None:
+        if not self._pending:
+            return
+        from kafka.errors import CommitFailedError
+
+        try:
+            self._kafka.commit(dict(self._pending))
+            self._pending.clear()
+        except CommitFailedError as e:
+            # The group rebalanced under us; the batch is applied, so the next owner's
+            # replay of it is a run of duplicates. Nothing to undo.
+            log.warning("offset commit refused after a rebalance: %s", e)
+            self._pending.clear()
+
+    def _shutdown(self) -> None:
+        try:
+            self._commit()
+        finally:
+            self._kafka.close(autocommit=False)
+            self._dlq.close()
+
+
+def _chunks(lines: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for x in lines:
+        chunk.append(x)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def ingest_file(
+    path: str | Path, applier: Applier, *, batch_size: int = 500, rejects: str | Path | None = None
+) -> IngestTotals:
+    """Apply a JSONL file of events (or bare items) through ``applier``: the embedded source.
+
+    There is no offset to commit: re-running a file is safe because applying is idempotent.
+    Refused lines are logged, counted and, with ``rejects``, written there with the reason.
+    """
+    import json
+
+    totals = IngestTotals()
+    out = Path(rejects).open("w", encoding="utf-8") if rejects else None
+    try:
+        for chunk in _chunks(read_event_file(path), batch_size):
+            events = []
+            for line in chunk:
+                if line.error is not None:
+                    totals.reject(str(line.error.reason))
+                    log.warning("%s:%d refused: %s", path, line.lineno, line.error)
+                    if out:
+                        row = {"line": line.lineno, "reason": str(line.error.reason), "error": str(line.error)}
+                        out.write(json.dumps(row) + "\n")
+                else:
+                    events.append(line.event)
+            totals.add(applier.apply(events))
+    finally:
+        if out:
+            out.close()
+    return totals
