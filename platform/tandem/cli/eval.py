@@ -1,0 +1,155 @@
+"""``tandem eval``: evaluate systems (retrievers or TREC run files) on a judged query set.
+
+Writes a JSON report (``metrics`` keyed by ir-measures names), a per-query CSV, a PNG
+comparing the systems, TREC run files of live systems, and paired significance tests of
+every system against the first one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _parse_fields(values: list[str] | None) -> dict[str, float] | None:
+    from tandem.errors import InvalidInput
+
+    if not values:
+        return None
+    fields: dict[str, float] = {}
+    for v in values:
+        name, sep, boost = v.partition("=")
+        try:
+            fields[name.strip()] = float(boost) if sep else 1.0
+        except ValueError:
+            raise InvalidInput(f"`--field` {v!r}: expected NAME=BOOST") from None
+    return fields
+
+
+def eval_command(
+    out: Annotated[Path, typer.Option("--out", help="JSON report to write.")],
+    queries: Annotated[Path, typer.Option("--queries", help="Queries: TSV `qid<TAB>text` or TREC topics.")],
+    qrels: Annotated[Path, typer.Option("--qrels", help="TREC qrels `qid iter docid grade`.")],
+    system: Annotated[list[str] | None, typer.Option("--system", help="System to run (bm25, ...); repeatable.")] = None,
+    run: Annotated[list[Path] | None, typer.Option("--run", help="TREC run file to evaluate; repeatable.")] = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog the systems index.")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="Catalog format: jsonl, csv, parquet, anserini.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Model directory (generative systems).")] = None,
+    rel: Annotated[int, typer.Option("--rel", help="Grade at or above which an item is relevant.")] = 4,
+    k: Annotated[int, typer.Option("--k", help="Items retrieved per query.")] = 1000,
+    measure: Annotated[list[str] | None, typer.Option("--measure", help="ir-measures name; repeatable (default: the official set).")] = None,
+    k1: Annotated[float | None, typer.Option("--k1", help="BM25 k1.")] = None,
+    b: Annotated[float | None, typer.Option("--b", help="BM25 b.")] = None,
+    rm3: Annotated[bool, typer.Option("--rm3", help="BM25 + RM3 query expansion.")] = False,
+    field: Annotated[list[str] | None, typer.Option("--field", help="BM25 field boost NAME=BOOST; repeatable.")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild cached indexes.")] = False,
+    png: Annotated[Path | None, typer.Option("--png", help="Comparison plot (default: next to --out).")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Per-query CSV (default: next to --out).")] = None,
+) -> None:
+    """Evaluate retrieval systems and/or run files with nDCG@10, R@10, R@100, RR@10, AP, P@30.
+
+    System options (--k1, --b, --rm3, --field) apply to every --system; to compare two
+    settings, evaluate one and pass its written run file with --run to the other.
+    """
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from tandem.catalog import read_qrels, read_queries
+    from tandem.config import get_settings
+    from tandem.errors import InvalidInput, TandemError
+    from tandem.eval import (
+        SystemSpec,
+        build_system,
+        default_measures,
+        evaluate,
+        paired_significance,
+        plot_comparison,
+        read_trec_run,
+        run_retriever,
+        write_per_query_csv,
+        write_report,
+        write_trec_run,
+    )
+
+    console = Console(stderr=True)
+    try:
+        if not system and not run:
+            raise InvalidInput("give at least one `--system` or `--run`")
+        qs = read_queries(queries)
+        judgements = read_qrels(qrels)
+        names = list(measure or default_measures(rel))
+        options: dict[str, Any] = {"rm3": rm3}
+        if k1 is not None:
+            options["k1"] = k1
+        if b is not None:
+            options["b"] = b
+        if (fields := _parse_fields(field)) is not None:
+            options["fields"] = fields
+        spec = SystemSpec(catalog=catalog, catalog_format=format, model=model, options=options,
+                          home=get_settings().home, rebuild=rebuild)  # fmt: skip
+        results: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        for name in system or []:
+            label = name if name not in results else f"{name}#{len(results) + 1}"
+            retriever = build_system(name, spec)
+            try:
+                start = time.perf_counter()
+                with Progress(console=console, transient=True) as progress:
+                    task = progress.add_task(f"{label}: retrieving", total=len(qs))
+                    ranked = run_retriever(retriever, qs, k=k, progress=lambda n: progress.advance(task, n))
+                timings[label] = time.perf_counter() - start
+            finally:
+                retriever.close()
+            write_trec_run(ranked, out.with_suffix(f".{label.replace('#', '-')}.run"), tag=name)
+            results[label] = evaluate(ranked, judgements, names, queries=list(qs))
+        for path in run or []:
+            label = path.stem if path.stem not in results else f"{path.stem}#{len(results)}"
+            results[label] = evaluate(read_trec_run(path), judgements, names, queries=list(qs))
+        systems = list(results)
+        significance = {
+            f"{systems[0]} vs {other}": paired_significance(results[systems[0]], results[other], names)
+            for other in systems[1:]
+        }
+        csv_path = csv or out.with_suffix(".per_query.csv")
+        png_path = png or out.with_suffix(".png")
+        report = write_report(
+            out,
+            results,
+            significance,
+            extra={
+                "relevance_threshold": rel,
+                "k": k,
+                "query_file": str(queries),
+                "qrels_file": str(qrels),
+                "seconds": timings,
+                "per_query_csv": str(csv_path),
+                "plot": str(png_path),
+            },
+        )
+        write_per_query_csv(csv_path, results)
+        plot_comparison(png_path, results, title=f"{queries.name} ({report['queries']} queries)")
+    except TandemError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+    table = Table(title=f"{queries.name}: {report['queries']} judged queries")
+    table.add_column("system")
+    for n in names:
+        table.add_column(n, justify="right")
+    for name, res in results.items():
+        table.add_row(name, *(f"{res.metrics[n]:.4f}" for n in names))
+    Console().print(table)
+    for pair, tests in significance.items():
+        sig = ", ".join(f"{t.measure} Δ{t.delta:+.4f} (p={t.randomisation_p_value:.3g})" for t in tests[:4])
+        Console().print(f"{pair}: {sig}")
+    Console().print(f"report: {out}  per-query: {csv_path}  plot: {png_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``tandem eval`` as a top-level command."""
+    app.command("eval")(eval_command)
