@@ -1,0 +1,152 @@
+"""``GenerativeRetriever``: a trained model folder behind the :class:`~tandem.retriever.Retriever` interface.
+
+A query is encoded behind the ``<q2id>`` task prefix and the model's ID tokens are decoded
+with the vectorised trie-constrained beam search, so every result is an existing item's
+ID. Scores are sequence log-probabilities ``log p(id | query)`` (higher is better).
+
+Long queries: the encoder sees at most ``max_input_length - 1`` query tokens (the manifest's
+``max_input_length`` minus the prefix); longer queries keep their first tokens and lose the
+rest, which is where product queries put the product anyway. Text beyond
+``MAX_QUERY_CHARS`` characters is cut before tokenising so a huge query cannot stall the
+tokenizer. Truncation is silent by design (search boxes do the same) but counted in
+:attr:`GenerativeRetriever.truncated`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from tandem.errors import InvalidInput
+from tandem.retriever import Hit, Retriever, validate_queries
+
+#: Characters of a query that reach the tokenizer; far above any model's token limit.
+MAX_QUERY_CHARS = 4096
+
+
+class GenerativeRetriever(Retriever):
+    """Constrained-decoding retrieval over the items of a trained model folder."""
+
+    name = "generative"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str = "auto",
+        num_beams: int = 10,
+        batch_size: int = 32,
+        normalize: Literal["full", "level"] = "full",
+    ) -> None:
+        """Load and verify ``model_dir`` (see :mod:`tandem.generative.artifacts`).
+
+        ``num_beams`` is a floor: a call with a larger ``k`` widens the beam to ``k`` so that
+        ``k`` distinct items can come back. ``normalize="level"`` is faster (it scores only
+        each position's ID tokens) and ranks alike for a well-trained model; ``"full"``
+        returns the model's exact log-probabilities.
+        """
+        from tandem.generative.artifacts import load_artifact
+        from tandem.generative.model import pick_device
+        from tandem.ids.trie import PrefixTrie
+
+        if num_beams < 1:
+            raise InvalidInput(f"`num_beams` must be >= 1, got {num_beams}")
+        if batch_size < 1:
+            raise InvalidInput(f"`batch_size` must be >= 1, got {batch_size}")
+        self.device = pick_device(device)
+        self.artifact = load_artifact(Path(model_dir), self.device)
+        self.num_beams = num_beams
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.truncated = 0
+        tok = self.artifact.tokenizer
+        id_map = self.artifact.id_map
+        self._item_ids: list[str] = id_map.item_ids()
+        codes = np.asarray(id_map.as_array(), dtype=np.int64)
+        # Token id of code c at position p is id_table[p, c]; the trie holds token ids.
+        tokens = tok.id_table[np.arange(tok.id_length)[None, :], codes]
+        self.trie = PrefixTrie.from_sequences(tokens)
+        files = self.artifact.manifest.get("files", {})
+        self._version = f"{id_map.version}-{str(files.get('model.safetensors', ''))[:12]}"
+
+    def version(self) -> str:
+        """ID-map version and a prefix of the weights' checksum: changes with either."""
+        return self._version
+
+    def _encode(self, queries: Sequence[str]) -> tuple[object, object]:
+        import torch
+
+        tok = self.artifact.tokenizer
+        limit = self.artifact.max_input_length - 1  # one slot for the task prefix
+        full = tok.encode_texts([q[:MAX_QUERY_CHARS] for q in queries], MAX_QUERY_CHARS + 1)
+        rows = []
+        for ids in full:
+            if len(ids) > limit:  # keep the first tokens, and the EOS the model was trained with
+                self.truncated += 1
+                ids = [*ids[: limit - 1], tok.eos_id]
+            rows.append([tok.task_ids["q2id"], *ids])
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask = (input_ids != tok.pad_id).long()
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """Top ``k`` items per query by ``log p(id | query)``; see :class:`Retriever`."""
+        from tandem.generative.decoding import constrained_beam_search
+
+        validate_queries(queries, k)
+        if not queries:
+            return []
+        beams = max(self.num_beams, k)
+        out: list[list[Hit]] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = queries[start : start + self.batch_size]
+            decoded = constrained_beam_search(self.artifact.model, self._encode(chunk), self.trie,
+                                              num_beams=beams, num_return=beams, normalize=self.normalize)
+            for row in decoded:
+                hits: list[Hit] = []
+                seen: set[str] = set()
+                for d in row:
+                    item_id = self._item_ids[d.leaf]
+                    if item_id not in seen:
+                        seen.add(item_id)
+                        hits.append(Hit(item_id, float(d.logprob), self.name))
+                    if len(hits) == k:
+                        break
+                out.append(hits)
+        return out
+
+    def close(self) -> None:
+        """Drop the model (and its GPU memory). Idempotent."""
+        art = getattr(self, "artifact", None)
+        if art is not None:
+            del self.artifact
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def generative_system(spec: object) -> GenerativeRetriever:
+    """Factory for ``tandem eval --system generative --model DIR`` (a ``SystemSpec``).
+
+    Options: ``num_beams`` (default 100, so R@100 is measured over 100 distinct items),
+    ``normalize``, ``batch_size``, ``device``. The catalog is not needed: the model folder
+    carries its ID map, which names every item the model can return.
+    """
+    model = getattr(spec, "model", None)
+    if model is None:
+        raise InvalidInput("`--model` is required for the generative system (a folder from `tandem train generative`)")
+    opts = dict(getattr(spec, "options", {}) or {})
+    return GenerativeRetriever(
+        model,
+        device=str(opts.get("device", "auto")),
+        num_beams=int(opts.get("num_beams", 100)),
+        batch_size=int(opts.get("batch_size", 32)),
+        normalize=opts.get("normalize", "full"),
+    )

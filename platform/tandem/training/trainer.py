@@ -1,0 +1,387 @@
+"""The staged trainer of the generative retriever (seed chapter, sections 5.1.2 and 5.2).
+
+Stage 1 ``pretrain``: span-corruption denoising on catalog text (from-scratch starts only).
+Stage 2 ``memorise``: doc→id with balanced exposure and a progressive curriculum, LR
+warm-up → main → refinement, memorisation verified after every epoch; stops at the target
+exact-match or reports why not. Stage 3 ``align``: query→id (α) + id→query (1 − α) at a
+lower LR, with doc→id replay, still verifying memorisation after every epoch.
+
+Every epoch ends with a checkpoint, so ``resume=True`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tandem.catalog.item import Item
+from tandem.errors import InvalidInput
+from tandem.training.config import TrainConfig
+from tandem.training.data import balanced_exposures, batches, collate, difficulty, progressive_subset
+from tandem.training.denoise import span_corrupt
+from tandem.training.objectives import Example, Task, doc2id, id2q, multitask_loss, q2id, task_weights
+from tandem.training.verify import MemorisationReport, verify_memorisation
+
+log = logging.getLogger(__name__)
+
+STAGES = ("pretrain", "memorise", "align")
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class RunState:
+    """Where a run stands; serialised into every checkpoint."""
+
+    stage: int = 0
+    epoch: int = 0
+    """Next epoch to run within ``stage``."""
+    last_exact_match: float = 0.0
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    """One record per finished epoch (stage, loss, LR, memorisation, speed)."""
+    steps: list[list[float]] = field(default_factory=list)
+    """``[global_step, stage, loss]`` every few steps, for the curve."""
+    stop_reasons: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    samples: int = 0
+
+
+class StagedTrainer:
+    """Trains a generative retriever on ``items`` (with IDs from ``id_map``) and query pairs.
+
+    ``id_map`` needs ``codes(item_id) -> tuple[int, ...]`` (equal length for all items),
+    ``save(path)``, ``version`` and ``len()`` — :class:`tandem.ids.IdMap` provides them.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        items: Sequence[Item],
+        id_map: Any,
+        pairs: Sequence[tuple[str, str]],
+        out: Path,
+        *,
+        pretrained: Path | None = None,
+        device: str = "auto",
+        progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if not items:
+            raise InvalidInput("`catalog` is empty; nothing to train on")
+        self.config = config
+        self.items = list(items)
+        self.id_map = id_map
+        self.pairs = list(pairs)
+        self.out = Path(out)
+        self.pretrained = Path(pretrained) if pretrained else None
+        self.progress = progress
+        self.on_epoch = on_epoch
+        from tandem.generative.model import pick_device
+
+        self.device = pick_device(device)
+        from tandem.generative.model import use_bf16
+
+        self.bf16 = use_bf16(config.precision, self.device)
+        self.codes = self._code_matrix()
+        unknown = sorted({item_id for _, item_id in self.pairs} - self.item_index.keys())
+        if unknown:
+            raise InvalidInput(f"`pairs` name {len(unknown)} item(s) outside the catalog, e.g. `{unknown[0]}`")
+
+    # -- preparation --------------------------------------------------------------------------
+
+    def _code_matrix(self) -> np.ndarray:
+        index = {}
+        rows = []
+        for i, item in enumerate(self.items):
+            if item.item_id in index:
+                raise InvalidInput(f"`catalog` lists item `{item.item_id}` twice")
+            index[item.item_id] = i
+            try:
+                rows.append(tuple(self.id_map.codes(item.item_id)))
+            except (KeyError, LookupError):
+                raise InvalidInput(
+                    f"catalog item `{item.item_id}` has no semantic ID in the ID map; rebuild the IDs over this catalog"
+                ) from None
+        if len({len(r) for r in rows}) != 1:
+            raise InvalidInput("the ID map gives IDs of different lengths; all IDs must have one length")
+        self.item_index = index
+        return np.asarray(rows, dtype=np.int64)
+
+    def id_space(self) -> list[int]:
+        """Codes per ID position (the ID map's declared space, reserved codes included)."""
+        from tandem.generative.idmap import id_space
+
+        return id_space(self.id_map, self.codes)
+
+    def _build(self, resume_state: dict[str, Any] | None) -> None:
+        """Tokenizer and model: from the checkpoint, a pretrained folder, or from scratch."""
+        import torch
+
+        from tandem.generative.model import build_model, load_pretrained
+        from tandem.generative.tokenizer import TandemTokenizer, train_tokenizer
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        ckpt = self.out / CHECKPOINT_DIR
+        if resume_state is not None:
+            from tandem.training.checkpoint import load_model
+
+            self.tokenizer = TandemTokenizer.load(ckpt, resume_state["id_space"])
+            self.model = load_model(ckpt)
+        else:
+            corpus = [it.text() for it in self.items] + [q for q, _ in self.pairs]
+            self.tokenizer = train_tokenizer(corpus, cfg.vocab_size, self.id_space())
+            if self.pretrained is not None:
+                self.model = load_pretrained(self.pretrained, self.tokenizer)
+            else:
+                self.model = build_model(cfg.size, self.tokenizer, cfg.max_input_length)
+        self.model.to(self.device)
+        tok = self.tokenizer
+        # One prefix token precedes the text, so texts get max_input_length - 1 tokens.
+        self.text_ids = tok.encode_texts([it.text() for it in self.items], cfg.max_input_length - 1)
+        self.doc_examples = [doc2id(tok, t, c, i) for i, (t, c) in enumerate(zip(self.text_ids, self.codes.tolist()))]
+        queries = sorted({q for q, _ in self.pairs})
+        src = dict(zip(queries, tok.encode_texts(queries, cfg.max_input_length - 1), strict=True))
+        tgt = dict(zip(queries, tok.encode_texts(queries, cfg.max_query_length), strict=True))
+        self.align_examples: list[Example] = []
+        for q, item_id in self.pairs:
+            i = self.item_index[item_id]
+            codes = self.codes[i].tolist()
+            self.align_examples.append(q2id(tok, src[q], codes, i))
+            self.align_examples.append(id2q(tok, tgt[q], codes, i))
+        self.difficulty = difficulty(np.array([len(t) for t in self.text_ids]), self.codes)
+
+    # -- epochs --------------------------------------------------------------------------------
+
+    def _epoch_examples(self, stage: str, epoch: int, rng: np.random.Generator) -> list[Example]:
+        cfg = self.config
+        if stage == "pretrain":
+            out = []
+            for i, ids in enumerate(self.text_ids):
+                ex = span_corrupt(ids[:-1], self.tokenizer.sentinel_ids, self.tokenizer.eos_id, rng,
+                                  cfg.noise_density, cfg.mean_span, item=i)
+                if ex is not None:
+                    out.append(ex)
+            return out
+        if stage == "memorise":
+            subset = progressive_subset(self.difficulty, epoch, cfg.progressive_epochs, cfg.progressive_start)
+            return [self.doc_examples[i] for i in balanced_exposures(subset, cfg.exposures, rng)]
+        replay: list[Example] = []
+        if cfg.replay_exposures:
+            replay = [self.doc_examples[i] for i in balanced_exposures(np.arange(len(self.items)),
+                                                                        cfg.replay_exposures, rng)]
+        return self.align_examples + replay
+
+    def _lr(self, stage: str, epoch: int, step_in_stage: int, state: RunState) -> float:
+        cfg = self.config
+        if stage == "pretrain":
+            base = cfg.pretrain_lr
+        elif stage == "align":
+            base = cfg.align_lr
+        else:
+            sched = cfg.memorise_lr
+            late = epoch >= int(0.8 * cfg.memorise_max_epochs)
+            if epoch < sched.warmup_epochs:
+                base = sched.warmup
+            elif state.last_exact_match >= sched.refine_at or late:
+                base = sched.refinement
+            else:
+                base = sched.main
+        ramp = cfg.memorise_lr.ramp_steps
+        if ramp and step_in_stage < ramp:
+            return base * (step_in_stage + 1) / ramp
+        return base
+
+    def _run_epoch(self, stage_idx: int, epoch: int, optimizer: Any, step0: int, state: RunState) -> dict[str, Any]:
+        import torch
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        stage = STAGES[stage_idx]
+        rng = np.random.default_rng([cfg.seed, stage_idx, epoch])
+        torch.manual_seed(cfg.seed * 1_000_003 + stage_idx * 1009 + epoch)
+        examples = self._epoch_examples(stage, epoch, rng)
+        weights = task_weights(cfg.alpha, doc2id_weight=1.0 if stage == "memorise" else cfg.replay_weight)
+        n_batches = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
+        self.model.train()
+        losses: list[float] = []
+        task_sums: dict[str, list[float]] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(batches(examples, cfg.batch_size, rng), total=n_batches, disable=not self.progress,
+                   desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch")
+        lr = 0.0
+        for b, batch in enumerate(bar):
+            lr = self._lr(stage, epoch, step0 + b, state)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs = collate(batch, self.tokenizer.pad_id, self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                    decoder_input_ids=inputs["decoder_input_ids"]).logits
+            loss, parts = multitask_loss(logits, inputs["labels"], inputs["tasks"], weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            value = float(loss.detach())
+            losses.append(value)
+            for task, v in parts.items():
+                task_sums.setdefault(task.name.lower(), []).append(v)
+            if (step0 + b) % 5 == 0:
+                state.steps.append([step0 + b, stage_idx, value])
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        return {
+            "stage": stage, "epoch": epoch + 1, "steps": n_batches, "examples": len(examples), "lr": lr,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "task_loss": {k: round(float(np.mean(v)), 4) for k, v in task_sums.items()},
+            "seconds": round(seconds, 2), "samples_per_s": round(len(examples) / max(seconds, 1e-9), 1),
+        }
+
+    def verify(self) -> MemorisationReport:
+        """Memorisation check of the current model over the whole catalog."""
+        return verify_memorisation(self.model, self.tokenizer, self.doc_examples, self.device,
+                                   autocast=self.bf16)
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Train all stages (continuing a checkpoint when ``resume``) and write the model folder.
+
+        Returns the training summary, also written to ``training_summary.json``.
+        """
+        import torch
+
+        threads = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            return self._run(resume)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, resume: bool) -> dict[str, Any]:
+        import torch
+
+        from tandem.training.checkpoint import load_optimizer, read_state, save_checkpoint
+        from tandem.training.report import write_curve, write_summary
+
+        ckpt = self.out / CHECKPOINT_DIR
+        saved = read_state(ckpt) if resume else None
+        if saved is not None and saved.get("config") != self.config.model_dump(mode="json"):
+            raise InvalidInput(f"`resume`: the checkpoint in {ckpt} was made with a different configuration")
+        self._build(saved)
+        state = RunState(**saved["run"]) if saved else RunState()
+        first_stage = 1 if (self.pretrained is not None) else 0
+        if state.stage < first_stage:
+            state.stage = first_stage
+        wall0 = time.perf_counter()
+        while state.stage < len(STAGES):
+            stage = STAGES[state.stage]
+            lr0 = {"pretrain": self.config.pretrain_lr, "memorise": self.config.memorise_lr.main,
+                   "align": self.config.align_lr}[stage]
+            optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr0, weight_decay=self.config.weight_decay)
+            if saved is not None and state.epoch > 0:
+                load_optimizer(ckpt, optimizer, saved)
+            saved = None
+            max_epochs = self._max_epochs(stage)
+            step = sum(r["steps"] for r in state.epochs if r["stage"] == stage)
+            while state.epoch < max_epochs:
+                record = self._run_epoch(state.stage, state.epoch, optimizer, step, state)
+                step += record["steps"]
+                state.samples += record["examples"]
+                state.seconds += record["seconds"]
+                if stage != "pretrain":
+                    report = self.verify()
+                    state.last_exact_match = report.exact_match
+                    record["memorisation"] = report.as_dict()
+                state.epochs.append(record)
+                state.epoch += 1
+                done = stage == "memorise" and state.last_exact_match >= self.config.memorise_target
+                if done:
+                    state.stop_reasons[stage] = (
+                        f"exact-match {state.last_exact_match:.3f} >= target {self.config.memorise_target}"
+                    )
+                    state.epoch = max_epochs
+                elif state.epoch >= max_epochs:
+                    state.stop_reasons[stage] = self._why_stopped(stage, state)
+                if state.epoch >= max_epochs:
+                    state.stage, state.epoch = state.stage + 1, 0
+                save_checkpoint(ckpt, self.model, self.tokenizer, optimizer if state.epoch else None,
+                                {"run": state.__dict__, "config": self.config.model_dump(mode="json"),
+                                 "id_space": list(self.tokenizer.id_space)})
+                self._log_epoch(record)  # after the checkpoint: an interrupt here loses nothing
+                if state.stage != STAGES.index(stage):
+                    break
+            else:
+                state.stage, state.epoch = state.stage + 1, 0
+        summary = self._summary(state, time.perf_counter() - wall0)
+        from tandem.generative.artifacts import save_artifact
+
+        write_summary(self.out, summary)
+        write_curve(self.out, state.steps, state.epochs, STAGES)
+        save_artifact(self.out, self.model, self.tokenizer, self.id_map,
+                      max_input_length=self.config.max_input_length, training=summary)
+        return summary
+
+    def _max_epochs(self, stage: str) -> int:
+        cfg = self.config
+        return {"pretrain": cfg.pretrain_epochs, "memorise": cfg.memorise_max_epochs, "align": cfg.align_epochs}[stage]
+
+    def _why_stopped(self, stage: str, state: RunState) -> str:
+        if stage != "memorise":
+            return f"ran its {self._max_epochs(stage)} epochs"
+        return (
+            f"target exact-match {self.config.memorise_target} not reached in {self.config.memorise_max_epochs} "
+            f"epochs (reached {state.last_exact_match:.3f}); raise `memorise_max_epochs`, `exposures` "
+            "or the model size (capacity), or check for duplicate item texts with distinct IDs"
+        )
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        mem = record.get("memorisation", {})
+        log.info("%s epoch %d: loss %.4f, %.0f samples/s%s", record["stage"], record["epoch"], record["loss"],
+                 record["samples_per_s"], f", exact-match {mem['exact_match']:.3f}" if mem else "")
+        if self.on_epoch is not None:
+            self.on_epoch(record)
+
+    def _summary(self, state: RunState, wall: float) -> dict[str, Any]:
+        import torch
+
+        from tandem.generative.model import count_parameters
+
+        per_stage: dict[str, Any] = {}
+        for name in STAGES:
+            recs = [r for r in state.epochs if r["stage"] == name]
+            if not recs:
+                continue
+            entry: dict[str, Any] = {"epochs": len(recs), "seconds": round(sum(r["seconds"] for r in recs), 1),
+                                     "final_loss": round(recs[-1]["loss"], 4),
+                                     "stop_reason": state.stop_reasons.get(name, "")}
+            if "memorisation" in recs[-1]:
+                entry["memorisation"] = recs[-1]["memorisation"]
+            per_stage[name] = entry
+        mem = per_stage.get("memorise", {}).get("memorisation", {})
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "device": str(self.device), "bf16_autocast": self.bf16,
+            "items": len(self.items), "pairs": len(self.pairs),
+            "id_map_version": str(getattr(self.id_map, "version", "")),
+            "vocab_size": len(self.tokenizer), "parameters": count_parameters(self.model),
+            "stages": per_stage,
+            "memorisation_reached_target": bool(mem and mem["exact_match"] >= self.config.memorise_target),
+            "final_memorisation": state.epochs[-1].get("memorisation") if state.epochs else None,
+            "train_seconds": round(state.seconds, 1), "wall_seconds_this_session": round(wall, 1),
+            "samples": state.samples,
+            "samples_per_s": round(state.samples / max(state.seconds, 1e-9), 1),
+            "peak_rss_mb": round(peak_rss_mb, 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+            "epochs": state.epochs,
+        }

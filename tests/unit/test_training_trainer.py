@@ -1,0 +1,123 @@
+"""The staged trainer on a micro model: stages, bad input, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.torch import load_file
+
+from tandem.errors import InvalidInput
+from tandem.generative.fixtures import MICRO, tiny_id_map
+from tandem.testing.tiny_catalog import tiny_catalog
+from tandem.training.config import StageLR, TrainConfig, profile_config
+from tandem.training.trainer import StagedTrainer
+
+ITEMS = tiny_catalog()
+PAIRS = [("cordless drill", "t01"), ("garden hose", "t18"), ("claw hammer", "t09")]
+CONFIG = TrainConfig(
+    profile="custom", size=MICRO, vocab_size=300, max_input_length=16, batch_size=32, threads=1,
+    pretrain_epochs=1, memorise_max_epochs=2, exposures=2, progressive_epochs=1, memorise_target=1.0,
+    memorise_lr=StageLR(ramp_steps=2), align_epochs=1,
+)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def id_map() -> Any:
+    return tiny_id_map(ITEMS)
+
+
+def test_full_run_writes_model_summary_and_curve(id_map: Any, tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+    summary = StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, tmp_path, progress=False,
+                            on_epoch=lambda r: seen.append((r["stage"], r["epoch"]))).run()
+    assert seen == [("pretrain", 1), ("memorise", 1), ("memorise", 2), ("align", 1)]
+    assert summary["stages"]["memorise"]["stop_reason"].startswith("target exact-match 1.0 not reached")
+    assert not summary["memorisation_reached_target"]
+    mem = summary["stages"]["memorise"]["memorisation"]
+    assert 0.0 <= mem["exact_match"] <= mem["prefix_match"][0] <= 1.0
+    # The first memorisation epoch trains only the easier items (progressive curriculum).
+    epochs = summary["epochs"]
+    assert epochs[1]["examples"] < epochs[2]["examples"] == 2 * len(ITEMS)
+    # Alignment: a q2id and an id2q example per pair, plus one doc→id replay per item.
+    assert epochs[3]["examples"] == 2 * len(PAIRS) + len(ITEMS)
+    assert set(epochs[3]["task_loss"]) == {"q2id", "id2q", "doc2id"}
+    assert (tmp_path / "training_curve.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "training_summary.json").read_text())["items"] == 24
+    assert (tmp_path / "manifest.json").is_file()
+
+
+def test_resume_continues_exactly(id_map: Any, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, straight, progress=False).run()
+
+    broken = tmp_path / "broken"
+
+    def stop_after_first_memorise_epoch(record: dict[str, Any]) -> None:
+        if record["stage"] == "memorise":
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, broken, progress=False,
+                      on_epoch=stop_after_first_memorise_epoch).run()
+    assert not (broken / "manifest.json").exists()
+    summary = StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, broken, progress=False).run(resume=True)
+    assert [e["stage"] for e in summary["epochs"]] == ["pretrain", "memorise", "memorise", "align"]
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(broken / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] - b[key]).abs().max() < 1e-5, key
+
+
+def test_resume_with_another_config_is_refused(id_map: Any, tmp_path: Path) -> None:
+    StagedTrainer(CONFIG.model_copy(update={"align_epochs": 0, "memorise_max_epochs": 1}), ITEMS, id_map, PAIRS,
+                  tmp_path, progress=False).run()
+    with pytest.raises(InvalidInput, match="`resume`"):
+        StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, tmp_path, progress=False).run(resume=True)
+
+
+def test_catalog_item_without_an_id_is_refused(id_map: Any, tmp_path: Path) -> None:
+    from tandem.catalog.item import Item
+
+    stranger = Item(item_id="not-in-map", title="Mystery Widget")
+    with pytest.raises(InvalidInput, match="`not-in-map` has no semantic ID"):
+        StagedTrainer(CONFIG, [*ITEMS, stranger], id_map, PAIRS, tmp_path)
+    with pytest.raises(InvalidInput, match="`catalog` is empty"):
+        StagedTrainer(CONFIG, [], id_map, PAIRS, tmp_path)
+
+
+def test_profiles() -> None:
+    ci, full = profile_config("ci"), profile_config("full", seed=3)
+    assert ci.size.d_model < full.size.d_model and full.seed == 3
+    with pytest.raises(InvalidInput, match="`profile`"):
+        profile_config("huge")
+
+
+def test_pretrained_start_skips_denoising_and_refuses_pickles(id_map: Any, tmp_path: Path) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from tandem.errors import CorruptArtifact
+
+    src = tmp_path / "pretrained"
+    T5ForConditionalGeneration(T5Config(vocab_size=500, d_model=32, d_kv=16, d_ff=64, num_layers=1,
+                                        num_decoder_layers=1, num_heads=2)).save_pretrained(str(src))
+    config = CONFIG.model_copy(update={"memorise_max_epochs": 1, "align_epochs": 0})
+    summary = StagedTrainer(config, ITEMS, id_map, PAIRS, tmp_path / "out", pretrained=src, progress=False).run()
+    assert list(summary["stages"]) == ["memorise"]
+    (src / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(CorruptArtifact, match="pickle"):
+        StagedTrainer(config, ITEMS, id_map, PAIRS, tmp_path / "out2", pretrained=src, progress=False).run()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_trains_on_cuda_with_bf16(id_map: Any, tmp_path: Path) -> None:
+    summary = StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, tmp_path, device="cuda", progress=False).run()
+    assert summary["device"].startswith("cuda") and summary["bf16_autocast"]
+    assert summary["peak_gpu_mb"] > 0
