@@ -20,7 +20,7 @@ from typing import Any
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput, Unavailable
 from tandem.retriever import Hit, Retriever, validate_queries
-from tandem.sparse._java import JNI_LOCK, java, java_errors, jpath
+from tandem.sparse._java import java, java_errors, jpath, on_jvm_thread
 from tandem.sparse.config import IndexMeta, SparseConfig
 from tandem.sparse.documents import to_json_line
 from tandem.sparse.index import IndexStats, analyzer_for, indexer_args
@@ -269,7 +269,7 @@ class SparseRetriever(Retriever):
 
     def close(self) -> None:
         """Release the searcher, and the writer with its lock (pending work is committed)."""
-        with JNI_LOCK:
+        def close_on_jvm() -> None:
             if self._closed:
                 return
             self._closed = True
@@ -277,6 +277,8 @@ class SparseRetriever(Retriever):
                 self._searcher.close()
             if self._writer is not None:
                 self._writer.close()
+
+        on_jvm_thread(close_on_jvm)
 
     def __enter__(self) -> SparseRetriever:
         return self
