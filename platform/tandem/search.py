@@ -28,6 +28,8 @@ from tandem.fusion import RRF, FusedHit, Fuser, RankedList
 from tandem.retriever import Hit, Retriever
 
 FILTER_FIELDS = ("brand", "category", "price")
+#: Kind of an :class:`Intent` that constrains instead of retrieving: text ``price>=A price<=B``.
+FILTER_INTENT = "filter"
 
 SOURCE_LATENCY = Histogram(
     "tandem_source_latency_seconds", "Retriever call latency seen by the hybrid searcher, by source and outcome.",
@@ -239,6 +241,29 @@ class Intent:
     text: str
     kind: str = "query"
     weight: float = 1.0
+
+
+def intent_filters(intents: Sequence[Intent]) -> list[FilterSpec]:
+    """Filters carried by ``filter`` intents (``price>=10 price<=50``); malformed terms are
+    ignored, since a decomposer's constraint is a hint and must not fail the search."""
+    out = []
+    for i in intents:
+        if i.kind != FILTER_INTENT:
+            continue
+        lo = hi = None
+        for term in i.text.split():
+            for op in (">=", "<="):
+                name, sep, value = term.partition(op)
+                if sep and name == "price":
+                    try:
+                        v = float(value)
+                    except ValueError:
+                        continue
+                    if v >= 0:
+                        lo, hi = (v, hi) if op == ">=" else (lo, v)
+        if lo is not None or hi is not None:
+            out.append(FilterSpec(field="price", min=lo, max=hi))
+    return out
 
 
 class IntentDecomposer(ABC):
@@ -455,7 +480,9 @@ class HybridSearcher:
 
     def _compute(self, query: str, top_k: int, request: SearchRequest,
                  versions: dict[str, str], deadline: float) -> SearchResult:
-        intents = self.intents.decompose(query)
+        all_intents = self.intents.decompose(query)
+        implied = intent_filters(all_intents) if self.catalog is not None else []
+        intents = [i for i in all_intents if i.kind != FILTER_INTENT] or [Intent(text=query)]
         texts = [i.text for i in intents]
         depth = max(self.config.candidates, top_k)
         futures: dict[Future, Retriever] = {}
@@ -494,17 +521,22 @@ class HybridSearcher:
                 reasons.append(f"{r.name}: {type(exc).__name__}: {exc}"[:300])
                 continue
             for intent, hits in zip(intents, fut.result(), strict=True):
-                lists.append(RankedList(source=r.name, hits=hits, intent=intent.text, intent_weight=intent.weight))
+                lists.append(RankedList(source=r.name, hits=hits, intent=intent.text, intent_weight=intent.weight,
+                                        intent_kind=intent.kind))
         if len(reasons) == len(self.retrievers):
             raise Unavailable("no source answered: " + "; ".join(reasons))
 
-        fused = self.fuser.fuse(lists, k=depth if request.filters else top_k)
+        fused = self.fuser.fuse(lists, k=depth if request.filters or implied else top_k)
         meta = self.catalog.lookup([h.item_id for h in fused]) if self.catalog is not None else {}
         if request.filters:
-            fused = [h for h in fused if _matches(meta.get(h.item_id), request.filters)][:top_k]
+            fused = [h for h in fused if _matches(meta.get(h.item_id), request.filters)]
+        if implied:  # soft: an item without a price is kept (the catalog lacks the field for it)
+            fused = [h for h in fused if (m := meta.get(h.item_id)) is None or m.price is None
+                     or _matches(m, implied)]
+        fused = fused[:top_k]
         return SearchResult(
             hits=[self._hit(h, meta) for h in fused],
-            intents=intents,
+            intents=all_intents,
             versions=versions,
             degraded=bool(reasons),
             degraded_reasons=reasons,
@@ -536,9 +568,9 @@ class HybridSearcher:
 
 
 __all__ = [
-    "DeadlineAware", "FilterSpec", "HybridSearcher", "InMemoryCatalog", "Intent", "IntentDecomposer",
+    "FILTER_INTENT", "DeadlineAware", "FilterSpec", "HybridSearcher", "InMemoryCatalog", "Intent", "IntentDecomposer",
     "ItemLookup", "ItemMeta", "ResultHit", "SearchConfig", "SearchRequest", "SearchResult", "SerializedRetriever",
     "StoredFieldsLookup",
     "WholeQuery",
-    "validate_request",
+    "intent_filters", "validate_request",
 ]

@@ -57,6 +57,9 @@ class ServerOptions(BaseModel):
     """Serve gRPC server reflection (grpcurl, grpcui)."""
     tracing: bool = False
     """OpenTelemetry spans per RPC (needs opentelemetry-sdk installed)."""
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Second, plaintext port serving only ``grpc.health.v1`` (kubelet's gRPC probes cannot
+    speak TLS); ``None`` = off, 0 picks a free one (tests)."""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerOptions:
@@ -101,7 +104,9 @@ class TandemServer:
         self.on_stop = list(on_stop)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
+        self.health_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._stopping: asyncio.Task | None = None
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
@@ -135,11 +140,29 @@ class TandemServer:
         if port == 0:
             raise OSError(f"could not bind {address}")
         await server.start()
+        self._server, self.port = server, port
+        if opts.health_port is not None:
+            await self._start_health_port()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._server, self.port = server, port
-        log.info("serving", extra={"address": f"{opts.host}:{port}", "services": names, "tls": creds is not None})
+        log.info("serving", extra={"address": f"{opts.host}:{port}", "services": names, "tls": creds is not None,
+                                   "health_port": self.health_port})
         return port
+
+    async def _start_health_port(self) -> None:
+        """The probe port: plaintext, no interceptors (kubelet sends no token), health only.
+
+        It shares :attr:`health` with the main server, so draining shows on both at once.
+        """
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        address = f"{self.options.host}:{self.options.health_port}"
+        port = server.add_insecure_port(address)
+        if port == 0:
+            await self._server.stop(0)
+            raise OSError(f"could not bind the health port {address}")
+        await server.start()
+        self._health_server, self.health_port = server, port
 
     async def stop(self) -> None:
         """Graceful shutdown (see the class docstring). Idempotent."""
@@ -154,6 +177,8 @@ class TandemServer:
         log.info("draining", extra={"drain_s": self.options.drain_s, "grace_s": self.options.grace_s})
         await asyncio.sleep(self.options.drain_s)
         await self._server.stop(self.options.grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for fn in self.on_stop:
             result = fn()
             if asyncio.iscoroutine(result):

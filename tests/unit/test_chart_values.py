@@ -210,7 +210,8 @@ def test_chart_metadata_follows_conventions() -> None:
 #: Flags the chart passes that the CLI does not have yet, with the issue that adds them. Under
 #: TLS, kubelet needs a plaintext port serving only grpc.health.v1 (its gRPC probes cannot do
 #: TLS); until `tandem serve` grows it, TLS-enabled releases fail their probes.
-PENDING_FLAGS = {"--health-port": "issue 7: plaintext health-only port for kubelet probes when TLS is on"}
+#: Flags the chart passes that `tandem serve` does not have yet (name → why); empty: none pending.
+PENDING_FLAGS: dict[str, str] = {}
 
 
 def _cli_command(path: Sequence[str]) -> Any:

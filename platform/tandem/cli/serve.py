@@ -34,15 +34,26 @@ Factory = Annotated[Optional[str], typer.Option(
     help="module:callable returning a Retriever to serve as the generative source.")]
 FactoryArg = Annotated[list[str], typer.Option(help="Argument for the factory (repeatable).")]
 Model = Annotated[Optional[Path], typer.Option(help="Generative model directory (tandem.generative artifacts).")]
+HealthPort = Annotated[int, typer.Option(
+    help="Plaintext port serving only grpc.health.v1, for kubelet probes when TLS is on (0 = off).")]
+IntentModel = Annotated[Optional[Path], typer.Option(
+    help="Intent decomposer fitted by `tandem intent fit` (in-process sub-intents; default: whole query).")]
+Fusion = Annotated[str, typer.Option(help=(
+    "Fusion of the sources' and sub-intents' lists: rrf, minmax, zscore, learned (needs --fusion-model) or "
+    "auto = the best measured on Home Depot dev (bench.intent) for the given artifacts: learned with "
+    "--fusion-model, minmax with --intent-model (RRF of sub-queries lowers nDCG@10), else rrf."))]
+FusionModel = Annotated[Optional[Path], typer.Option(help="Learned fusion model (JSON) for --fusion learned.")]
 DeadlineMs = Annotated[float, typer.Option(help="Search budget when the client sets no deadline, ms.")]
 
 
-def _options(host: str, port: int, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing: bool) -> Any:
+def _options(host: str, port: int, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing: bool,
+             health_port: int = 0) -> Any:
     from tandem_services.server import ServerOptions
 
     try:
         return ServerOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
-                             auth_token_file=auth_token_file, tracing=tracing)
+                             auth_token_file=auth_token_file, tracing=tracing,
+                             health_port=health_port or None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -70,7 +81,8 @@ def _run(build, metrics_port: int, log_level: str) -> None:
         server = build()
         port = await server.start()
         typer.echo(f"tandem: serving {', '.join(s.name for s in server.services)} on "
-                   f"{server.options.host}:{port}", err=True)
+                   f"{server.options.host}:{port}"
+                   + (f" (health on {server.health_port})" if server.health_port else ""), err=True)
         await server.serve_forever()
 
     try:
@@ -80,8 +92,37 @@ def _run(build, metrics_port: int, log_level: str) -> None:
         raise typer.Exit(2) from None
 
 
+def _fuser(fusion: str, fusion_model: Optional[Path], lookup: Any, intents: Any = None) -> Any:
+    """The fusion strategy named on the command line (``auto``: see the ``--fusion`` help)."""
+    from tandem.fusion import RRF, ScoreFusion
+
+    if fusion == "auto":
+        fusion = "learned" if fusion_model is not None else "minmax" if intents is not None else "rrf"
+
+    if fusion == "rrf":
+        return RRF()
+    if fusion in ("minmax", "zscore"):
+        return ScoreFusion(fusion)
+    if fusion != "learned":
+        raise typer.BadParameter(f"unknown fusion {fusion!r}; use auto, rrf, minmax, zscore or learned",
+                                 param_hint="--fusion")
+    if fusion_model is None:
+        raise typer.BadParameter("--fusion learned needs --fusion-model", param_hint="--fusion-model")
+    from tandem.fusion.learned import LearnedFusion, catalog_titles
+
+    return LearnedFusion.load(fusion_model, titles=catalog_titles(lookup) if lookup is not None else None)
+
+
+def _intents(intent_model: Optional[Path]) -> Any:
+    if intent_model is None:
+        return None
+    from tandem.intent import CatalogIntentDecomposer
+
+    return CatalogIntentDecomposer.load(intent_model)
+
+
 def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str], deadline_ms: float,
-              intents: Any = None) -> Any:
+              intents: Any = None, fusion: str = "auto", fusion_model: Optional[Path] = None) -> Any:
     from tandem.cache import make_cache
     from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig, StoredFieldsLookup
 
@@ -91,7 +132,7 @@ def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str
     else:
         lookup = next((StoredFieldsLookup(r) for r in retrievers if callable(getattr(r, "documents", None))), None)
     return HybridSearcher(retrievers, cache=make_cache(redis_url), catalog=lookup, intents=intents,
-                          config=SearchConfig(deadline_s=deadline_ms / 1000))
+                          fuser=_fuser(fusion, fusion_model, lookup, intents), config=SearchConfig(deadline_s=deadline_ms / 1000))
 
 
 def _generative(model: Optional[Path], factory: Optional[str], factory_arg: list[str]) -> Any:
@@ -112,6 +153,8 @@ def serve(
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
     tracing: Tracing = False, max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0,
+    health_port: HealthPort = 0, intent_model: IntentModel = None, fusion: Fusion = "auto",
+    fusion_model: FusionModel = None,
 ) -> None:
     """Run the services. With --all-in-one: gateway, retrievers, intent and admin in one process."""
     if ctx.invoked_subcommand is not None:
@@ -121,7 +164,7 @@ def serve(
         raise typer.Exit(2)
     if index is None:
         raise typer.BadParameter("--all-in-one needs --index (the BM25 source)", param_hint="--index")
-    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
         from tandem_services.app import BatchOptions, all_in_one_server, load_sparse
@@ -129,7 +172,8 @@ def serve(
         retrievers = [load_sparse(str(index))]
         if model or generative_factory:
             retrievers.append(_generative(model, generative_factory, generative_arg))
-        searcher = _searcher(retrievers, catalog, redis_url, deadline_ms)
+        searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, _intents(intent_model), fusion,
+                             fusion_model)
         return all_in_one_server(searcher, opts, batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms),
                                  batched=["generative"])
 
@@ -142,6 +186,7 @@ def gateway(
     generative: Annotated[Optional[str], typer.Option(help="host:port of the generative RetrieverService.")] = None,
     intent: Annotated[Optional[str], typer.Option(
         help="host:port of the IntentService (default: whole query).")] = None,
+    intent_model: IntentModel = None, fusion: Fusion = "auto", fusion_model: FusionModel = None,
     catalog: Catalog = None, redis_url: RedisUrl = None, deadline_ms: DeadlineMs = 2000.0,
     downstream_token: Annotated[Optional[str], typer.Option(envvar="TANDEM_DOWNSTREAM_TOKEN",
                                                             help="Bearer token for the retriever services.")] = None,
@@ -149,10 +194,12 @@ def gateway(
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50051,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
-    tracing: Tracing = False,
+    tracing: Tracing = False, health_port: HealthPort = 0,
 ) -> None:
     """The gateway: SearchService over remote retriever services (BM25-only fallback)."""
-    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+    if intent and intent_model:
+        raise typer.BadParameter("give --intent (remote) or --intent-model (in-process), not both")
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
         from tandem_services.app import gateway_server
@@ -162,8 +209,9 @@ def gateway(
         retrievers = [RemoteRetriever(sparse, "bm25", options=ch, timeout_s=deadline_ms / 1000)]
         if generative:
             retrievers.append(RemoteRetriever(generative, "generative", options=ch, timeout_s=deadline_ms / 1000))
-        intents = RemoteIntents(intent, options=ch) if intent else None
-        return gateway_server(_searcher(retrievers, catalog, redis_url, deadline_ms, intents), opts)
+        intents = RemoteIntents(intent, options=ch) if intent else _intents(intent_model)
+        return gateway_server(_searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model),
+                              opts)
 
     _run(build, metrics_port, log_level)
 
@@ -174,10 +222,10 @@ def sparse_cmd(
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50052,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
-    tracing: Tracing = False,
+    tracing: Tracing = False, health_port: HealthPort = 0,
 ) -> None:
     """The BM25 RetrieverService over a Lucene index."""
-    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
         from tandem_services.app import load_sparse, retriever_server
@@ -194,10 +242,10 @@ def generative_cmd(
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50053,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
-    tracing: Tracing = False,
+    tracing: Tracing = False, health_port: HealthPort = 0,
 ) -> None:
     """The generative RetrieverService (CUDA when present), micro-batching concurrent requests."""
-    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
         from tandem_services.app import BatchOptions, retriever_server
@@ -212,18 +260,23 @@ def generative_cmd(
 @app.command()
 def intent(
     factory: Annotated[Optional[str], typer.Option(help="module:callable returning an IntentDecomposer.")] = None,
+    model: IntentModel = None,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50054,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
-    tracing: Tracing = False,
+    tracing: Tracing = False, health_port: HealthPort = 0,
 ) -> None:
-    """The IntentService (the whole query as one intent unless --factory names a decomposer)."""
-    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing)
+    """The IntentService: the decomposer of --model (fitted by `tandem intent fit`), or of
+    --factory, or the whole query as one intent."""
+    if factory and model:
+        raise typer.BadParameter("give --model or --factory, not both")
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
         from tandem.search import WholeQuery
         from tandem_services.app import intent_server, load_factory
 
-        return intent_server(load_factory(factory) if factory else WholeQuery(), opts)
+        decomposer = load_factory(factory) if factory else _intents(model) or WholeQuery()
+        return intent_server(decomposer, opts)
 
     _run(build, metrics_port, log_level)

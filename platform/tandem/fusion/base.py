@@ -21,6 +21,8 @@ class RankedList:
     hits: Sequence[Hit]
     intent: str = ""
     intent_weight: float = 1.0
+    #: The sub-intent's kind (``query`` = the whole query, ``product_type``, ``brand``...).
+    intent_kind: str = "query"
 
 
 @dataclass(frozen=True, slots=True)
