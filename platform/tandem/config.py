@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     device: str = "auto"
     """Torch device for the generative model: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``."""
 
+    data: Path | None = None
+    """Folder of the benchmark datasets (``homedepot/``, ``cacm/``); unset means ``../shared/data``
+    beside the repository, or ``./shared/data`` (see :func:`tandem.catalog.datasets.data_root`)."""
+
     seed: int = 13
     """Random seed used by training, ID building and benchmarks unless a command overrides it."""
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tandem.errors import InvalidInput, Unavailable
 from tandem.retriever import Retriever
-from tandem.search import HybridSearcher, IntentDecomposer, SerializedRetriever
+from tandem.search import HybridSearcher, IntentDecomposer
 from tandem.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -148,9 +148,8 @@ def load_sparse(index_dir: str, name: str = "bm25") -> Retriever:
         raise Unavailable(f"the sparse retriever is not available in this build: {exc}") from None
     retriever = SparseRetriever(index_dir, writable=False)
     retriever.name = name
-    # SparseRetriever fails under concurrent calls from Python threads (NullPointerException
-    # inside Lucene via pyjnius, seen with 4 threads), so the services serialise calls into it.
-    return SerializedRetriever(retriever)
+    # Safe to share: SparseRetriever runs every JVM call on its one JVM thread.
+    return retriever
 
 
 def load_generative(model_dir: str | None, factory: str | None, *args: Any) -> Retriever:

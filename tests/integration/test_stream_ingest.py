@@ -24,7 +24,8 @@ import pytest
 
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
-from tandem.streams.synthetic import is_fresh, synthetic_items
+from tandem.catalog.datasets import is_fresh
+from tandem.streams.synthetic import synthetic_items
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ qrels splits, read with the same loaders a user's own files go through.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,32 @@ class Dataset:
     queries: dict[str, dict[str, str]] = field(default_factory=dict)
     qrels: dict[str, Qrels] = field(default_factory=dict)
     catalog_path: Path | None = None
+
+
+def is_fresh(item_id: str) -> bool:
+    """BENCHMARK.md's fresh-item split: about 5% of ids, left out of the base catalog and
+    streamed in later (what the hourly adapter must make retrievable)."""
+    return int(hashlib.sha1(("fresh:" + item_id).encode()).hexdigest(), 16) % 20 == 0
+
+
+def data_root(dataset: str = "") -> Path:
+    """Where the benchmark data lives: ``TANDEM_DATA``, else ``shared/data`` beside or inside the repo.
+
+    Raises :class:`InvalidInput` naming the setting when none of the candidates exists.
+    """
+    from tandem.config import get_settings
+
+    configured = get_settings().data
+    repo = Path(__file__).resolve().parents[3]
+    candidates = [configured] if configured else [repo.parent / "shared" / "data", repo / "shared" / "data",
+                                                  Path.cwd().parent / "shared" / "data"]
+    for base in candidates:
+        if base is not None and (base / dataset).is_dir():
+            return base / dataset
+    raise InvalidInput(
+        f"benchmark data {dataset or ''} not found in {', '.join(str(c) for c in candidates)}; "
+        "set `TANDEM_DATA` to the folder that holds `homedepot/` and `cacm/`"
+    )
 
 
 def _need(root: Path, name: str) -> Path:

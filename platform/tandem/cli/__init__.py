@@ -27,7 +27,9 @@ def _root() -> None:
 #: (module under tandem.cli, how it attaches). A module exposing ``app`` becomes a sub-command
 #: group named after the noun; one exposing ``register(app)`` adds top-level commands.
 NOUNS: list[str] = [
-    "doctor",
+    "index", "eval",
+    "stream", "registry",
+    "doctor", "demo", "serve", "search", "ids", "train", "intent",
 ]
 
 for _noun in NOUNS:

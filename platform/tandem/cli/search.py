@@ -95,7 +95,7 @@ def _remote(query: str, top_k: int, filters: list, server: str, token: Optional[
 def _local(query: str, top_k: int, filters: list, index: Optional[Path], source: str,
            generative_factory: Optional[str], generative_arg: list[str], model: Optional[Path],
            timeout_ms: float) -> None:
-    from tandem.search import HybridSearcher, SearchRequest, SerializedRetriever, StoredFieldsLookup
+    from tandem.search import HybridSearcher, SearchRequest, StoredFieldsLookup
 
     if source not in ("sparse", "hybrid"):
         raise typer.BadParameter("must be `sparse` or `hybrid`", param_hint="--source")
@@ -106,7 +106,7 @@ def _local(query: str, top_k: int, filters: list, index: Optional[Path], source:
     ensure_jvm()
     from tandem.sparse import SparseRetriever
 
-    retrievers: list[Any] = [SerializedRetriever(SparseRetriever(index, writable=False))]
+    retrievers: list[Any] = [SparseRetriever(index, writable=False)]
     if source == "hybrid":
         if generative_factory:
             import importlib

@@ -9,8 +9,6 @@ checksums, plus ``training_summary.json``, ``training_curve.png`` and ``checkpoi
 from __future__ import annotations
 
 import json
-import logging
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,8 +49,12 @@ def generative(
     from tandem.errors import TandemError
 
     try:
-        summary = _train(catalog, train_queries, train_qrels, out, profile, ids, pretrained, resume, seed, device,
-                         min_grade, set_ or [], progress)
+        from tandem.training.run import train_generative
+
+        summary = train_generative(catalog, train_queries, train_qrels, out, profile, ids=ids,
+                                   pretrained=pretrained, resume=resume, seed=seed, device=device,
+                                   min_grade=min_grade, overrides=_overrides(set_ or []), progress=progress,
+                                   echo=typer.echo)
     except TandemError as exc:
         raise _fail(exc) from None
     _print_summary(summary, out)
@@ -71,51 +73,6 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
-
-
-def _train(catalog: Path, queries_path: Path, qrels_path: Path, out: Path, profile: str, ids: Path | None,
-           pretrained: Path | None, resume: bool, seed: int | None, device: str | None, min_grade: int | None,
-           sets: list[str], progress: bool) -> dict[str, Any]:
-    from pydantic import ValidationError
-
-    from tandem.catalog.loaders import load_items
-    from tandem.catalog.queries import read_qrels, read_queries
-    from tandem.config import get_settings
-    from tandem.errors import InvalidInput
-    from tandem.ids import IdMap, build_semantic_ids
-    from tandem.training.config import id_config, profile_config
-    from tandem.training.data import training_pairs
-    from tandem.training.trainer import StagedTrainer
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    settings = get_settings()
-    overrides = _overrides(sets)
-    overrides["seed"] = settings.seed if seed is None else seed
-    if min_grade is not None:
-        overrides["min_grade"] = min_grade
-    try:
-        config = profile_config(profile, **overrides)
-    except ValidationError as exc:
-        raise InvalidInput(f"`--set`: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
-    loaded = load_items(catalog)
-    typer.echo(f"catalog: {loaded.summary()}")
-    queries, qrels = read_queries(queries_path), read_qrels(qrels_path)
-    t0 = time.perf_counter()
-    if ids is not None:
-        id_map = IdMap.load(str(ids))
-    elif resume and (out / "train_idmap").is_dir():
-        id_map = IdMap.load(str(out / "train_idmap"))  # the IDs the checkpoint was trained on
-    else:
-        id_map = build_semantic_ids(loaded.items, id_config(profile).model_copy(update={"seed": config.seed}))
-    out.mkdir(parents=True, exist_ok=True)
-    id_map.save(str(out / "train_idmap"))
-    typer.echo(f"semantic IDs: {len(id_map)} items, code space {id_map.code_space()} "
-               f"({time.perf_counter() - t0:.1f} s)")
-    pairs, skipped = training_pairs(queries, qrels, set(id_map.item_ids()), config.min_grade)
-    typer.echo(f"training pairs: {len(pairs)} (grade >= {config.min_grade}); skipped {skipped}")
-    trainer = StagedTrainer(config, loaded.items, id_map, pairs, out, pretrained=pretrained,
-                            device=device or settings.device, progress=progress)
-    return trainer.run(resume=resume)
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:

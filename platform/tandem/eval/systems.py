@@ -42,6 +42,7 @@ _SYSTEMS: dict[str, SystemFactory] = {}
 #: name → "module:function" registered on first use, for systems living in other packages.
 LAZY_SYSTEMS: dict[str, str] = {
     "generative": "tandem.generative.retriever:generative_system",
+    "hybrid": "tandem.eval.hybrid:hybrid_system",
 }
 
 

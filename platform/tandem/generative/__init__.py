@@ -7,3 +7,18 @@ pretrained start), ``artifacts`` (model folder with checksummed manifest; never 
 trie-constrained beam search), ``retriever`` (:class:`GenerativeRetriever`), ``fixtures``
 (micro model folders for tests).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tandem.generative.retriever import GenerativeRetriever
+
+
+def load_retriever(model_dir: str, **options: object) -> GenerativeRetriever:
+    """The :class:`~tandem.generative.retriever.GenerativeRetriever` of a model folder
+    (what ``tandem serve generative --model`` and ``tandem search --model`` load)."""
+    from tandem.generative.retriever import GenerativeRetriever
+
+    return GenerativeRetriever(model_dir, **options)  # type: ignore[arg-type]

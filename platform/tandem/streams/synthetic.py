@@ -7,7 +7,6 @@ X searchable yet?" is one BM25 query whose top hit must be X.
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 from tandem.catalog.item import Item
@@ -19,11 +18,6 @@ _ADJ = ["Cordless", "Heavy Duty", "Compact", "Stainless", "Outdoor", "Adjustable
 _BRANDS = ["Volta", "Brackett", "Sawtooth", "Greenway", "Plumb", "Ironside", "Northfield", "Kestrel"]
 _CATS = [["Tools", "Power Tools"], ["Tools", "Hand Tools"], ["Outdoors", "Garden"], ["Home", "Lighting"],
          ["Home", "Heating & Cooling"], ["Outdoors", "Cooking"]]  # fmt: skip
-
-
-def is_fresh(item_id: str) -> bool:
-    """BENCHMARK.md's fresh-item split: about 5% of ids, left out of the base catalog."""
-    return int(hashlib.sha1(("fresh:" + item_id).encode()).hexdigest(), 16) % 20 == 0
 
 
 def model_code(n: int) -> str:
