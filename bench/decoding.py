@@ -46,10 +46,12 @@ import resource
 import statistics
 import time
 from pathlib import Path
+
+from tandem.catalog.datasets import data_root
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TANDEM_DATA", ROOT.parent / "shared" / "data")) / "homedepot"
+DATA = data_root("homedepot")  # TANDEM_DATA, else ../shared/data
 WORK = Path(os.environ.get("TANDEM_HOME", ROOT / ".tandem")) / "bench" / "decoding"
 ID_BASE, EOS, VOCAB = 1000, 1, 16_384
 

@@ -31,8 +31,10 @@ import sys
 import time
 from pathlib import Path
 
+from tandem.catalog.datasets import data_root
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TANDEM_DATA", ROOT.parent / "shared" / "data")) / "homedepot"
+DATA = data_root("homedepot")  # TANDEM_DATA, else ../shared/data
 WORK = Path(os.environ.get("TANDEM_HOME", ROOT / ".tandem")) / "bench" / "serve"
 
 

@@ -17,14 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _data_dir() -> Path:
-    for base in (REPO.parent / "shared" / "data", REPO / "shared" / "data"):
-        if (base / "homedepot" / "products.jsonl").is_file():
-            return base / "homedepot"
-    raise SystemExit("Home Depot data not found at ../shared/data/homedepot")
+    from tandem.catalog.datasets import data_root
+    from tandem.errors import InvalidInput
+
+    try:
+        return data_root("homedepot")
+    except InvalidInput as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _pct(values: list[float], q: float) -> float:

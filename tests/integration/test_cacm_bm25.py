@@ -17,14 +17,16 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _cacm_dir() -> Path:
-    for base in (REPO.parent / "shared" / "data", REPO / "shared" / "data"):
-        if (base / "cacm" / "cacm.json").is_file():
-            return base / "cacm"
-    pytest.skip("CACM data not found at ../shared/data/cacm (provided by CI next to the repository)")
+    from tandem.catalog.datasets import data_root
+    from tandem.errors import InvalidInput
+
+    try:
+        return data_root("cacm")
+    except InvalidInput as exc:
+        pytest.skip(f"{exc} (CI provides ../shared/data next to the repository)")
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,16 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _data_dir() -> Path:
-    for base in (REPO.parent / "shared" / "data", REPO / "shared" / "data"):
-        if (base / "homedepot" / "products.jsonl").is_file():
-            return base / "homedepot"
-    pytest.skip("Home Depot data not found at ../shared/data/homedepot (provided by CI next to the repository)")
+    from tandem.catalog.datasets import data_root
+    from tandem.errors import InvalidInput
+
+    try:
+        return data_root("homedepot")
+    except InvalidInput as exc:
+        pytest.skip(f"{exc} (CI provides ../shared/data next to the repository)")
 
 
 @pytest.fixture(scope="module")
