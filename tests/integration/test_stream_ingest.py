@@ -234,8 +234,12 @@ def test_rebalance_between_two_consumers_loses_and_doubles_nothing(
     group = f"ingest-{topic}"
     items = synthetic_items(900, start=20_000)
     events = [ItemEvent.upsert(i, 1) for i in items] + [ItemEvent.upsert(i, 2) for i in items[::3]]
-    with EventProducer(StreamSettings(kafka_bootstrap=kafka_bootstrap, items_topic=topic)) as producer:
-        producer.publish(events)
+    # Half the stream before the second member joins, half after it has been assigned
+    # partitions: the rebalance happens mid-stream however fast the first member is.
+    first, second = events[: len(events) // 2], events[len(events) // 2 :]
+    settings = StreamSettings(kafka_bootstrap=kafka_bootstrap, items_topic=topic)
+    with EventProducer(settings) as producer:
+        producer.publish(first)
     store, log_a, log_b = tmp_path / "catalog.sqlite", tmp_path / "a.log", tmp_path / "b.log"
     args = ["--bootstrap", kafka_bootstrap, "--topic", topic, "--dlq-topic", dlq, "--group", group,
             "--store", str(store), "--no-index", "--max-batch", "5"]  # fmt: skip
@@ -247,6 +251,12 @@ def test_rebalance_between_two_consumers_loses_and_doubles_nothing(
             assert a.poll() is None and time.monotonic() < deadline, log_a.read_text()[-3000:]
             time.sleep(0.05)
         b = _consumer(args, log_b)
+        deadline = time.monotonic() + 120
+        while "assigned partitions" not in log_b.read_text():
+            assert b.poll() is None and time.monotonic() < deadline, log_b.read_text()[-3000:]
+            time.sleep(0.1)
+        with EventProducer(settings) as producer:
+            producer.publish(second)
         probe = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
         try:
             end = probe.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
