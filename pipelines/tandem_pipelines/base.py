@@ -1,0 +1,74 @@
+"""The monthly base pipeline: snapshot → semantic IDs → training → evaluation → gate → registry.
+
+Parameters are the run's inputs (snapshot and query-set URIs, profile, seed, thresholds,
+registry URI). Steps that read moving data (the catalog snapshot, the registry's current
+pointer) never hit KFP's cache: a cached snapshot would silently retrain on last month's
+catalog, a cached gate would compare against a base that is no longer current.
+"""
+
+# No `from __future__ import annotations`: KFP reads the annotations as types.
+from collections.abc import Callable
+from typing import Any
+
+from kfp import dsl
+
+from tandem.registry.promotion import DEFAULT_MIN_EXACT_MATCH, DEFAULT_NDCG_TOLERANCE
+from tandem_pipelines import components as c
+
+PIPELINE_NAME = "tandem-base"
+TRAIN_CPU = "2"
+TRAIN_MEMORY = "8G"
+
+
+def make_base_pipeline(
+    gpus: int = 0, train_cpu: str = TRAIN_CPU, train_memory: str = TRAIN_MEMORY
+) -> Callable[..., Any]:
+    """The base pipeline with the training task's resources fixed at compile time.
+
+    ``gpus`` > 0 requests that many NVIDIA GPUs for training (the trainer uses CUDA when
+    present); the checked-in ``pipelines/compiled/base.yaml`` is the CPU variant.
+    """
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Monthly Tandem base model: snapshot, semantic IDs, staged "
+                  "generative training, dev evaluation, promotion gate, registry.")
+    def base_pipeline(
+        snapshot_uri: str,
+        train_queries_uri: str,
+        train_qrels_uri: str,
+        dev_queries_uri: str,
+        dev_qrels_uri: str,
+        registry_uri: str = "",
+        profile: str = "ci",
+        seed: int = 13,
+        ndcg_tolerance: float = DEFAULT_NDCG_TOLERANCE,
+        min_exact_match: float = DEFAULT_MIN_EXACT_MATCH,
+    ) -> None:
+        """``registry_uri`` empty = ``TANDEM_ARTIFACTS_URI`` of the step's environment."""
+        snap = c.snapshot_catalog(
+            snapshot_uri=snapshot_uri, train_queries_uri=train_queries_uri, train_qrels_uri=train_qrels_uri,
+            dev_queries_uri=dev_queries_uri, dev_qrels_uri=dev_qrels_uri, profile=profile,
+            ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match,
+        ).set_display_name("snapshot catalog")
+        snap.set_caching_options(False)
+        ids = c.build_semantic_ids(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed)
+        ids.set_display_name("semantic IDs")
+        train = c.train_generative(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"], profile=profile,
+                                   seed=seed).set_display_name("train generative")
+        train.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
+        if gpus:
+            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        ev = c.evaluate_model(snapshot=snap.outputs["snapshot"], model=train.outputs["model"])
+        ev.set_display_name("evaluate")
+        gate = c.promotion_gate(evaluation=ev.outputs["evaluation"], registry_uri=registry_uri,
+                                ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match)
+        gate.set_display_name("promotion gate").set_caching_options(False)
+        reg = c.register_base(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
+                              model=train.outputs["model"], evaluation=ev.outputs["evaluation"],
+                              decision=gate.outputs["decision"], registry_uri=registry_uri)
+        reg.set_display_name("register").set_caching_options(False)
+
+    return base_pipeline
+
+
+base_pipeline = make_base_pipeline()
+"""The CPU variant that ``tandem pipelines compile`` writes to ``pipelines/compiled/base.yaml``."""

@@ -1,0 +1,128 @@
+"""KFP v2 lightweight components of the Tandem pipelines.
+
+Each component is a shim around one function of :mod:`tandem_pipelines.steps` (itself
+calls into :mod:`tandem`): KFP serialises only a component's own source, so the bodies
+import what they need and stay short. They run in the project image (the chart's image,
+which has ``tandem``, ``tandem_pipelines`` and ``kfp`` installed): nothing is pip-installed
+at run time (``packages_to_install=[]``, ``install_kfp_package=False``), so a run cannot
+pick up a different library version than the one the image was tested with.
+``kfp.local.SubprocessRunner(use_venv=False)`` runs the same components in the current
+environment.
+"""
+
+# No `from __future__ import annotations`: KFP reads the annotations as types.
+import os
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+IMAGE = os.environ.get("TANDEM_PIPELINE_IMAGE", "ghcr.io/tandem-search/tandem:latest")
+"""The one project image (``image.repository`` of ``charts/tandem/values.yaml``); override with
+``TANDEM_PIPELINE_IMAGE`` at compile time to pin a tag or digest."""
+
+component = dsl.component(base_image=IMAGE, packages_to_install=[], install_kfp_package=False)
+
+
+@component
+def snapshot_catalog(
+    snapshot_uri: str,
+    train_queries_uri: str,
+    train_qrels_uri: str,
+    dev_queries_uri: str,
+    dev_qrels_uri: str,
+    profile: str,
+    ndcg_tolerance: float,
+    min_exact_match: float,
+    snapshot: Output[Dataset],
+) -> None:
+    """Validate the parameters and freeze catalog + query sets (fails first on bad input)."""
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    summary = steps.snapshot(snapshot_uri, train_queries_uri, train_qrels_uri, dev_queries_uri, dev_qrels_uri,
+                             profile, ndcg_tolerance, min_exact_match, Path(snapshot.path))
+    snapshot.metadata.update(summary)
+
+
+@component
+def build_semantic_ids(snapshot: Input[Dataset], profile: str, seed: int, id_map: Output[Artifact]) -> None:
+    """Semantic IDs for the snapshot's items (``tandem.ids.build_semantic_ids``)."""
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    id_map.metadata.update(steps.build_ids(Path(snapshot.path), profile, seed, Path(id_map.path)))
+
+
+@component
+def train_generative(snapshot: Input[Dataset], id_map: Input[Artifact], profile: str, seed: int,
+                     model: Output[Model], training: Output[Metrics]) -> None:
+    """Staged generative training (``tandem.training.run.train_generative``)."""
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    summary = steps.train(Path(snapshot.path), Path(id_map.path), profile, seed, Path(model.path))
+    memorisation = summary.get("final_memorisation") or {}
+    for key in ("exact_match", "mean_prefix_match"):
+        if key in memorisation:
+            training.log_metric(f"memorisation_{key}", float(memorisation[key]))
+    training.log_metric("train_seconds", float(summary["train_seconds"]))
+    training.log_metric("parameters", float(summary["parameters"]))
+    model.metadata.update({"profile": profile, "items": summary["items"], "device": summary["device"]})
+
+
+@component
+def evaluate_model(snapshot: Input[Dataset], model: Input[Model], metrics: Output[Metrics],
+                   evaluation: Output[Artifact], report: Output[Markdown]) -> None:
+    """Dev metrics of the model (``tandem.eval``) as Metrics, JSON and a Markdown table."""
+    import json
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    result = steps.evaluate(Path(snapshot.path), Path(model.path))
+    for name, value in result["metrics"].items():
+        metrics.log_metric(name, float(value))
+    metrics.log_metric("exact_match", result["exact_match"])
+    Path(evaluation.path).write_text(json.dumps(result, indent=2))
+    figures = {**result["metrics"], "exact_match": result["exact_match"]}
+    rows = "".join(f"| {k} | {v:.4f} |\n" for k, v in figures.items())
+    title = f"# Dev evaluation ({result['queries']} queries)"
+    Path(report.path).write_text(f"{title}\n\n| measure | value |\n|---|---|\n{rows}")
+
+
+@component
+def promotion_gate(evaluation: Input[Artifact], registry_uri: str, ndcg_tolerance: float, min_exact_match: float,
+                   decision: Output[Artifact], report: Output[Markdown], figures: Output[Metrics]) -> bool:
+    """The base promotion rule (``tandem.registry.promotion.gate_base``) against the current base."""
+    import json
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    result = steps.gate(json.loads(Path(evaluation.path).read_text()), registry_uri, ndcg_tolerance, min_exact_match)
+    Path(report.path).write_text(result.pop("markdown"))
+    Path(decision.path).write_text(json.dumps(result, indent=2))
+    for name, value in result["figures"].items():
+        if value is not None:
+            figures.log_metric(name, float(value))
+    figures.log_metric("promote", float(result["promote"]))
+    return bool(result["promote"])
+
+
+@component
+def register_base(snapshot: Input[Dataset], id_map: Input[Artifact], model: Input[Model], evaluation: Input[Artifact],
+                  decision: Input[Artifact], registry_uri: str, registered: Output[Artifact]) -> None:
+    """Publish snapshot, ID map and model to ``tandem.registry``; promote when the gate passed."""
+    import json
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    result = steps.register(Path(snapshot.path), Path(id_map.path), Path(model.path),
+                            json.loads(Path(evaluation.path).read_text()), json.loads(Path(decision.path).read_text()),
+                            registry_uri)
+    Path(registered.path).write_text(json.dumps(result, indent=2))
+    registered.metadata.update(result)

@@ -1,0 +1,165 @@
+"""What each pipeline step does, as plain functions over local paths.
+
+The KFP components in :mod:`tandem_pipelines.components` are one-line shims around these,
+so a step can be tested and debugged without KFP, and all real work stays in :mod:`tandem`
+library calls (catalog loading, semantic IDs, training, evaluation, the promotion gate,
+the registry). Files of a *snapshot* folder:
+
+``catalog.jsonl`` (validated, normalised items), ``queries.train.tsv``, ``qrels.train.txt``,
+``queries.dev.tsv``, ``qrels.dev.txt`` and ``snapshot.json`` (sources and counts).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tandem.errors import InvalidInput
+
+CATALOG = "catalog.jsonl"
+TRAIN_QUERIES, TRAIN_QRELS = "queries.train.tsv", "qrels.train.txt"
+DEV_QUERIES, DEV_QRELS = "queries.dev.tsv", "qrels.dev.txt"
+EVAL_JSON = "evaluation.json"
+PROFILES = ("ci", "full")
+
+
+def _fetch(uri: str, field: str, dest: Path) -> Path:
+    """Copy ``uri`` (a local path or any fsspec URI) to ``dest``; :class:`InvalidInput` naming
+    ``field`` when it does not exist, so a bad parameter fails the first step clearly."""
+    import fsspec
+
+    if not uri:
+        raise InvalidInput(f"`{field}` is empty")
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.isfile(path):
+        raise InvalidInput(f"`{field}` {uri!r} does not exist or is not a file")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fs.get_file(path, str(dest))
+    return dest
+
+
+def snapshot(snapshot_uri: str, train_queries_uri: str, train_qrels_uri: str, dev_queries_uri: str,
+             dev_qrels_uri: str, profile: str, ndcg_tolerance: float, min_exact_match: float,
+             out: Path) -> dict[str, Any]:
+    """Validate every parameter, then freeze the catalog and query sets into folder ``out``.
+
+    The catalog goes through :func:`tandem.catalog.loaders.load_items`, so the snapshot holds
+    only valid, normalised items; rejected rows are counted in the returned summary.
+    """
+    from tandem.catalog.loaders import load_items
+    from tandem.catalog.queries import read_qrels, read_queries
+    from tandem.registry.promotion import validate_base_thresholds
+
+    if profile not in PROFILES:
+        raise InvalidInput(f"`profile` must be one of {', '.join(PROFILES)}, got {profile!r}")
+    validate_base_thresholds(ndcg_tolerance, min_exact_match)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Keep the source name: the loader detects the format from the suffix.
+        raw = _fetch(snapshot_uri, "snapshot_uri", Path(tmp) / Path(snapshot_uri.rstrip("/")).name)
+        loaded = load_items(raw)
+    if not loaded.items:
+        raise InvalidInput(f"`snapshot_uri` {snapshot_uri!r} has no valid items ({loaded.summary()})")
+    with open(out / CATALOG, "w", encoding="utf-8") as f:
+        for item in loaded.items:
+            f.write(item.model_dump_json(exclude_none=True) + "\n")
+    sources = {TRAIN_QUERIES: ("train_queries_uri", train_queries_uri),
+               TRAIN_QRELS: ("train_qrels_uri", train_qrels_uri),
+               DEV_QUERIES: ("dev_queries_uri", dev_queries_uri), DEV_QRELS: ("dev_qrels_uri", dev_qrels_uri)}
+    for name, (field, uri) in sources.items():
+        _fetch(uri, field, out / name)
+    counts = {"items": len(loaded.items), "rows_skipped": loaded.skipped,
+              "train_queries": len(read_queries(out / TRAIN_QUERIES)),
+              "train_qrels": len(read_qrels(out / TRAIN_QRELS)),
+              "dev_queries": len(read_queries(out / DEV_QUERIES)), "dev_qrels": len(read_qrels(out / DEV_QRELS))}
+    summary = {"snapshot_uri": snapshot_uri, "profile": profile, **counts}
+    (out / "snapshot.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def build_ids(snapshot_dir: Path, profile: str, seed: int, out: Path) -> dict[str, Any]:
+    """Semantic IDs of the snapshot's catalog with the profile's ID shape, saved to ``out``."""
+    from tandem.catalog.loaders import load_items
+    from tandem.ids import build_semantic_ids
+    from tandem.training.config import id_config
+
+    items = load_items(snapshot_dir / CATALOG, strict=True).items
+    id_map = build_semantic_ids(items, id_config(profile).model_copy(update={"seed": seed}))
+    id_map.save(str(out))
+    return {"items": len(id_map), "code_space": id_map.code_space()}
+
+
+def train(snapshot_dir: Path, ids_dir: Path, profile: str, seed: int, out: Path,
+          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Staged generative training (:func:`tandem.training.run.train_generative`) on the
+    snapshot with the given semantic IDs; the model folder is ``out``."""
+    from tandem.training.run import train_generative
+
+    return train_generative(snapshot_dir / CATALOG, snapshot_dir / TRAIN_QUERIES, snapshot_dir / TRAIN_QRELS, out,
+                            profile, ids=ids_dir, seed=seed, overrides=overrides, progress=False)
+
+
+def evaluate(snapshot_dir: Path, model_dir: Path, num_beams: int = 10) -> dict[str, Any]:
+    """Dev metrics of the trained model, plus its final memorisation exact-match from training."""
+    from tandem.catalog.queries import read_qrels, read_queries
+    from tandem.eval import default_measures
+    from tandem.eval import evaluate as evaluate_run
+    from tandem.eval import run_retriever
+    from tandem.generative import load_retriever
+
+    retriever = load_retriever(str(model_dir), num_beams=num_beams)
+    queries, qrels = read_queries(snapshot_dir / DEV_QUERIES), read_qrels(snapshot_dir / DEV_QRELS)
+    result = evaluate_run(run_retriever(retriever, queries, k=100), qrels, default_measures(), list(queries))
+    summary = json.loads((model_dir / "training_summary.json").read_text())
+    memorisation = summary.get("final_memorisation") or {}
+    return {"metrics": result.metrics, "queries": result.queries,
+            "exact_match": float(memorisation.get("exact_match", 0.0))}
+
+
+def gate(evaluation: dict[str, Any], registry_uri: str, ndcg_tolerance: float,
+         min_exact_match: float) -> dict[str, Any]:
+    """The base promotion decision against the registry's current base model.
+
+    The current base's nDCG@10 is the one recorded in its manifest when it was registered;
+    ``current_version`` is returned so the register step can promote with compare-and-swap.
+    """
+    from tandem.registry import ArtifactKind, Registry
+    from tandem.registry.promotion import gate_base
+
+    reg = Registry(registry_uri or None)
+    current = reg.current(ArtifactKind.BASE_MODEL)
+    current_ndcg = reg.manifest(ArtifactKind.BASE_MODEL, current).metrics.get("nDCG@10") if current else None
+    decision = gate_base(evaluation["metrics"]["nDCG@10"], evaluation["exact_match"], current_ndcg,
+                         ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match)
+    return {**decision.as_dict(), "current_version": current, "markdown": decision.to_markdown()}
+
+
+def register(snapshot_dir: Path, ids_dir: Path, model_dir: Path, evaluation: dict[str, Any],
+             decision: dict[str, Any], registry_uri: str) -> dict[str, Any]:
+    """Publish snapshot, ID map and model (with lineage and metrics); promote them when the
+    gate said so, and only if the current base is still the one the gate compared against."""
+    from tandem.registry import ArtifactKind, Registry
+    from tandem.training.trainer import CHECKPOINT_DIR
+
+    reg = Registry(registry_uri or None)
+    metrics = {k: float(v) for k, v in evaluation["metrics"].items()}
+    metrics["exact_match"] = float(evaluation["exact_match"])
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = Path(tmp) / "snapshot"
+        shutil.copytree(snapshot_dir, snap)  # KFP may mount inputs read-only; publish reads a plain copy
+        snap_v = reg.publish(ArtifactKind.SNAPSHOT, snap)
+        ids_v = reg.publish(ArtifactKind.ID_MAP, ids_dir, parents=[f"snapshot:{snap_v}"])
+        # The resume checkpoint repeats the weights and is no part of what serving loads.
+        model = Path(tmp) / "model"
+        shutil.copytree(model_dir, model, ignore=shutil.ignore_patterns(CHECKPOINT_DIR))
+        model_v = reg.publish(ArtifactKind.BASE_MODEL, model, parents=[f"id-map:{ids_v}", f"snapshot:{snap_v}"],
+                              metrics=metrics)
+    promoted = bool(decision["promote"])
+    if promoted:
+        reg.promote(ArtifactKind.BASE_MODEL, model_v, expected=decision.get("current_version"))
+        reg.promote(ArtifactKind.ID_MAP, ids_v)
+        reg.promote(ArtifactKind.SNAPSHOT, snap_v)
+    return {"base-model": model_v, "id-map": ids_v, "snapshot": snap_v, "promoted": promoted, "registry": reg.uri}

@@ -1,0 +1,77 @@
+"""``tandem pipelines run base --local``: the whole base pipeline with kfp.local on a tiny catalog.
+
+Every step runs as a subprocess of this environment (``SubprocessRunner(use_venv=False)``);
+the run must end with the model, ID map and snapshot in the registry and promoted (the
+first base has nothing to regress against, so only memorisation gates it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tandem.catalog.queries import write_queries
+from tandem.cli import app
+from tandem.registry import ArtifactKind, Registry
+from tandem.training.synthetic import synthetic_catalog
+
+pytestmark = pytest.mark.e2e
+
+N_ITEMS = 120
+
+
+def _write(data: Path) -> dict[str, str]:
+    s = synthetic_catalog(N_ITEMS)
+    data.mkdir()
+    (data / "catalog.jsonl").write_text("".join(json.dumps(it.model_dump(exclude_none=True)) + "\n" for it in s.items))
+    write_queries(s.train_queries, data / "train.tsv")
+    write_queries(s.dev_queries, data / "dev.tsv")
+    for name, qrels in (("train.qrels", s.train_qrels), ("dev.qrels", s.dev_qrels)):
+        (data / name).write_text("".join(f"{q} 0 {i} {g}\n" for q, rel in qrels.items() for i, g in rel.items()))
+    return {"snapshot_uri": str(data / "catalog.jsonl"), "train_queries_uri": str(data / "train.tsv"),
+            "train_qrels_uri": str(data / "train.qrels"), "dev_queries_uri": str(data / "dev.tsv"),
+            "dev_qrels_uri": str(data / "dev.qrels")}
+
+
+def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # shared CI cores: spinning OpenMP peers slow training down
+    params = {**_write(tmp_path / "data"), "registry_uri": str(tmp_path / "registry"), "profile": "ci", "seed": 13}
+    args = ["pipelines", "run", "base", "--local", "--root", str(tmp_path / "runs")]
+    for k, v in params.items():
+        args += ["--param", f"{k}={v}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    out = json.loads(result.output[result.output.rindex("\n{\n") + 1 :])  # the result closes the step logs
+    assert out["promoted"] is True
+
+    reg = Registry(tmp_path / "registry")
+    assert reg.current(ArtifactKind.BASE_MODEL) == out["base-model"]
+    assert reg.current(ArtifactKind.ID_MAP) == out["id-map"]
+    manifest = reg.manifest(ArtifactKind.BASE_MODEL, out["base-model"])
+    assert manifest.metrics["exact_match"] >= 0.9
+    assert 0.0 < manifest.metrics["nDCG@10"] <= 1.0
+    # What was promoted is a complete model folder (without the resume checkpoint) that serves.
+    from tandem.generative import load_retriever
+
+    art = reg.resolve_current(ArtifactKind.BASE_MODEL)
+    assert art.local_path is not None and not (art.local_path / "checkpoint").exists()
+    [hits] = load_retriever(str(art.local_path), device="cpu").retrieve(["cordless drill"], 5)
+    assert hits and all(h.item_id for h in hits)
+    reports = list((tmp_path / "runs").glob("tandem-base-*/promotion-gate/report"))
+    assert reports and "**PROMOTE**" in reports[0].read_text()
+
+
+def test_bad_snapshot_uri_fails_at_the_first_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))
+    params = {**_write(tmp_path / "data"), "snapshot_uri": str(tmp_path / "missing.jsonl")}
+    args = ["pipelines", "run", "base", "--local", "--root", str(tmp_path / "runs")]
+    for k, v in params.items():
+        args += ["--param", f"{k}={v}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "Inner task failed: 'snapshot-catalog'" in " ".join(result.output.split())
+    assert not list((tmp_path / "runs").glob("tandem-base-*/build-semantic-ids"))  # nothing ran after it

@@ -1,0 +1,63 @@
+"""The checked-in IR YAML is current, loads with the KFP SDK and wires the right components."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tandem_pipelines.schedule import COMPILED_DIR, compile_pipelines
+
+COMPONENTS = {"snapshot-catalog", "build-semantic-ids", "train-generative", "evaluate-model", "promotion-gate",
+              "register-base"}
+
+
+def _strip_volatile(text: str) -> str:
+    # The SDK version line changes with a kfp upgrade, which is not a pipeline change.
+    return "\n".join(line for line in text.splitlines() if not line.startswith("sdkVersion:"))
+
+
+def test_checked_in_yaml_is_not_stale(tmp_path: Path) -> None:
+    [fresh] = compile_pipelines(tmp_path)
+    checked_in = COMPILED_DIR / fresh.name
+    assert checked_in.is_file(), "run `tandem pipelines compile`"
+    assert _strip_volatile(fresh.read_text()) == _strip_volatile(checked_in.read_text()), (
+        f"{checked_in} is stale: run `tandem pipelines compile` and commit the result"
+    )
+
+
+def test_yaml_loads_with_kfp_and_names_the_components() -> None:
+    from kfp import components
+
+    path = COMPILED_DIR / "base.yaml"
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "tandem-base"
+    assert {"snapshot_uri", "profile", "ndcg_tolerance", "min_exact_match", "registry_uri"} <= set(
+        loaded.component_spec.inputs or {})
+    spec = yaml.safe_load(path.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {t["componentRef"]["name"].removeprefix("comp-") for t in tasks.values()} == COMPONENTS
+    # The order of the DAG: each step consumes the previous one's outputs.
+    assert tasks["register-base"]["dependentTasks"] == sorted(COMPONENTS - {"register-base"})
+    assert set(tasks["promotion-gate"]["dependentTasks"]) == {"evaluate-model"}
+    # Moving data is never served from the cache; training gets its resources.
+    for name in ("snapshot-catalog", "promotion-gate", "register-base"):
+        assert tasks[name]["cachingOptions"].get("enableCache") is not True, name
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train-generative"]["container"]
+    assert train["resources"]["cpuRequest"] == 2 and train["resources"]["memoryRequest"] == 8
+    for ex in executors.values():
+        assert ex["container"]["image"].startswith("ghcr.io/tandem-search/tandem")
+        assert "pip install" not in " ".join(ex["container"]["command"])  # nothing installed at run time
+
+
+def test_gpu_variant_requests_accelerators(tmp_path: Path) -> None:
+    from kfp import compiler
+
+    from tandem_pipelines.base import make_base_pipeline
+
+    out = tmp_path / "gpu.yaml"
+    compiler.Compiler().compile(make_base_pipeline(gpus=1), str(out))
+    executors = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"]
+    res = executors["exec-train-generative"]["container"]["resources"]
+    assert res["accelerator"]["resourceCount"] == "1"

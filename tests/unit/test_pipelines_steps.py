@@ -1,0 +1,88 @@
+"""Pipeline steps without KFP: first-step validation, the gate against the registry, registration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tandem.errors import InvalidInput
+from tandem.registry import ArtifactKind, Registry
+from tandem_pipelines import steps
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "catalog"
+
+
+def _snapshot(out: Path, **overrides: object) -> dict[str, object]:
+    args: dict[str, object] = {
+        "snapshot_uri": str(DATA / "products.jsonl"), "train_queries_uri": str(DATA / "queries.tsv"),
+        "train_qrels_uri": str(DATA / "qrels.txt"), "dev_queries_uri": str(DATA / "queries.tsv"),
+        "dev_qrels_uri": str(DATA / "qrels.txt"), "profile": "ci", "ndcg_tolerance": 0.01, "min_exact_match": 0.9,
+        "out": out,
+    }
+    args.update(overrides)
+    return steps.snapshot(**args)  # type: ignore[arg-type]
+
+
+def test_snapshot_freezes_valid_items_and_query_sets(tmp_path: Path) -> None:
+    summary = _snapshot(tmp_path / "snap")
+    assert summary["items"] > 0 and summary["dev_queries"] > 0
+    lines = (tmp_path / "snap" / steps.CATALOG).read_text().splitlines()
+    assert len(lines) == summary["items"]
+    assert {"item_id", "title"} <= set(json.loads(lines[0]))
+    for name in (steps.TRAIN_QUERIES, steps.TRAIN_QRELS, steps.DEV_QUERIES, steps.DEV_QRELS, "snapshot.json"):
+        assert (tmp_path / "snap" / name).is_file()
+
+
+def test_snapshot_of_bad_rows_keeps_only_valid_items(tmp_path: Path) -> None:
+    summary = _snapshot(tmp_path / "snap", snapshot_uri=str(DATA / "bad_rows.jsonl"))
+    assert summary["rows_skipped"] > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [({"snapshot_uri": "/nonexistent/catalog.jsonl"}, "snapshot_uri"),
+     ({"snapshot_uri": "memory://nowhere/catalog.jsonl"}, "snapshot_uri"),
+     ({"dev_qrels_uri": "/nonexistent/qrels.txt"}, "dev_qrels_uri"),
+     ({"ndcg_tolerance": 1.5}, "ndcg_tolerance"),
+     ({"min_exact_match": -0.1}, "min_exact_match"),
+     ({"profile": "huge"}, "profile")],
+)
+def test_snapshot_fails_first_with_a_clear_message(tmp_path: Path, override: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInput, match=f"`{field}`"):
+        _snapshot(tmp_path / "snap", **override)
+
+
+def _folder(path: Path, text: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "data.txt").write_text(text)
+    return path
+
+
+def test_gate_and_register_against_the_registry(tmp_path: Path) -> None:
+    uri = str(tmp_path / "registry")
+    snap = tmp_path / "snap"
+    _snapshot(snap)
+    ids, model = _folder(tmp_path / "ids", "ids"), _folder(tmp_path / "model", "weights")
+    _folder(model / "checkpoint", "resume state")
+
+    first = {"metrics": {"nDCG@10": 0.40, "R(rel=4)@10": 0.5}, "exact_match": 0.95}
+    decision = steps.gate(first, uri, 0.01, 0.9)
+    assert decision["promote"] and decision["current_version"] is None
+    out = steps.register(snap, ids, model, first, decision, uri)
+    reg = Registry(uri)
+    assert out["promoted"] and reg.current(ArtifactKind.BASE_MODEL) == out["base-model"]
+    manifest = reg.manifest(ArtifactKind.BASE_MODEL, out["base-model"])
+    assert manifest.metrics["nDCG@10"] == 0.40 and manifest.metrics["exact_match"] == 0.95
+    assert set(manifest.parents) == {f"id-map:{out['id-map']}", f"snapshot:{out['snapshot']}"}
+    assert set(manifest.files) == {"data.txt"}  # the resume checkpoint is not published
+
+    worse = {"metrics": {"nDCG@10": 0.30, "R(rel=4)@10": 0.4}, "exact_match": 0.97}
+    decision = steps.gate(worse, uri, 0.01, 0.9)
+    assert not decision["promote"] and decision["current_version"] == out["base-model"]
+    assert decision["figures"]["current_ndcg10"] == 0.40
+    rejected = steps.register(snap, ids, model, worse, decision, uri)
+    assert not rejected["promoted"]
+    assert reg.current(ArtifactKind.BASE_MODEL) == out["base-model"]  # kept
+    assert rejected["base-model"] in reg.versions(ArtifactKind.BASE_MODEL)  # but recorded for audit
