@@ -152,6 +152,21 @@ class IngestConsumer:
         except KafkaError as e:
             raise Unavailable(f"Kafka at {self.settings.kafka_bootstrap} is unreachable: {e}") from e
 
+    def _wait_for_topic_metadata(self, timeout_s: float = 30.0) -> None:
+        """Block until this client's metadata lists the topic's partitions.
+
+        A member that joins the group before its metadata knows the topic gets an empty
+        assignment ("No partition metadata") and, under load, may sit on it until the next
+        metadata refresh (``metadata_max_age_ms``, minutes). Seen in CI; fetching the
+        topic's partitions first makes the first join assign real partitions.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._kafka.partitions_for_topic(self.topic):
+            if time.monotonic() > deadline:
+                raise Unavailable(f"topic `{self.topic}` has no partition metadata after {timeout_s:.0f} s; "
+                                  "does it exist?")
+            time.sleep(0.2)
+
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand, commit and return (safe from signal handlers)."""
         self._stop.set()
@@ -165,6 +180,7 @@ class IngestConsumer:
         """Consume until :meth:`stop` (or ``max_idle_s`` without records); returns the totals."""
         from kafka.errors import KafkaError
 
+        self._wait_for_topic_metadata()
         self._kafka.subscribe([self.topic], listener=_rebalance_listener(self))
         idle_since = time.monotonic()
         try:
