@@ -180,9 +180,18 @@ def decode_event(key: bytes | str | None, value: bytes | str | None) -> ItemEven
         raise EventError(EventReason.MALFORMED_JSON, "the record has no value")
     try:
         body = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise EventError(EventReason.MALFORMED_JSON, f"the value is not JSON: {e.msg} at char {e.pos}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, >4300-digit ints, deep nesting
+        raise EventError(EventReason.MALFORMED_JSON, f"the value is not JSON: {_json_error(e)}") from None
     return event_from_dict(body, key_text)
+
+
+def _json_error(e: Exception) -> str:
+    """Short reason for a value ``json.loads`` refused (decode errors keep their position)."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg} at char {e.pos}"
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e)
 
 
 def parse_line(line: str) -> ItemEvent:
@@ -193,8 +202,8 @@ def parse_line(line: str) -> ItemEvent:
     """
     try:
         body = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise EventError(EventReason.MALFORMED_JSON, f"not JSON: {e.msg} at char {e.pos}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, >4300-digit ints, deep nesting
+        raise EventError(EventReason.MALFORMED_JSON, f"not JSON: {_json_error(e)}") from None
     if isinstance(body, dict) and "op" not in body and "item_id" in body:
         body = {"op": "upsert", "item": body}
         body["version"] = body["item"].get("version", 0)

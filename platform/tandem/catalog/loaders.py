@@ -83,12 +83,14 @@ def detect_format(path: str | Path) -> str:
         )
     fmt = _SUFFIXES[suffixes[-1]]
     if fmt == "jsonl":
-        with _open_text(p) as f:
-            for line in f:
+        opener = gzip.open if p.suffix.lower() == ".gz" else open
+        with opener(p, "rb") as f:  # bytes: a bad UTF-8 row is the reader's to report, not ours
+            for raw in f:
+                line = raw.decode("utf-8", errors="replace")
                 if line.strip():
                     try:
                         first = json.loads(line)
-                    except json.JSONDecodeError:
+                    except (ValueError, RecursionError):  # reported per row by the reader
                         break
                     if isinstance(first, dict) and "item_id" not in first and {"id", "contents"} <= set(first):
                         fmt = "anserini"
@@ -160,14 +162,24 @@ def _open_text(p: Path) -> IO[str]:
 
 
 def _json_lines(p: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    with _open_text(p) as f:
-        for lineno, line in enumerate(f, start=1):
+    # Bytes, decoded per line: one line of bad UTF-8 is a skipped row, not a failed file.
+    opener = gzip.open if p.suffix.lower() == ".gz" else open
+    with opener(p, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield lineno, f"not valid UTF-8 at byte {e.start}"
+                continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 yield lineno, f"invalid JSON: {e.msg} at column {e.colno}"
+                continue
+            except (ValueError, RecursionError) as e:  # >4300-digit integers, deep nesting
+                yield lineno, f"invalid JSON: {'nested too deeply' if isinstance(e, RecursionError) else e}"
                 continue
             if not isinstance(obj, dict):
                 yield lineno, f"expected a JSON object, got {type(obj).__name__}"
@@ -197,7 +209,7 @@ def _csv_cell_row(header: list[str], cells: list[str]) -> dict[str, Any] | str:
         if name == "attributes":
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 return "`attributes` must be a JSON object in CSV cells"
         row[name] = value
     return row
@@ -214,7 +226,13 @@ def _csv_rows(p: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         if "item_id" not in header:
             raise InvalidInput(f"`path` {p}: CSV header must name an `item_id` column, got {header}")
         end_of_previous = reader.line_num
-        for cells in reader:
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:  # e.g. a cell over csv.field_size_limit(); the reader cannot resync
+                raise InvalidInput(f"`path` {p}:{end_of_previous + 1}: unreadable CSV row: {e}") from None
             # A quoted cell may span lines; a row starts right after the previous one ended.
             lineno, end_of_previous = end_of_previous + 1, reader.line_num
             if not any(c.strip() for c in cells):
