@@ -24,19 +24,10 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 def _params(values: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` options as pipeline parameters (VALUE parsed as JSON when it is JSON)."""
-    from tandem.errors import InvalidInput
+    """``--param KEY=VALUE`` options as pipeline parameters."""
+    from tandem.cli._options import key_values
 
-    out: dict[str, object] = {}
-    for kv in values:
-        key, sep, raw = kv.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"`--param` must be KEY=VALUE, got {kv!r}")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+    return key_values(values, "--param")
 
 
 Param = Annotated[list[str] | None, typer.Option("--param", "-p", help="Pipeline parameter KEY=VALUE (repeatable).")]

@@ -8,7 +8,6 @@ checksums, plus ``training_summary.json``, ``training_curve.png`` and ``checkpoi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,30 +48,16 @@ def generative(
     from tandem.errors import TandemError
 
     try:
+        from tandem.cli._options import key_values
         from tandem.training.run import train_generative
 
         summary = train_generative(catalog, train_queries, train_qrels, out, profile, ids=ids,
                                    pretrained=pretrained, resume=resume, seed=seed, device=device,
-                                   min_grade=min_grade, overrides=_overrides(set_ or []), progress=progress,
+                                   min_grade=min_grade, overrides=key_values(set_ or [], "--set"), progress=progress,
                                    echo=typer.echo)
     except TandemError as exc:
         raise _fail(exc) from None
     _print_summary(summary, out)
-
-
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    from tandem.errors import InvalidInput
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"`--set` expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
