@@ -39,7 +39,11 @@ class Retriever(ABC):
         """
 
     def version(self) -> str:
-        """Identifier of the data/model this retriever serves (part of cache keys)."""
+        """Identifier of the data/model this retriever serves (part of cache keys).
+
+        Called on every search, from any thread and on event loops: it must be cheap, safe
+        without locks, and never block (return a stored value; refresh it elsewhere).
+        """
         return "0"
 
     def close(self) -> None:

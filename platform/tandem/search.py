@@ -13,9 +13,10 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import Histogram
@@ -318,8 +319,18 @@ class SearchResult:
     debug_lists: list[tuple[str, str, list[tuple[str, float]]]] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        """JSON encoding for the cache (never pickle: the cache may be shared)."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode("utf-8")
+        """JSON encoding for the cache (never pickle: the cache may be shared).
+
+        Built field by field: :func:`dataclasses.asdict` deep-copies every value on the way
+        and cost more than the rest of a cache fill together.
+        """
+        return json.dumps({
+            "hits": [{"item_id": h.item_id, "score": h.score, "title": h.title, "provenance": h.provenance}
+                     for h in self.hits],
+            "intents": [{"text": i.text, "kind": i.kind, "weight": i.weight} for i in self.intents],
+            "versions": self.versions, "degraded": self.degraded, "degraded_reasons": self.degraded_reasons,
+            "cache_hit": self.cache_hit, "took_ms": self.took_ms, "debug_lists": self.debug_lists,
+        }, separators=(",", ":")).encode("utf-8")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SearchResult:
@@ -330,6 +341,50 @@ class SearchResult:
         d["intents"] = [Intent(**i) for i in d["intents"]]
         d["debug_lists"] = [(s, i, [tuple(h) for h in hs]) for s, i, hs in d["debug_lists"]]
         return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSearch:
+    """A validated request with its normalised query, ``top_k``, versions and cache key."""
+
+    request: SearchRequest
+    query: str
+    top_k: int
+    versions: dict[str, str]
+    key: str
+
+
+class RecentMemo:
+    """A small, thread-safe, bounded map of recently derived values (least recently used out).
+
+    Used to skip re-deriving the same thing for hot cache entries: decoding a cached result,
+    building its response message.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        if size < 1:
+            raise InvalidInput(f"`size` must be >= 1, got {size}")
+        self._size = size
+        self._items: OrderedDict[Hashable, tuple[Any, Any]] = OrderedDict()
+        self._mu = threading.Lock()
+
+    def get(self, key: Hashable, source: Any) -> Any | None:
+        """The value derived from ``source`` under ``key``; ``None`` if absent or derived from
+        other data (``source`` neither the same object nor equal)."""
+        with self._mu:
+            hit = self._items.get(key)
+            if hit is None or not (hit[0] is source or hit[0] == source):
+                return None
+            self._items.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: Hashable, source: Any, value: Any) -> None:
+        """Remember ``value`` as derived from ``source``."""
+        with self._mu:
+            self._items[key] = (source, value)
+            self._items.move_to_end(key)
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 @runtime_checkable
@@ -358,9 +413,9 @@ class SerializedRetriever(Retriever):
             return self.inner.retrieve(queries, k)
 
     def version(self) -> str:
-        """``inner.version`` under the lock."""
-        with self._lock:
-            return self.inner.version()
+        """``inner.version`` without the lock: the :class:`Retriever` contract makes it cheap and
+        thread-safe, and event loops call it (waiting here for a long retrieval would stall them)."""
+        return self.inner.version()
 
     def close(self) -> None:
         """``inner.close`` under the lock."""
@@ -413,6 +468,7 @@ class HybridSearcher:
         self.catalog = catalog
         self.config = config or SearchConfig()
         self._pool = ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="tandem-search")
+        self._decoded = RecentMemo()
 
     def versions(self) -> dict[str, str]:
         """Version of each source plus the intent and fusion strategies (all part of cache keys)."""
@@ -421,19 +477,47 @@ class HybridSearcher:
         v["fusion"] = self.fuser.version()
         return v
 
-    def search(self, request: SearchRequest, deadline_s: float | None = None) -> SearchResult:
-        """Answer ``request`` within ``deadline_s`` seconds (default: the configured budget)."""
-        started = time.monotonic()
-        budget = self.config.deadline_s if deadline_s is None else deadline_s
-        deadline = started + budget
+    def prepare(self, request: SearchRequest) -> PreparedSearch:
+        """Validate ``request`` and derive what both :meth:`lookup` and :meth:`search` need.
+
+        Raises :class:`InvalidInput` naming the offending field.
+        """
         query, top_k = validate_request(request, self.config)
         if request.filters and self.catalog is None:
             raise Unavailable("`filters` need item metadata, but this searcher was built without a catalog")
         versions = self.versions()
         filters = [asdict(f) for f in request.filters]
         key = cache_key(query, {"top_k": top_k, "debug": request.debug}, versions, filters)
+        return PreparedSearch(request, query, top_k, versions, key)
 
-        result = self._cached(key) if self.cache else None
+    def lookup(self, prepared: PreparedSearch) -> SearchResult | None:
+        """The cached answer of a prepared search, or ``None``: one cache read, no lock, no wait.
+
+        With a non-blocking cache (``cache.blocking`` false) this is cheap enough to run on an
+        event loop, which then hands only misses to a thread (see the gateway servicer).
+        """
+        if self.cache is None:
+            return None
+        started = time.monotonic()
+        result = self._cached(prepared.key)
+        if result is not None:
+            result.cache_hit = True
+            result.took_ms = (time.monotonic() - started) * 1000
+        return result
+
+    def search(self, request: SearchRequest | PreparedSearch, deadline_s: float | None = None, *,
+               looked_up: bool = False) -> SearchResult:
+        """Answer ``request`` (or one from :meth:`prepare`) within ``deadline_s`` seconds (default:
+        the configured budget). ``looked_up``: the caller just missed in :meth:`lookup`, so the
+        cache is not read again before the fill lock (nor counted twice as a miss)."""
+        started = time.monotonic()
+        budget = self.config.deadline_s if deadline_s is None else deadline_s
+        deadline = started + budget
+        prepared = request if isinstance(request, PreparedSearch) else self.prepare(request)
+        request, query, top_k, versions, key = (prepared.request, prepared.query, prepared.top_k,
+                                                 prepared.versions, prepared.key)
+
+        result = self._cached(key) if self.cache and not looked_up else None
         locked = False
         if result is None:
             locked = self.cache is not None and self.cache.try_lock(key, self.config.lock_ttl_s)
@@ -460,13 +544,20 @@ class HybridSearcher:
         return result
 
     def _cached(self, key: str) -> SearchResult | None:
+        """The cached result under ``key``: a fresh shallow copy, so callers may set
+        ``cache_hit``/``took_ms``; its hits and lists are shared with other hits of the entry
+        (hot entries are decoded once, see :class:`RecentMemo`) and must not be mutated."""
         data = self.cache.get(key)
         if data is None:
             return None
-        try:
-            return SearchResult.from_bytes(data)
-        except (ValueError, KeyError, TypeError):  # an entry from an incompatible writer: recompute
-            return None
+        result = self._decoded.get(key, data)
+        if result is None:
+            try:
+                result = SearchResult.from_bytes(data)
+            except (ValueError, KeyError, TypeError):  # an entry from an incompatible writer: recompute
+                return None
+            self._decoded.put(key, data, result)
+        return replace(result)
 
     def _wait_for_fill(self, key: str, deadline: float) -> SearchResult | None:
         """Another caller is computing this key: poll briefly for its result."""
@@ -569,7 +660,7 @@ class HybridSearcher:
 
 __all__ = [
     "FILTER_INTENT", "DeadlineAware", "FilterSpec", "HybridSearcher", "InMemoryCatalog", "Intent", "IntentDecomposer",
-    "ItemLookup", "ItemMeta", "ResultHit", "SearchConfig", "SearchRequest", "SearchResult", "SerializedRetriever",
+    "ItemLookup", "ItemMeta", "PreparedSearch", "RecentMemo", "ResultHit", "SearchConfig", "SearchRequest", "SearchResult", "SerializedRetriever",
     "StoredFieldsLookup",
     "WholeQuery",
     "intent_filters", "validate_request",

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,9 +98,9 @@ class SearchClient:
 class RemoteRetriever(Retriever):
     """A :class:`Retriever` served by a ``tandem.v1.RetrieverService``.
 
-    :meth:`version` is what the server last reported (refreshed by every response and, when
-    older than ``version_ttl_s``, by an ``Info`` call), so a server-side reload changes the
-    gateway's cache keys within ``version_ttl_s``.
+    :meth:`version` is what the server last reported (refreshed by every response and by an
+    ``Info`` call every ``version_ttl_s``), so a server-side reload changes the gateway's
+    cache keys within ``version_ttl_s`` plus one round trip.
     """
 
     def __init__(self, target: str, name: str, *, source: str = "", options: ChannelOptions | None = None,
@@ -115,7 +114,8 @@ class RemoteRetriever(Retriever):
         self._channel = self.options.channel(target)
         self._stub = retriever_pb2_grpc.RetrieverServiceStub(self._channel)
         self._version = "unknown"
-        self._version_at = float("-inf")
+        self._poller: threading.Thread | None = None
+        self._closed = threading.Event()
         self._mu = threading.Lock()
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
@@ -135,28 +135,42 @@ class RemoteRetriever(Retriever):
                 for hl in response.results]
 
     def _remember(self, version: str) -> None:
-        with self._mu:
-            self._version, self._version_at = version, time.monotonic()
+        self._version = version
 
     def version(self) -> str:
-        """The server's version (see the class docstring); the last known one while it is down."""
-        if time.monotonic() - self._version_at < self.version_ttl_s:
-            return self._version
+        """The server's version (see the class docstring); the last known one while it is down.
+
+        Never does I/O after the first call: a daemon thread refreshes it every
+        ``version_ttl_s`` (searches read versions on the gateway's event loop, where a
+        round trip would stall every other request). The first call fetches it (≤ 0.25 s).
+        """
+        if self._poller is None:
+            with self._mu:
+                if self._poller is None:
+                    self._fetch_version()
+                    self._poller = threading.Thread(target=self._poll, name=f"tandem-version-{self.name}",
+                                                    daemon=True)
+                    self._poller.start()
+        return self._version
+
+    def _fetch_version(self) -> None:
         try:
             info = self._stub.Info(retriever_pb2.InfoRequest(), timeout=min(self.timeout_s, 0.25),
                                    metadata=self.options.metadata())
-        except grpc.RpcError:
-            with self._mu:  # try again after another TTL, not on every search
-                self._version_at = time.monotonic()
-            return self._version
+        except (grpc.RpcError, ValueError):  # down (keep the last known), or the channel is closed
+            return
         for s in info.sources:
             if not self.source or s.name == self.source:
-                self._remember(s.version)
-                break
-        return self._version
+                self._version = s.version
+                return
+
+    def _poll(self) -> None:
+        while not self._closed.wait(self.version_ttl_s):
+            self._fetch_version()
 
     def close(self) -> None:
-        """Close the channel."""
+        """Stop the version poller and close the channel."""
+        self._closed.set()
         self._channel.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -11,7 +12,7 @@ import grpc
 
 from tandem.errors import InvalidInput
 from tandem.retriever import Retriever, validate_queries
-from tandem.search import HybridSearcher, IntentDecomposer
+from tandem.search import HybridSearcher, IntentDecomposer, RecentMemo, SearchResult
 from tandem.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -55,17 +56,40 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def __init__(self, searcher: HybridSearcher, executor: Executor | None = None) -> None:
         self.searcher = searcher
         self.executor = executor
+        self._responses = RecentMemo()
+
+    def _response(self, result: SearchResult) -> search_pb2.SearchResponse:
+        """The proto for ``result``. A cache hit shares its hits list with every other hit of
+        the same entry (see ``HybridSearcher._cached``), so its message is built once and
+        copied, with this request's ``took_ms``."""
+        if not result.cache_hit:
+            return result_to_proto(result)
+        template = self._responses.get(id(result.hits), result.hits)
+        if template is None:
+            template = result_to_proto(result)
+            self._responses.put(id(result.hits), result.hits, template)
+        response = search_pb2.SearchResponse()
+        response.CopyFrom(template)
+        response.took_ms = result.took_ms
+        return response
 
     async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext):
-        core_request = request_from_proto(request)
-        deadline = remaining_s(context, self.searcher.config.deadline_s)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, self.searcher.search, core_request, deadline)
+        prepared = self.searcher.prepare(request_from_proto(request))
+        cache = self.searcher.cache
+        # A hit in an in-process cache is answered right here: handing it to a thread and back
+        # costs more than the lookup (two event-loop wake-ups and GIL hand-offs per request).
+        local = cache is not None and not cache.blocking
+        result = self.searcher.lookup(prepared) if local else None
+        if result is None:
+            deadline = remaining_s(context, self.searcher.config.deadline_s)
+            loop = asyncio.get_running_loop()
+            search = functools.partial(self.searcher.search, prepared, deadline, looked_up=local)
+            result = await loop.run_in_executor(self.executor, search)
         if result.cache_hit:
             SEARCH_CACHE_HITS.inc()
         for reason in result.degraded_reasons:
             SEARCH_DEGRADED.labels(reason.split(":", 1)[0]).inc()
-        return result_to_proto(result)
+        return self._response(result)
 
 
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):

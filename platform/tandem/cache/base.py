@@ -36,6 +36,9 @@ class ResultCache(ABC):
 
     #: Backend name used in metrics.
     backend: str = "cache"
+    #: Whether :meth:`get` may wait on I/O (a network round trip). An event loop may read a
+    #: non-blocking cache itself instead of handing the lookup to a thread.
+    blocking: bool = True
 
     def __init__(self, ttl_jitter: float = 0.1) -> None:
         if not 0 <= ttl_jitter < 1:

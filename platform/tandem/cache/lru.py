@@ -18,6 +18,7 @@ class LruCache(ResultCache):
     """
 
     backend = "lru"
+    blocking = False
 
     def __init__(self, max_entries: int = 10_000, ttl_jitter: float = 0.1, clock=time.monotonic) -> None:
         if max_entries < 1:

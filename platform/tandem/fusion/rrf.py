@@ -7,6 +7,7 @@ needs no training data — the right default until a learned fuser earns its pla
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 
 from tandem.errors import InvalidInput
@@ -40,24 +41,29 @@ class RRF(Fuser):
         scores: dict[str, float] = {}
         # item -> source -> (best rank, score at that rank)
         evidence: dict[str, dict[str, tuple[int, float]]] = {}
+        best_rank: dict[str, int] = {}  # item -> its best rank in any list (the first tie-break)
         for ranked in lists:
             w = self.weights.get(ranked.source, 1.0) * ranked.intent_weight
+            source = ranked.source
             seen: set[str] = set()
             for rank, hit in enumerate(ranked.hits, start=1):
-                if hit.item_id in seen:  # a misbehaving source must not count an item twice
+                item = hit.item_id
+                if item in seen:  # a misbehaving source must not count an item twice
                     continue
-                seen.add(hit.item_id)
-                scores[hit.item_id] = scores.get(hit.item_id, 0.0) + w / (self.k + rank)
-                per_source = evidence.setdefault(hit.item_id, {})
-                best = per_source.get(ranked.source)
+                seen.add(item)
+                scores[item] = scores.get(item, 0.0) + w / (self.k + rank)
+                per_source = evidence.get(item)
+                if per_source is None:
+                    evidence[item] = {source: (rank, hit.score)}
+                    best_rank[item] = rank
+                    continue
+                best = per_source.get(source)
                 if best is None or rank < best[0]:
-                    per_source[ranked.source] = (rank, hit.score)
+                    per_source[source] = (rank, hit.score)
+                if rank < best_rank[item]:
+                    best_rank[item] = rank
 
-        def order(item_id: str) -> tuple[float, int, str]:
-            best_rank = min(r for r, _ in evidence[item_id].values())
-            return (-scores[item_id], best_rank, item_id)
-
-        ranked_ids = sorted(scores, key=order)[:k]
+        ranked_ids = heapq.nsmallest(k, scores, key=lambda i: (-scores[i], best_rank[i], i))
         return [
             FusedHit(
                 item_id=i,
