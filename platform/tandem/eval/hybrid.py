@@ -13,6 +13,10 @@ from typing import Any
 from tandem.retriever import Hit, Retriever, validate_queries
 
 
+#: ``spec.options`` keys read by :func:`hybrid_system` itself (not passed to the sources).
+HYBRID_OPTIONS = frozenset({"intent_model", "fusion", "fusion_model", "candidates", "sources"})
+
+
 class HybridRetriever(Retriever):
     """Each query goes through ``searcher.search``; hits carry the fused score."""
 
@@ -47,10 +51,42 @@ class HybridRetriever(Retriever):
 
 def hybrid_system(spec: Any) -> HybridRetriever:
     """Factory for ``--system hybrid``: BM25 over ``--catalog`` plus the generative model of
-    ``--model``, fused by the gateway's default fusion (no cache)."""
-    from tandem.eval.systems import build_system
-    from tandem.search import HybridSearcher, SearchConfig
+    ``--model``, with the gateway's choice of intents and fusion (no cache).
 
-    sources = [build_system("bm25", spec), build_system("generative", spec)]
+    Options (``spec.options``): ``intent_model`` (a ``tandem intent fit`` folder: sub-intents),
+    ``fusion`` (auto, rrf, minmax, zscore, learned — ``auto`` picks as ``tandem serve`` does),
+    ``fusion_model`` (LambdaMART JSON for learned fusion), ``candidates`` (hits per source and
+    intent, default 100), ``sources`` (``bm25,generative`` by default; ``bm25`` alone evaluates
+    intents and fusion without a model).
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    from tandem.errors import InvalidInput
+    from tandem.eval.systems import build_system
+    from tandem.fusion.factory import make_fuser
+    from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig
+
+    names = [n.strip() for n in str(spec.options.get("sources", "bm25,generative")).split(",") if n.strip()]
+    unknown = set(names) - {"bm25", "generative"}
+    if not names or unknown:
+        raise InvalidInput(f"`sources` must name bm25 and/or generative, got {spec.options.get('sources')!r}")
+    intents = None
+    if spec.options.get("intent_model"):
+        from tandem.intent import CatalogIntentDecomposer
+
+        intents = CatalogIntentDecomposer.load(Path(spec.options["intent_model"]))
+    lookup = None
+    if spec.catalog is not None:
+        from tandem.catalog.loaders import load_items
+
+        lookup = InMemoryCatalog(load_items(spec.catalog, format=spec.catalog_format).items)
+    fusion_model = spec.options.get("fusion_model")
+    fuser = make_fuser(str(spec.options.get("fusion", "auto")), Path(fusion_model) if fusion_model else None,
+                       lookup, has_intents=intents is not None)
+    # The sources get the options that are not the hybrid's own (bm25's k1, b, fields...).
+    child = replace(spec, options={k: v for k, v in spec.options.items() if k not in HYBRID_OPTIONS})
+    sources = [build_system(n, child) for n in names]
     depth = int(spec.options.get("candidates", 100))
-    return HybridRetriever(HybridSearcher(sources, config=SearchConfig(candidates=depth)))
+    return HybridRetriever(HybridSearcher(sources, fuser=fuser, intents=intents, catalog=lookup,
+                                          config=SearchConfig(candidates=depth)))
