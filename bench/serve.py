@@ -1,15 +1,15 @@
 """Serving benchmark: cache-hit and cache-miss latency through the gateway, and its overhead.
 
 Deployment measured (each a separate process, loopback gRPC, as in production):
-``tandem serve sparse`` (real Lucene BM25 over the Home Depot catalog) ← ``tandem serve
-gateway`` (validation, cache, intents, fusion, titles) ← N concurrent asyncio clients in this
-process. The generative model is not part of it (no trained model is available to serve).
+``tandem serve sparse`` (real Lucene BM25 over the Home Depot catalog), with ``--model DIR``
+also ``tandem serve generative`` (a trained model folder) ← ``tandem serve gateway``
+(validation, cache, intents, fusion, titles) ← N concurrent asyncio clients in this process.
 
 * hit: a small set of queries is warmed, then requests cycle over it (every one a hit);
 * miss: every request is a distinct real query (train + dev queries, de-duplicated);
 * gateway overhead = gateway miss p50 − p50 of the same queries sent straight to the
-  sparse service with the same ``k`` (the slowest, here only, retriever), the two
-  interleaved request by request so that both see the same background load;
+  slowest retriever service with the same ``k``, all interleaved request by request so
+  that they see the same background load;
 * ``miss_qps`` is concurrency / mean miss latency (the phases are interleaved, so wall time
   is shared with the direct calls).
 
@@ -140,26 +140,29 @@ async def _load(address: str, make_request, n_requests: int, concurrency: int, m
     return latencies, errors, wall
 
 
-async def _paired(gateway: str, sparse: str, queries: list[str], concurrency: int
-                  ) -> tuple[tuple[list[float], int], tuple[list[float], int]]:
-    """Each query once through the gateway (a miss) and once straight to the sparse service,
-    interleaved (alternating which goes first), so both see the same background load — this
-    machine is shared, and comparing two phases run minutes apart measures the neighbours."""
+async def _paired(gateway: str, direct: dict[str, str], queries: list[str], concurrency: int
+                  ) -> tuple[tuple[list[float], int], dict[str, tuple[list[float], int]]]:
+    """Each query once through the gateway (a miss) and once straight to every retriever
+    service in ``direct`` (name → address), interleaved (rotating which goes first), so all
+    see the same background load — this machine is shared, and comparing phases run
+    minutes apart measures the neighbours."""
     import grpc
 
     from tandem.v1 import retriever_pb2, search_pb2
 
     gw_lat: list[float] = []
-    direct_lat: list[float] = []
-    errors = {"gw": 0, "direct": 0}
+    direct_lat: dict[str, list[float]] = {name: [] for name in direct}
+    errors = {"gw": 0, **{name: 0 for name in direct}}
     counter = iter(range(len(queries)))
-    async with grpc.aio.insecure_channel(gateway) as gch, grpc.aio.insecure_channel(sparse) as sch:
+    channels = {name: grpc.aio.insecure_channel(addr) for name, addr in direct.items()}
+    async with grpc.aio.insecure_channel(gateway) as gch:
         search = gch.unary_unary("/tandem.v1.SearchService/Search",
                                  request_serializer=search_pb2.SearchRequest.SerializeToString,
                                  response_deserializer=search_pb2.SearchResponse.FromString)
-        retrieve = sch.unary_unary("/tandem.v1.RetrieverService/Retrieve",
-                                   request_serializer=retriever_pb2.RetrieveRequest.SerializeToString,
-                                   response_deserializer=retriever_pb2.RetrieveResponse.FromString)
+        retrieve = {name: ch.unary_unary("/tandem.v1.RetrieverService/Retrieve",
+                                         request_serializer=retriever_pb2.RetrieveRequest.SerializeToString,
+                                         response_deserializer=retriever_pb2.RetrieveResponse.FromString)
+                    for name, ch in channels.items()}
 
         async def timed(call, request, sink: list[float], name: str) -> None:
             started = time.perf_counter()
@@ -172,13 +175,19 @@ async def _paired(gateway: str, sparse: str, queries: list[str], concurrency: in
 
         async def worker() -> None:
             for i in counter:
-                steps = [(search, search_pb2.SearchRequest(query=queries[i], top_k=10), gw_lat, "gw"),
-                         (retrieve, retriever_pb2.RetrieveRequest(queries=[queries[i]], k=100), direct_lat, "direct")]
-                for step in (steps if i % 2 else steps[::-1]):
+                steps = [(search, search_pb2.SearchRequest(query=queries[i], top_k=10), gw_lat, "gw")]
+                steps += [(retrieve[name], retriever_pb2.RetrieveRequest(queries=[queries[i]], k=100),
+                           direct_lat[name], name) for name in direct]
+                shift = i % len(steps)
+                for step in steps[shift:] + steps[:shift]:
                     await timed(*step)
 
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-    return (gw_lat, errors["gw"]), (direct_lat, errors["direct"])
+        try:
+            await asyncio.gather(*[worker() for _ in range(concurrency)])
+        finally:
+            for ch in channels.values():
+                await ch.close()
+    return (gw_lat, errors["gw"]), {name: (direct_lat[name], errors[name]) for name in direct}
 
 
 def _cpu_s(pid: int) -> float:
@@ -195,7 +204,7 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] * 1000
 
 
-def run(quick: bool, concurrency: int, redis_url: str | None) -> tuple[dict, dict]:
+def run(quick: bool, concurrency: int, redis_url: str | None, model: Path | None = None) -> tuple[dict, dict]:
     from tandem.v1 import retriever_pb2, search_pb2
 
     n_items = 5000 if quick else None
@@ -207,13 +216,19 @@ def run(quick: bool, concurrency: int, redis_url: str | None) -> tuple[dict, dic
     n_miss = min(n_miss, len(queries) - hot_set)
     logs = WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    sparse_port, gw_port = _free_port(), _free_port()
+    sparse_port, gen_port, gw_port = _free_port(), _free_port(), _free_port()
+    direct = {"bm25": f"127.0.0.1:{sparse_port}"}
     procs = []
     try:
         procs.append(_spawn(["sparse", "--index", str(index), "--port", str(sparse_port)], logs / "sparse.log"))
         _wait_serving(f"127.0.0.1:{sparse_port}", procs[-1])
         gw_args = ["gateway", "--sparse", f"127.0.0.1:{sparse_port}", "--catalog", str(catalog),
                    "--port", str(gw_port)]
+        if model is not None:
+            procs.append(_spawn(["generative", "--model", str(model), "--port", str(gen_port)], logs / "generative.log"))
+            direct["generative"] = f"127.0.0.1:{gen_port}"
+            _wait_serving(direct["generative"], procs[-1])
+            gw_args += ["--generative", direct["generative"]]
         if redis_url:
             gw_args += ["--redis-url", redis_url]
         env_redis = os.environ.pop("TANDEM_REDIS_URL", None)  # the gateway's cache is what --redis-url says
@@ -241,12 +256,12 @@ def run(quick: bool, concurrency: int, redis_url: str | None) -> tuple[dict, dic
             hit = await _load(gateway, lambda i: warm[i % hot_set], n_hit, concurrency, search,
                               search_pb2.SearchRequest, search_pb2.SearchResponse)
             cpu1 = _cpu_s(gw_pid)
-            miss, direct = await _paired(gateway, f"127.0.0.1:{sparse_port}", cold, concurrency)
+            miss, per_source = await _paired(gateway, direct, cold, concurrency)
             cpu["hit"] = (cpu1 - cpu0) / n_hit
             cpu["miss"] = (_cpu_s(gw_pid) - cpu1) / len(cold)
-            return hit, miss, direct
+            return hit, miss, per_source
 
-        (hit_lat, hit_err, hit_wall), (miss_lat, miss_err), (ret_lat, ret_err) = asyncio.run(phases())
+        (hit_lat, hit_err, hit_wall), (miss_lat, miss_err), per_source = asyncio.run(phases())
     finally:
         for p in procs:
             p.terminate()
@@ -255,6 +270,8 @@ def run(quick: bool, concurrency: int, redis_url: str | None) -> tuple[dict, dic
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+    ret_p50 = {name: _pct(lat, 0.50) for name, (lat, _) in per_source.items()}
+    slowest = max(ret_p50, key=ret_p50.get)
     figures = {
         "hit_p50_ms": _pct(hit_lat, 0.50),
         "hit_p99_ms": _pct(hit_lat, 0.99),
@@ -262,15 +279,16 @@ def run(quick: bool, concurrency: int, redis_url: str | None) -> tuple[dict, dic
         "miss_p50_ms": _pct(miss_lat, 0.50),
         "miss_p99_ms": _pct(miss_lat, 0.99),
         "miss_qps": concurrency / statistics.fmean(miss_lat) if miss_lat else 0.0,
-        "retriever_p50_ms": _pct(ret_lat, 0.50),
-        "gateway_overhead_ms": _pct(miss_lat, 0.50) - _pct(ret_lat, 0.50),
+        **{f"{name}_p50_ms": v for name, v in ret_p50.items()},
+        "gateway_overhead_ms": _pct(miss_lat, 0.50) - ret_p50[slowest],
         "gateway_cpu_ms_per_hit": cpu["hit"] * 1000,
         "gateway_cpu_ms_per_miss": cpu["miss"] * 1000,
-        "errors": hit_err + miss_err + ret_err,
+        "errors": hit_err + miss_err + sum(err for _, err in per_source.values()),
         "requests": n_hit + n_miss,
     }
     config = {"items": n_items or "all", "hit_requests": n_hit, "miss_requests": n_miss, "concurrency": concurrency,
-              "cache": "redis" if redis_url else "lru", "sources": ["bm25"], "candidates_k": 100,
+              "cache": "redis" if redis_url else "lru", "sources": list(direct), "slowest_source": slowest,
+              "candidates_k": 100, "model": str(model) if model else None,
               "mean_miss_ms": statistics.fmean(miss_lat) * 1000 if miss_lat else None}
     return figures, config
 
@@ -282,8 +300,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2,
                         help="concurrent client tasks (the load generator shares the cores with the servers)")
     parser.add_argument("--redis-url", default=None, help="use this Redis as the gateway cache (default: LRU)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="also serve this generative model folder (`tandem serve generative`) behind the gateway")
     args = parser.parse_args()
-    figures, config = run(args.quick, args.concurrency, args.redis_url)
+    figures, config = run(args.quick, args.concurrency, args.redis_url, args.model)
     from rich.console import Console
     from rich.table import Table
 
