@@ -176,7 +176,7 @@ async def _paired(gateway: str, direct: dict[str, str], queries: list[str], conc
         async def worker() -> None:
             for i in counter:
                 steps = [(search, search_pb2.SearchRequest(query=queries[i], top_k=10), gw_lat, "gw")]
-                steps += [(retrieve[name], retriever_pb2.RetrieveRequest(queries=[queries[i]], k=100),
+                steps += [(retrieve[name], retriever_pb2.RetrieveRequest(queries=[queries[i]], k=100, source=name),
                            direct_lat[name], name) for name in direct]
                 shift = i % len(steps)
                 for step in steps[shift:] + steps[:shift]:
@@ -204,7 +204,8 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] * 1000
 
 
-def run(quick: bool, concurrency: int, redis_url: str | None, model: Path | None = None) -> tuple[dict, dict]:
+def run(quick: bool, concurrency: int, redis_url: str | None, model: Path | None = None,
+        all_in_one: bool = False) -> tuple[dict, dict]:
     from tandem.v1 import retriever_pb2, search_pb2
 
     n_items = 5000 if quick else None
@@ -220,15 +221,22 @@ def run(quick: bool, concurrency: int, redis_url: str | None, model: Path | None
     direct = {"bm25": f"127.0.0.1:{sparse_port}"}
     procs = []
     try:
-        procs.append(_spawn(["sparse", "--index", str(index), "--port", str(sparse_port)], logs / "sparse.log"))
-        _wait_serving(f"127.0.0.1:{sparse_port}", procs[-1])
-        gw_args = ["gateway", "--sparse", f"127.0.0.1:{sparse_port}", "--catalog", str(catalog),
-                   "--port", str(gw_port)]
-        if model is not None:
-            procs.append(_spawn(["generative", "--model", str(model), "--port", str(gen_port)], logs / "generative.log"))
-            direct["generative"] = f"127.0.0.1:{gen_port}"
-            _wait_serving(direct["generative"], procs[-1])
-            gw_args += ["--generative", direct["generative"]]
+        if all_in_one:  # one process: its RetrieverService is the direct path, SearchService the gateway
+            gw_args = ["--all-in-one", "--index", str(index), "--catalog", str(catalog), "--port", str(gw_port)]
+            if model is not None:
+                gw_args += ["--model", str(model)]
+            direct = {"bm25": f"127.0.0.1:{gw_port}"} | ({"generative": f"127.0.0.1:{gw_port}"} if model else {})
+        else:
+            procs.append(_spawn(["sparse", "--index", str(index), "--port", str(sparse_port)], logs / "sparse.log"))
+            _wait_serving(f"127.0.0.1:{sparse_port}", procs[-1])
+            gw_args = ["gateway", "--sparse", f"127.0.0.1:{sparse_port}", "--catalog", str(catalog),
+                       "--port", str(gw_port)]
+            if model is not None:
+                procs.append(_spawn(["generative", "--model", str(model), "--port", str(gen_port)],
+                                    logs / "generative.log"))
+                direct["generative"] = f"127.0.0.1:{gen_port}"
+                _wait_serving(direct["generative"], procs[-1])
+                gw_args += ["--generative", direct["generative"]]
         if redis_url:
             gw_args += ["--redis-url", redis_url]
         env_redis = os.environ.pop("TANDEM_REDIS_URL", None)  # the gateway's cache is what --redis-url says
@@ -249,8 +257,9 @@ def run(quick: bool, concurrency: int, redis_url: str | None, model: Path | None
             # Warm-up: JIT, channels, and the hot set into the cache.
             await _load(gateway, lambda i: warm[i % hot_set], hot_set * 2, concurrency, search,
                         search_pb2.SearchRequest, search_pb2.SearchResponse)
-            await _load(f"127.0.0.1:{sparse_port}",
-                        lambda i: retriever_pb2.RetrieveRequest(queries=[queries[-1 - i]], k=100), 200, concurrency,
+            await _load(direct["bm25"],
+                        lambda i: retriever_pb2.RetrieveRequest(queries=[queries[-1 - i]], k=100, source="bm25"),
+                        200, concurrency,
                         retrieve, retriever_pb2.RetrieveRequest, retriever_pb2.RetrieveResponse)
             cpu0 = _cpu_s(gw_pid)
             hit = await _load(gateway, lambda i: warm[i % hot_set], n_hit, concurrency, search,
@@ -289,6 +298,7 @@ def run(quick: bool, concurrency: int, redis_url: str | None, model: Path | None
     config = {"items": n_items or "all", "hit_requests": n_hit, "miss_requests": n_miss, "concurrency": concurrency,
               "cache": "redis" if redis_url else "lru", "sources": list(direct), "slowest_source": slowest,
               "candidates_k": 100, "model": str(model) if model else None,
+              "deployment": "all-in-one" if all_in_one else "separate processes",
               "mean_miss_ms": statistics.fmean(miss_lat) * 1000 if miss_lat else None}
     return figures, config
 
@@ -302,13 +312,16 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None, help="use this Redis as the gateway cache (default: LRU)")
     parser.add_argument("--model", type=Path, default=None,
                         help="also serve this generative model folder (`tandem serve generative`) behind the gateway")
+    parser.add_argument("--all-in-one", action="store_true",
+                        help="one `tandem serve --all-in-one` process (the embedded default) instead of separate "
+                             "sparse/generative/gateway processes; direct calls go to its RetrieverService")
     args = parser.parse_args()
-    figures, config = run(args.quick, args.concurrency, args.redis_url, args.model)
+    figures, config = run(args.quick, args.concurrency, args.redis_url, args.model, args.all_in_one)
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"bench.serve ({'quick' if args.quick else 'full'}; {config['items']} items, "
-                        f"{config['concurrency']} clients, cache {config['cache']})")
+                        f"{config['concurrency']} clients, cache {config['cache']}, {config['deployment']})")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for k, v in figures.items():
