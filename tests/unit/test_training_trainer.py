@@ -95,6 +95,8 @@ def test_catalog_item_without_an_id_is_refused(id_map: Any, tmp_path: Path) -> N
 def test_profiles() -> None:
     ci, full = profile_config("ci"), profile_config("full", seed=3)
     assert ci.size.d_model < full.size.d_model and full.seed == 3
+    assert ci.pseudo_queries == full.pseudo_queries == 4  # the measured default recipe
+    assert profile_config("ci", pseudo_queries=0).pseudo_queries == 0
     with pytest.raises(InvalidInput, match="`profile`"):
         profile_config("huge")
 
@@ -121,3 +123,41 @@ def test_trains_on_cuda_with_bf16(id_map: Any, tmp_path: Path) -> None:
     summary = StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, tmp_path, device="cuda", progress=False).run()
     assert summary["device"].startswith("cuda") and summary["bf16_autocast"]
     assert summary["peak_gpu_mb"] > 0
+
+
+def test_every_strategy_switch_trains_and_is_recorded(id_map: Any, tmp_path: Path) -> None:
+    pairs = [*PAIRS, ("drill", "t02"), ("drill", "t01")]
+    bm25 = {"cordless drill": ["t02", "t01", "t05"], "drill": ["t01", "t03", "t02", "t04"]}
+    config = CONFIG.model_copy(update={"pretrain_epochs": 0, "memorise_max_epochs": 1, "align_epochs": 2})
+    config = TrainConfig.model_validate({
+        **config.model_dump(), "pseudo_queries": 2, "id2q_round": True, "id2q_per_item": 2, "round_trip_k": 24,
+        "rank_loss": "contrastive", "hard_negatives": 2, "random_negatives": 2, "in_batch_negatives": True,
+        "curriculum": True, "adaptive_alpha": 1.0, "augment_share": 0.25, "fgsm_epsilon": 0.01, "fgsm_every": 1,
+        "grad_norm_weight": 0.1})
+    summary = StagedTrainer(config, ITEMS, id_map, pairs, tmp_path, progress=False, bm25_run=bm25).run()
+    stages = [e["stage"] for e in summary["epochs"]]
+    assert stages == ["memorise", "align", "align", "id2q_round"]
+    strat = summary["strategies"]
+    assert strat["q2id_pairs"] == {"exact": 24, "template": 48, "real": len(pairs)}
+    assert strat["hard_negative_queries"] == 2  # "drill" and "cordless drill" have BM25 non-positives
+    # round_trip_k covers the catalog, so every new generated query round-trips.
+    assert strat["id2q_round"]["kept"] == strat["id2q_round"]["new"] > 0
+    first, last, rnd = summary["epochs"][1:]
+    # Curriculum: the first alignment epoch trains only exact-match (title) queries; adaptive
+    # sampling keeps the count; id→query and doc→id replay come on top.
+    assert first["examples"] == 24 + len(pairs) + len(ITEMS)
+    assert "augmented" in first and first["augmented"] == int(0.25 * len(ITEMS))  # replay only: no level 3 yet
+    assert last["augmented"] == int(0.25 * (24 + 48 + len(pairs))) + int(0.25 * len(ITEMS))
+    assert rnd["examples"] > last["examples"]  # the generated queries joined
+    for key in ("q2id", "rank_hard", "rank_random", "rank_in_batch", "adversarial", "grad_norm"):
+        assert key in last["task_loss"], key
+    assert (tmp_path / "manifest.json").is_file()
+
+
+def test_strategy_config_is_validated() -> None:
+    # pydantic wraps the validator's InvalidInput in a ValidationError (a ValueError).
+    with pytest.raises(ValueError, match="`rank_loss` needs negatives"):
+        TrainConfig(rank_loss="margin")
+    with pytest.raises(ValueError, match="`rank_loss` is `none`"):
+        TrainConfig(random_negatives=3)
+    assert not TrainConfig().pseudo_queries and TrainConfig().rank_loss == "none"  # all off by default

@@ -28,6 +28,10 @@ def _parse_fields(values: list[str] | None) -> dict[str, float] | None:
     return fields
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def eval_command(
     out: Annotated[Path, typer.Option("--out", help="JSON report to write.")],
     queries: Annotated[Path, typer.Option("--queries", help="Queries: TSV `qid<TAB>text` or TREC topics.")],
@@ -47,11 +51,18 @@ def eval_command(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild cached indexes.")] = False,
     png: Annotated[Path | None, typer.Option("--png", help="Comparison plot (default: next to --out).")] = None,
     csv: Annotated[Path | None, typer.Option("--csv", help="Per-query CSV (default: next to --out).")] = None,
+    robustness: Annotated[bool, typer.Option("--robustness", help="Also run perturbed query sets (typo, word, "
+                                             "sentence) and report RobustScore = perturbed / clean.")] = False,
+    suite: Annotated[list[str] | None, typer.Option("--suite", help="Robustness suite (typo, word, sentence); "
+                                                    "repeatable (default: all).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the robustness perturbations.")] = 0,
 ) -> None:
     """Evaluate retrieval systems and/or run files with nDCG@10, R@10, R@100, RR@10, AP, P@30.
 
     System options (--k1, --b, --rm3, --field) apply to every --system; to compare two
     settings, evaluate one and pass its written run file with --run to the other.
+    --robustness re-runs every --system on perturbed copies of the queries (run files
+    cannot be re-run, so they get no RobustScore).
     """
     import time
 
@@ -80,7 +91,16 @@ def eval_command(
     try:
         if not system and not run:
             raise InvalidInput("give at least one `--system` or `--run`")
+        from tandem.eval.robustness import SUITES, evaluate_robustness
+
+        suites = list(suite or SUITES)
+        if robustness and not system:
+            raise InvalidInput("`--robustness` needs a `--system` (a run file cannot be re-run on perturbed queries)")
+        for s in suites:
+            if s not in SUITES:
+                raise InvalidInput(f"`--suite` {s!r} is unknown; choose from {', '.join(SUITES)}")
         qs = read_queries(queries)
+        out.parent.mkdir(parents=True, exist_ok=True)  # run files are written before the report
         judgements = read_qrels(qrels)
         names = list(measure or default_measures(rel))
         options: dict[str, Any] = {"rm3": rm3}
@@ -94,6 +114,7 @@ def eval_command(
                           home=get_settings().home, rebuild=rebuild)  # fmt: skip
         results: dict[str, Any] = {}
         timings: dict[str, float] = {}
+        robust: dict[str, Any] = {}
         for name in system or []:
             label = name if name not in results else f"{name}#{len(results) + 1}"
             retriever = build_system(name, spec)
@@ -103,6 +124,11 @@ def eval_command(
                     task = progress.add_task(f"{label}: retrieving", total=len(qs))
                     ranked = run_retriever(retriever, qs, k=k, progress=lambda n: progress.advance(task, n))
                 timings[label] = time.perf_counter() - start
+                if robustness:
+                    with console.status(f"{label}: perturbed query sets"):
+                        robust[label] = evaluate_robustness(
+                            lambda q, r=retriever: run_retriever(r, q, k=k), qs, judgements, names, suites, seed,
+                            clean_run=ranked)
             finally:
                 retriever.close()
             write_trec_run(ranked, out.with_suffix(f".{label.replace('#', '-')}.run"), tag=name)
@@ -129,6 +155,7 @@ def eval_command(
                 "seconds": timings,
                 "per_query_csv": str(csv_path),
                 "plot": str(png_path),
+                **({"robustness": {"seed": seed, "suites": suites, "systems": robust}} if robustness else {}),
             },
         )
         write_per_query_csv(csv_path, results)
@@ -144,6 +171,16 @@ def eval_command(
     for name, res in results.items():
         table.add_row(name, *(f"{res.metrics[n]:.4f}" for n in names))
     Console().print(table)
+    if robustness:
+        rt = Table(title=f"RobustScore = perturbed / clean (seed {seed})")
+        rt.add_column("system")
+        rt.add_column("suite")
+        for n in names:
+            rt.add_column(n, justify="right")
+        for label, res in robust.items():
+            for s, fig in res["suites"].items():
+                rt.add_row(label, s, *(_ratio(fig["robust_score"][n]) for n in names))
+        Console().print(rt)
     for pair, tests in significance.items():
         sig = ", ".join(f"{t.measure} Δ{t.delta:+.4f} (p={t.randomisation_p_value:.3g})" for t in tests[:4])
         Console().print(f"{pair}: {sig}")

@@ -43,6 +43,7 @@ _SYSTEMS: dict[str, SystemFactory] = {}
 LAZY_SYSTEMS: dict[str, str] = {
     "generative": "tandem.generative.retriever:generative_system",
     "hybrid": "tandem.eval.hybrid:hybrid_system",
+    "ensemble": "tandem.generative.ensemble:ensemble_system",
 }
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tandem.errors import InvalidInput
-from tandem.training.objectives import Example
+from tandem.training.objectives import Example, q2id
 
 if TYPE_CHECKING:
     import torch
+
+    from tandem.generative.tokenizer import TandemTokenizer
 
 
 def training_pairs(
@@ -117,3 +120,51 @@ def collate(batch: Sequence[Example], pad_id: int, device: torch.device) -> dict
         "labels": labels.to(device),
         "tasks": torch.tensor([int(e.task) for e in batch], dtype=torch.long, device=device),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySpec:
+    """A query→id example before tokenisation, so strategies can rewrite its text per epoch."""
+
+    text: str
+    item: int
+    """Item index of the target."""
+    group: int
+    """Index of the query text's positive set (see :class:`QueryGroups`)."""
+    level: int
+    """Curriculum level (0 exact-match, 1 templated, 2 real, 3 rewritten)."""
+
+    def rewritten(self, text: str) -> QuerySpec:
+        """The same example with another text, at the "rewritten" level."""
+        return replace(self, text=text, level=3)
+
+
+class QueryGroups:
+    """Query text → group index → positive item indices, over every pair source.
+
+    One text may come from a real query and a template at once ("hose"); its positives are
+    the union, which is what negatives must avoid.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.positives: list[set[int]] = []
+
+    def add(self, text: str, item: int) -> int:
+        """Register ``(text, item)``; returns the text's group."""
+        g = self.index.setdefault(text, len(self.index))
+        if g == len(self.positives):
+            self.positives.append(set())
+        self.positives[g].add(item)
+        return g
+
+
+def encode_q2id(tok: TandemTokenizer, specs: Sequence[QuerySpec], codes: np.ndarray, max_input_length: int,
+                hard: Mapping[int, Sequence[int]] | None = None) -> list[Example]:
+    """Tokenise query specs into query→id examples (hard negatives looked up by group)."""
+    if not specs:
+        return []
+    ids = tok.encode_texts([s.text for s in specs], max_input_length - 1)
+    hard = hard or {}
+    return [q2id(tok, t, codes[s.item].tolist(), s.item, group=s.group, hard=hard.get(s.group, ()), level=s.level)
+            for s, t in zip(specs, ids, strict=True)]

@@ -44,6 +44,12 @@ class Example:
     target: tuple[int, ...]
     item: int = -1
     """Index of the item the example is about (``-1`` when none), for exposure accounting."""
+    group: int = -1
+    """Query→id: index of the query text (positives are looked up per query); ``-1`` else."""
+    hard: tuple[int, ...] = ()
+    """Query→id: BM25-hard negative items (indices), never positives of the query."""
+    level: int = 2
+    """Curriculum difficulty: 0 exact-match (title), 1 templated, 2 real, 3 rewritten."""
 
 
 def doc2id(tok: TandemTokenizer, text_ids: Sequence[int], codes: Sequence[int], item: int) -> Example:
@@ -51,9 +57,11 @@ def doc2id(tok: TandemTokenizer, text_ids: Sequence[int], codes: Sequence[int], 
     return Example(Task.DOC2ID, (tok.task_ids["doc2id"], *text_ids), (*tok.encode_id(codes), tok.eos_id), item)
 
 
-def q2id(tok: TandemTokenizer, query_ids: Sequence[int], codes: Sequence[int], item: int) -> Example:
+def q2id(tok: TandemTokenizer, query_ids: Sequence[int], codes: Sequence[int], item: int, *, group: int = -1,
+         hard: Sequence[int] = (), level: int = 2) -> Example:
     """Alignment: query → the semantic ID of a relevant item."""
-    return Example(Task.Q2ID, (tok.task_ids["q2id"], *query_ids), (*tok.encode_id(codes), tok.eos_id), item)
+    return Example(Task.Q2ID, (tok.task_ids["q2id"], *query_ids), (*tok.encode_id(codes), tok.eos_id), item,
+                   group, tuple(hard), level)
 
 
 def id2q(tok: TandemTokenizer, query_ids: Sequence[int], codes: Sequence[int], item: int) -> Example:
@@ -94,3 +102,40 @@ def multitask_loss(
         parts[Task(task)] = float(task_loss.detach())
         total = total + weights.get(Task(task), 0.0) * task_loss
     return total, parts
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``log p(target | source)`` per row: the sum of the target tokens' log-probabilities.
+
+    Summed, not averaged: every semantic ID has the same length, and the sum is the score
+    constrained decoding ranks by. ``-100`` labels (padding) contribute nothing.
+    """
+    import torch
+
+    mask = labels != -100
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, labels.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(1)
+
+
+def ranking_loss(pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor, kind: str,
+                 margin: float = 1.0) -> torch.Tensor:
+    """Sequence-level ranking loss of positive vs negative ID log-probabilities.
+
+    ``pos`` is ``[B]``, ``neg`` and ``valid`` are ``[B, n]`` (``valid`` false where a row has
+    fewer negatives). ``margin``: mean over valid pairs of ``max(0, m − (s⁺ − s⁻))``;
+    ``contrastive``: InfoNCE ``−log softmax([s⁺, s⁻…])₀`` averaged over rows with a negative.
+    Zero (with a graph) when no row has a negative, so callers need no special case.
+    """
+    import torch
+
+    if kind not in ("margin", "contrastive"):
+        raise InvalidInput(f"`rank_loss` must be `margin` or `contrastive`, got {kind!r}")
+    if neg.numel() == 0 or not bool(valid.any()):
+        return pos.sum() * 0.0
+    if kind == "margin":
+        hinge = torch.relu(margin - (pos.unsqueeze(1) - neg))
+        return (hinge * valid).sum() / valid.sum()
+    rows = valid.any(1)
+    scores = torch.cat([pos.unsqueeze(1), neg.masked_fill(~valid, float("-inf"))], dim=1)[rows]
+    return -(torch.log_softmax(scores, dim=1)[:, 0]).mean()

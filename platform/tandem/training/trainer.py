@@ -4,7 +4,13 @@ Stage 1 ``pretrain``: span-corruption denoising on catalog text (from-scratch st
 Stage 2 ``memorise``: doc→id with balanced exposure and a progressive curriculum, LR
 warm-up → main → refinement, memorisation verified after every epoch; stops at the target
 exact-match or reports why not. Stage 3 ``align``: query→id (α) + id→query (1 − α) at a
-lower LR, with doc→id replay, still verifying memorisation after every epoch.
+lower LR, with doc→id replay, still verifying memorisation after every epoch. Optional
+stage 4 ``id2q_round`` (``TrainConfig.id2q_round``): queries sampled from the model's
+id→query direction, filtered by round-trip consistency, added to another alignment pass.
+
+The strategies of sections 5.3-5.4 (pseudo-queries, negatives with a ranking loss,
+curriculum, augmentation, FGSM / gradient-norm regularisation) are ``TrainConfig`` fields;
+they shape the query→id examples of stages 3-4 and add loss terms there.
 
 Every epoch ends with a checkpoint, so ``resume=True`` continues an interrupted run.
 """
@@ -14,7 +20,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +30,34 @@ import numpy as np
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput
 from tandem.training.config import TrainConfig
-from tandem.training.data import balanced_exposures, batches, collate, difficulty, progressive_subset
+from tandem.training.data import (
+    QueryGroups,
+    QuerySpec,
+    balanced_exposures,
+    batches,
+    collate,
+    difficulty,
+    encode_q2id,
+    progressive_subset,
+)
 from tandem.training.denoise import span_corrupt
-from tandem.training.objectives import Example, Task, doc2id, id2q, multitask_loss, q2id, task_weights
+from tandem.training.objectives import (
+    Example,
+    Task,
+    doc2id,
+    id2q,
+    multitask_loss,
+    task_weights,
+)
 from tandem.training.verify import MemorisationReport, verify_memorisation
 
 log = logging.getLogger(__name__)
 
-STAGES = ("pretrain", "memorise", "align")
+STAGES = ("pretrain", "memorise", "align", "id2q_round")
+#: Curriculum level of each pair source (see :mod:`tandem.training.curriculum`).
+EXACT, TEMPLATE, REAL, REWRITTEN = 0, 1, 2, 3
+#: In-batch negatives per example: each costs a decoder pass, and a batch of 64 would give 63.
+IN_BATCH_CAP = 8
 CHECKPOINT_DIR = "checkpoint"
 
 
@@ -50,6 +76,11 @@ class RunState:
     stop_reasons: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     samples: int = 0
+    generated: list[list[Any]] = field(default_factory=list)
+    """id→query round: kept ``[query, item index]`` pairs (in the checkpoint, so a resumed
+    round trains on the queries generated before the interruption)."""
+    round_stats: dict[str, float] = field(default_factory=dict)
+    """id→query round: queries sampled, new (not already a training text), kept, seconds."""
 
 
 class StagedTrainer:
@@ -71,7 +102,10 @@ class StagedTrainer:
         device: str = "auto",
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        bm25_run: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``bm25_run`` (query text → BM25-ranked item IDs) feeds ``hard_negatives``; when
+        it is needed and not given, it is computed with Pyserini over ``items``."""
         if not items:
             raise InvalidInput("`catalog` is empty; nothing to train on")
         self.config = config
@@ -82,6 +116,9 @@ class StagedTrainer:
         self.pretrained = Path(pretrained) if pretrained else None
         self.progress = progress
         self.on_epoch = on_epoch
+        self.bm25_run = bm25_run
+        self._state: RunState | None = None
+        self._augmented = 0
         from tandem.generative.model import pick_device
 
         self.device = pick_device(device)
@@ -147,15 +184,50 @@ class StagedTrainer:
         self.text_ids = tok.encode_texts([it.text() for it in self.items], cfg.max_input_length - 1)
         self.doc_examples = [doc2id(tok, t, c, i) for i, (t, c) in enumerate(zip(self.text_ids, self.codes.tolist()))]
         queries = sorted({q for q, _ in self.pairs})
-        src = dict(zip(queries, tok.encode_texts(queries, cfg.max_input_length - 1), strict=True))
         tgt = dict(zip(queries, tok.encode_texts(queries, cfg.max_query_length), strict=True))
-        self.align_examples: list[Example] = []
-        for q, item_id in self.pairs:
-            i = self.item_index[item_id]
-            codes = self.codes[i].tolist()
-            self.align_examples.append(q2id(tok, src[q], codes, i))
-            self.align_examples.append(id2q(tok, tgt[q], codes, i))
+        # id→query learns from real queries only: the id→query round should sample queries
+        # that look like shoppers', not like the templates.
+        self.id2q_examples = [id2q(tok, tgt[q], self.codes[self.item_index[i]].tolist(), self.item_index[i])
+                              for q, i in self.pairs]
+        self.groups = QueryGroups()
+        self.q2id_specs = [self._spec(q, self.item_index[i], REAL) for q, i in self.pairs]
+        if cfg.pseudo_queries:
+            from tandem.training.pseudo import template_queries
+
+            for idx, item in enumerate(self.items):
+                for q in template_queries(item, cfg.pseudo_queries, cfg.seed):
+                    self.q2id_specs.append(self._spec(q, idx, TEMPLATE))
+        if cfg.curriculum:
+            self.q2id_specs += [self._spec(it.title.lower(), idx, EXACT) for idx, it in enumerate(self.items)]
+        self.hard: dict[int, list[int]] = self._hard_negatives() if cfg.hard_negatives else {}
+        self.target_ids = torch.tensor([[*tok.encode_id(c), tok.eos_id] for c in self.codes.tolist()],
+                                       dtype=torch.long)
+        self.substitutes: dict[str, list[str]] = {}
+        if cfg.augment_share:
+            from tandem.eval.robustness import cooccurrence_synonyms
+
+            self.substitutes = cooccurrence_synonyms([it.text() for it in self.items])
         self.difficulty = difficulty(np.array([len(t) for t in self.text_ids]), self.codes)
+
+    def _spec(self, text: str, item: int, level: int) -> QuerySpec:
+        return QuerySpec(text, item, self.groups.add(text, item), level)
+
+    def _hard_negatives(self) -> dict[int, list[int]]:
+        """Group → BM25-hard negatives, from the given run or one computed here."""
+        from tandem.training.negatives import bm25_run, hard_negatives
+
+        texts = list(self.groups.index)
+        run = self.bm25_run
+        if run is None:
+            depth = self.config.hard_negatives + max(len(p) for p in self.groups.positives) + 10
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:  # only the run is kept, not the index
+                run = bm25_run(self.items, texts, depth, Path(tmp) / "bm25")
+        ids = [it.item_id for it in self.items]
+        positives = {t: {ids[i] for i in self.groups.positives[g]} for t, g in self.groups.index.items()}
+        by_text = hard_negatives(run, positives, self.item_index, self.config.hard_negatives)
+        return {self.groups.index[t]: negs for t, negs in by_text.items() if negs}
 
     # -- epochs --------------------------------------------------------------------------------
 
@@ -172,17 +244,66 @@ class StagedTrainer:
         if stage == "memorise":
             subset = progressive_subset(self.difficulty, epoch, cfg.progressive_epochs, cfg.progressive_start)
             return [self.doc_examples[i] for i in balanced_exposures(subset, cfg.exposures, rng)]
+        self._augmented = 0
         replay: list[Example] = []
         if cfg.replay_exposures:
-            replay = [self.doc_examples[i] for i in balanced_exposures(np.arange(len(self.items)),
-                                                                        cfg.replay_exposures, rng)]
-        return self.align_examples + replay
+            order = balanced_exposures(np.arange(len(self.items)), cfg.replay_exposures, rng)
+            replay = self._replay(order, rng)
+        return self._q2id_examples(stage, epoch, rng) + self.id2q_examples + replay
+
+    def _q2id_examples(self, stage: str, epoch: int, rng: np.random.Generator) -> list[Example]:
+        """This epoch's query→id examples: curriculum levels, augmentation, adaptive sampling."""
+        from tandem.training import curriculum
+
+        cfg = self.config
+        specs = list(self.q2id_specs)
+        if stage == "id2q_round":
+            specs += [self._spec(q, int(i), TEMPLATE) for q, i in self._generated]
+        top = REWRITTEN
+        if cfg.curriculum and stage == "align":
+            specs = [specs[i] for i in curriculum.curriculum_order([s.level for s in specs], epoch,
+                                                                   cfg.align_epochs)]
+            top = curriculum.max_level(epoch, cfg.align_epochs)
+        if cfg.augment_share and top >= REWRITTEN:
+            from tandem.training.augment import mix_augmented, rewrite_query
+
+            specs, n = mix_augmented(specs, lambda s, r: s.rewritten(rewrite_query(s.text, r)), cfg.augment_share,
+                                     rng)
+            self._augmented += n
+        examples = encode_q2id(self.tokenizer, specs, self.codes, cfg.max_input_length, self.hard)
+        if cfg.adaptive_alpha and examples:
+            acc = curriculum.example_accuracy(self.model, self.tokenizer, examples, self.device)
+            examples = [examples[i] for i in curriculum.adaptive_sample(acc, cfg.adaptive_alpha, len(examples), rng)]
+        return examples
+
+    def _replay(self, order: np.ndarray, rng: np.random.Generator) -> list[Example]:
+        """doc→id replay of items ``order``; with augmentation, a capped share perturbed."""
+        cfg = self.config
+        out = [self.doc_examples[i] for i in order]
+        if not cfg.augment_share:
+            return out
+        from tandem.training.augment import mix_augmented, perturb_document
+
+        tok = self.tokenizer
+
+        def perturb(ex: Example, r: np.random.Generator) -> Example:
+            text = perturb_document(self.items[ex.item].text(), r, self.substitutes)
+            ids = tok.encode_texts([text], cfg.max_input_length - 1)[0]
+            return doc2id(tok, ids, self.codes[ex.item].tolist(), ex.item)
+
+        out, n = mix_augmented(out, perturb, cfg.augment_share, rng)
+        self._augmented += n
+        return out
+
+    @property
+    def _generated(self) -> list[list[Any]]:
+        return self._state.generated if self._state is not None else []
 
     def _lr(self, stage: str, epoch: int, step_in_stage: int, state: RunState) -> float:
         cfg = self.config
         if stage == "pretrain":
             base = cfg.pretrain_lr
-        elif stage == "align":
+        elif stage in ("align", "id2q_round"):
             base = cfg.align_lr
         else:
             sched = cfg.memorise_lr
@@ -221,29 +342,87 @@ class StagedTrainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             inputs = collate(batch, self.tokenizer.pad_id, self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                    decoder_input_ids=inputs["decoder_input_ids"]).logits
-            loss, parts = multitask_loss(logits, inputs["labels"], inputs["tasks"], weights)
+            loss, parts = self._batch_loss(stage, batch, inputs, weights, step0 + b, rng)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             optimizer.step()
             value = float(loss.detach())
             losses.append(value)
-            for task, v in parts.items():
-                task_sums.setdefault(task.name.lower(), []).append(v)
+            for name, v in parts.items():
+                task_sums.setdefault(name, []).append(v)
             if (step0 + b) % 5 == 0:
                 state.steps.append([step0 + b, stage_idx, value])
             bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
         bar.close()
         seconds = time.perf_counter() - t0
-        return {
+        record = {
             "stage": stage, "epoch": epoch + 1, "steps": n_batches, "examples": len(examples), "lr": lr,
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "task_loss": {k: round(float(np.mean(v)), 4) for k, v in task_sums.items()},
             "seconds": round(seconds, 2), "samples_per_s": round(len(examples) / max(seconds, 1e-9), 1),
         }
+        if stage in ("align", "id2q_round") and self.config.augment_share:
+            record["augmented"] = self._augmented
+        return record
+
+    def _batch_loss(self, stage: str, batch: Sequence[Example], inputs: dict[str, Any], weights: Mapping[Task, float],
+                    step: int, rng: np.random.Generator) -> tuple[Any, dict[str, float]]:
+        """The multi-task loss, plus in stages 3-4 the configured FGSM / gradient-norm and
+        ranking terms; returns the loss and its named parts (unweighted, for the curves)."""
+        import torch
+
+        from tandem.training.adversarial import robust_loss
+
+        cfg = self.config
+        aligned = stage in ("align", "id2q_round")
+        seen: dict[str, Any] = {}
+
+        def loss_fn(logits: Any) -> Any:
+            loss, parts = multitask_loss(logits, inputs["labels"], inputs["tasks"], weights)
+            seen.setdefault("logits", logits)  # the clean pass comes first
+            seen.setdefault("parts", parts)
+            return loss
+
+        eps = cfg.fgsm_epsilon if aligned and step % cfg.fgsm_every == 0 else 0.0
+        gn = cfg.grad_norm_weight if aligned else 0.0
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            if eps or gn:
+                loss, rp = robust_loss(self.model, inputs, loss_fn, epsilon=eps, adv_weight=cfg.fgsm_weight,
+                                       grad_norm_weight=gn)
+            else:
+                loss, rp = loss_fn(self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                              decoder_input_ids=inputs["decoder_input_ids"]).logits), None
+            parts = {t.name.lower(): v for t, v in seen["parts"].items()}
+            if rp is not None and rp.adversarial is not None:
+                parts["adversarial"] = rp.adversarial
+            if rp is not None and rp.grad_norm is not None:
+                parts["grad_norm"] = rp.grad_norm
+            if aligned and cfg.rank_loss != "none":
+                rank, rank_parts = self._rank_loss(batch, inputs, seen["logits"], rng)
+                loss = loss + rank
+                parts.update(rank_parts)
+        return loss, parts
+
+    def _rank_loss(self, batch: Sequence[Example], inputs: dict[str, Any], logits: Any,
+                   rng: np.random.Generator) -> tuple[Any, dict[str, float]]:
+        """``λ_hard·L_hard + λ_random·L_random + λ_in_batch·L_in_batch`` over the batch's query→id rows."""
+        from tandem.training.negatives import in_batch_negatives, random_negatives, ranking_terms
+
+        cfg = self.config
+        rows = [i for i, e in enumerate(batch) if e.task == Task.Q2ID]
+        pos_sets = [self.groups.positives[batch[i].group] for i in rows]
+        kinds: list[tuple[str, float, list[list[int]]]] = []
+        if cfg.hard_negatives:
+            kinds.append(("hard", cfg.lambda_hard, [list(batch[i].hard[: cfg.hard_negatives]) for i in rows]))
+        if cfg.random_negatives:
+            kinds.append(("random", cfg.lambda_random,
+                          [random_negatives(len(self.items), p, cfg.random_negatives, rng) for p in pos_sets]))
+        if cfg.in_batch_negatives:
+            inb = in_batch_negatives([batch[i].item for i in rows], pos_sets)
+            kinds.append(("in_batch", cfg.lambda_in_batch, [n[:IN_BATCH_CAP] for n in inb]))
+        return ranking_terms(self.model, inputs, logits, rows, kinds, self.target_ids, self.tokenizer.pad_id,
+                             cfg.rank_loss, cfg.rank_margin)
 
     def verify(self) -> MemorisationReport:
         """Memorisation check of the current model over the whole catalog."""
@@ -279,6 +458,7 @@ class StagedTrainer:
             raise InvalidInput(f"`resume`: the checkpoint in {ckpt} was made with a different configuration")
         self._build(saved)
         state = RunState(**saved["run"]) if saved else RunState()
+        self._state = state
         first_stage = 1 if (self.pretrained is not None) else 0
         if state.stage < first_stage:
             state.stage = first_stage
@@ -286,7 +466,9 @@ class StagedTrainer:
         while state.stage < len(STAGES):
             stage = STAGES[state.stage]
             lr0 = {"pretrain": self.config.pretrain_lr, "memorise": self.config.memorise_lr.main,
-                   "align": self.config.align_lr}[stage]
+                   "align": self.config.align_lr, "id2q_round": self.config.align_lr}[stage]
+            if stage == "id2q_round" and self._max_epochs(stage) and not state.generated:
+                self._id2q_round(state)
             optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr0, weight_decay=self.config.weight_decay)
             if saved is not None and state.epoch > 0:
                 load_optimizer(ckpt, optimizer, saved)
@@ -333,7 +515,21 @@ class StagedTrainer:
 
     def _max_epochs(self, stage: str) -> int:
         cfg = self.config
-        return {"pretrain": cfg.pretrain_epochs, "memorise": cfg.memorise_max_epochs, "align": cfg.align_epochs}[stage]
+        return {"pretrain": cfg.pretrain_epochs, "memorise": cfg.memorise_max_epochs, "align": cfg.align_epochs,
+                "id2q_round": cfg.id2q_epochs if cfg.id2q_round else 0}[stage]
+
+    def _id2q_round(self, state: RunState) -> None:
+        """Sample id→query queries for every item and keep those that round-trip."""
+        from tandem.training.pseudo import id2q_round
+
+        cfg = self.config
+        kept, stats = id2q_round(self.model, self.tokenizer, self.codes, self.target_ids[:, :-1].numpy(),
+                                 set(self.groups.index), per_item=cfg.id2q_per_item, top_k=cfg.round_trip_k,
+                                 max_query_length=cfg.max_query_length, max_input_length=cfg.max_input_length,
+                                 seed=cfg.seed)
+        state.generated = [[q, i] for q, i in kept]
+        state.round_stats = stats
+        log.info("id→query round: %s", stats)
 
     def _why_stopped(self, stage: str, state: RunState) -> str:
         if stage != "memorise":
@@ -384,4 +580,15 @@ class StagedTrainer:
             "peak_rss_mb": round(peak_rss_mb, 1),
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
             "epochs": state.epochs,
+            "strategies": self._strategy_summary(state),
+        }
+
+    def _strategy_summary(self, state: RunState) -> dict[str, Any]:
+        """Pair counts per source and what the id→query round kept (for the ablation)."""
+        levels = [s.level for s in getattr(self, "q2id_specs", [])]
+        return {
+            "q2id_pairs": {"exact": levels.count(EXACT), "template": levels.count(TEMPLATE),
+                           "real": levels.count(REAL)},
+            "hard_negative_queries": len(getattr(self, "hard", {})),
+            "id2q_round": state.round_stats,
         }
