@@ -293,3 +293,35 @@ def test_readme_values_table_matches_values_yaml() -> None:
     assert readme.endswith(table), (
         "charts/tandem/README.md's values table is out of date; replace it (from '| Key |' to the end) with:\n\n"
         + table)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_shipped_profile_keeps_auth_on(case: str) -> None:
+    """Auth is on by default and no values file we ship turns it off; every Tandem server
+    reads its tokens from the auth Secret, never from a value in the chart."""
+    servers = [d for d in of_kind(rendered(case), "Deployment")
+               if component(d) in ("gateway", "sparse", "generative", "intent")]  # the pods with a gRPC API
+    assert {component(d) for d in servers} >= {"gateway", "sparse"}, case
+    for dep in servers:
+        pod = dep["spec"]["template"]["spec"]
+        args = pod["containers"][0]["args"]
+        assert any(a.startswith("--auth-token-file=/etc/tandem/auth/") for a in args), (case, component(dep))
+        secret = {v["name"]: v for v in pod["volumes"]}["auth"]["secret"]
+        assert secret["secretName"].endswith("-auth") and not secret.get("optional", False), (case, component(dep))
+
+
+def test_notes_warn_when_auth_is_turned_off() -> None:
+    text = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "{{- else }}" in text and "WARNING: auth is OFF" in text
+
+
+def test_ingest_poisoning_defence_is_configured_from_values() -> None:
+    ingest = next(d for d in of_kind(rendered("production"), "Deployment") if component(d) == "ingest")
+    env = {e["name"]: e.get("value") for e in ingest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TANDEM_POISONING_ACTION"] == "quarantine" and env["TANDEM_POISONING_TERM_CAP"] == "3"
+    custom = render(["ci/production-values.yaml"], ["ingest.poisoning.action=dlq", "ingest.poisoning.termCap=null"])
+    ingest = next(d for d in of_kind(custom, "Deployment") if component(d) == "ingest")
+    env = {e["name"]: e.get("value") for e in ingest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TANDEM_POISONING_ACTION"] == "dlq" and "TANDEM_POISONING_TERM_CAP" not in env
+    bad = render_raw(["ci/production-values.yaml"], ["ingest.poisoning.action=delete-everything"])
+    assert bad.returncode != 0 and "action" in bad.stderr

@@ -6,6 +6,12 @@ The one code path shared by the Kafka consumer and the JSONL file source. Order 
 2. ``sync_index()`` — push every store change after ``index_seq`` to Lucene (upserts and
    deletes by id, each call durable when it returns), then advance ``index_seq``.
 
+The document-poisoning policy (:mod:`tandem.streams.poisoning`) sits on both steps: with
+action ``dlq`` flagged upserts are refused before step 1 (returned in
+:attr:`BatchReport.refused` for the caller to dead-letter); with ``flag`` the index gets a
+neutralised copy in step 2; with ``quarantine`` the item is stored but kept out of the index.
+Every indexed item is capped at the policy's ``term_cap`` occurrences per term and field.
+
 The caller commits its source position (Kafka offset) only after ``apply`` returns. See
 :mod:`tandem.streams.store` for why every crash point converges on restart.
 """
@@ -15,12 +21,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
+from tandem.sparse.documents import cap_item
+from tandem.streams.poisoning import PoisoningDetector, PoisoningPolicy, QuarantineLog, Verdict, count_flag
 from tandem.streams.store import ApplyResult, CatalogStore
 
 log = logging.getLogger(__name__)
@@ -115,28 +123,81 @@ class BatchReport:
     stale: int
     indexed: int
     seconds: float
+    refused: list[tuple[int, Verdict]] = field(default_factory=list)
+    """With poisoning action ``dlq``: ``(position in the batch, verdict)`` of each refused event."""
+    quarantined: int = 0
+    """Items kept out of the index by the ``quarantine`` action in this batch."""
 
 
 class Applier:
-    """Applies event batches to a :class:`CatalogStore` and (optionally) a :class:`LiveIndex`."""
+    """Applies event batches to a :class:`CatalogStore` and (optionally) a :class:`LiveIndex`.
 
-    def __init__(self, store: CatalogStore, index: LiveIndex | None = None) -> None:
+    ``policy`` defaults to the ``TANDEM_POISONING_*`` settings (:class:`StreamSettings`),
+    i.e. action ``quarantine`` with a per-field term cap of 3.
+    """
+
+    def __init__(self, store: CatalogStore, index: LiveIndex | None = None,
+                 policy: PoisoningPolicy | None = None) -> None:
+        if policy is None:
+            from tandem.streams.config import StreamSettings
+
+            policy = StreamSettings().poisoning_policy()
         self.store = store
         self.index = index
+        self.policy = policy
+        self.detector = PoisoningDetector(policy)
+        self.quarantine = QuarantineLog(store.path) if policy.action == "quarantine" else None
+        self._quarantined = 0
         # Catch up first: a previous run may have crashed between the store and the index.
         caught_up = self.sync_index()
         if caught_up:
             log.info("index caught up on %d changes left by an earlier run", caught_up)
 
+    def screen(self, events: Sequence[ItemEvent]) -> tuple[list[ItemEvent], list[tuple[int, Verdict]]]:
+        """Split ``events`` into accepted ones and flagged upserts, when the action is ``dlq``.
+
+        Other actions accept everything here (they act at indexing time).
+        """
+        if self.policy.action != "dlq":
+            return list(events), []
+        accepted: list[ItemEvent] = []
+        refused: list[tuple[int, Verdict]] = []
+        for pos, ev in enumerate(events):
+            verdict = self.detector.inspect(ev.item) if ev.op == "upsert" and ev.item is not None else None
+            if verdict is not None and verdict.flagged:
+                count_flag(verdict, "dlq")
+                refused.append((pos, verdict))
+            else:
+                accepted.append(ev)
+        return accepted, refused
+
     def apply(self, events: Sequence[ItemEvent]) -> BatchReport:
-        """Apply ``events`` (in order) to the store, then bring the index up to date."""
+        """Screen ``events``, apply them (in order) to the store, then bring the index up to date."""
         t0 = time.perf_counter()
-        result: ApplyResult = self.store.apply(events)
+        accepted, refused = self.screen(events)
+        result: ApplyResult = self.store.apply(accepted)
+        self._quarantined = 0
         indexed = self.sync_index()
         return BatchReport(
-            events=len(events), applied=len(result.applied), duplicates=result.duplicates,
-            stale=result.stale, indexed=indexed, seconds=time.perf_counter() - t0,
+            events=len(accepted), applied=len(result.applied), duplicates=result.duplicates,
+            stale=result.stale, indexed=indexed, seconds=time.perf_counter() - t0, refused=refused,
+            quarantined=self._quarantined,
         )  # fmt: skip
+
+    def _for_index(self, item: Item) -> Item | None:
+        """What the index gets for ``item`` under the policy; ``None`` = keep it out (quarantine)."""
+        verdict = self.detector.inspect(item)
+        if not verdict.flagged:
+            return cap_item(item, self.policy.term_cap)
+        action = self.policy.action
+        count_flag(verdict, action)
+        log.warning("poisoning: %s v%d flagged (%s); action %s", item.item_id, item.version, verdict.describe(), action)
+        if action == "quarantine" and self.quarantine is not None:
+            self.quarantine.add(item, verdict)
+            self._quarantined += 1
+            return None
+        # `flag`, and `dlq` for events that bypassed screen() (stored before the policy changed).
+        return self.detector.neutralise(item, verdict)
 
     def sync_index(self) -> int:
         """Push store changes the index has not absorbed; returns how many were pushed."""
@@ -147,8 +208,17 @@ class Applier:
             changes = self.store.changes_after(self.store.index_seq, limit=SYNC_BATCH)
             if not changes:
                 return pushed
-            upserts = [c.item for c in changes if c.op == "upsert" and c.item is not None]
+            upserts: list[Item] = []
             deletes = [c.item_id for c in changes if c.op == "delete"]
+            for c in changes:
+                if c.op == "upsert" and c.item is not None:
+                    shown = self._for_index(c.item)
+                    if shown is None:
+                        deletes.append(c.item_id)  # an earlier, clean version may be indexed
+                    else:
+                        upserts.append(shown)
+            if self.quarantine is not None:
+                self.quarantine.release([i.item_id for i in upserts] + [c.item_id for c in changes if c.op == "delete"])
             # One item appears at most once in `changes` (the store keeps its latest state),
             # so upserts and deletes never touch the same id and their order does not matter.
             if upserts:

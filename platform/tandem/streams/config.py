@@ -11,10 +11,13 @@ and refusing them would make every consumer fail to start.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from tandem.streams.poisoning import PoisoningPolicy
 
 
 class StreamSettings(BaseSettings):
@@ -57,6 +60,21 @@ class StreamSettings(BaseSettings):
 
     kafka_ssl_keyfile: Path | None = None
     """Private key of the client certificate."""
+
+    poisoning_action: Literal["quarantine", "flag", "dlq", "off"] = "quarantine"
+    """What ingest does with items the poisoning detector flags (:mod:`tandem.streams.poisoning`,
+    which explains the default): ``quarantine`` stores but does not index, ``flag`` indexes a
+    neutralised copy, ``dlq`` refuses to the dead-letter topic with reason
+    ``poisoning:<rule>``, ``off`` skips detection."""
+
+    poisoning_term_cap: int | None = Field(default=3, ge=1)
+    """Per-field cap on a term's occurrences in indexed text (every item); unset = no cap."""
+
+    def poisoning_policy(self) -> PoisoningPolicy:
+        """The detector policy these settings describe (thresholds at their documented defaults)."""
+        from tandem.streams.poisoning import PoisoningPolicy
+
+        return PoisoningPolicy(action=self.poisoning_action, term_cap=self.poisoning_term_cap)
 
     @property
     def store_path(self) -> Path:

@@ -2,7 +2,9 @@
 
 Per poll: decode every record; malformed ones go to the dead-letter topic (flushed before
 anything is committed, so a crash cannot lose them); the rest are applied as one batch
-(:class:`~tandem.streams.apply.Applier`); only then are the batch's offsets committed.
+(:class:`~tandem.streams.apply.Applier`); items its poisoning policy refuses (action ``dlq``)
+go to the dead-letter topic too, with reason ``poisoning:<rule>``; only then are the batch's
+offsets committed.
 A crash before the commit replays the batch, which the store's ``(item_id, version)`` log
 turns into no-ops — so nothing is lost and nothing is doubled. Offsets are also committed
 on graceful shutdown (SIGTERM/SIGINT finish the batch in hand first) and when a rebalance
@@ -31,6 +33,9 @@ from tandem.streams.producer import read_event_file
 
 log = logging.getLogger(__name__)
 
+COMMIT_RETRY_S = 1.0
+"""Seconds between retries of an offset commit that failed because Kafka was unreachable."""
+
 #: Header names on dead-letter records (values are UTF-8).
 DLQ_REASON = "tandem-dlq-reason"
 DLQ_ERROR = "tandem-dlq-error"
@@ -48,6 +53,7 @@ class IngestTotals:
     duplicates: int = 0
     stale: int = 0
     dead_lettered: int = 0
+    quarantined: int = 0
     batches: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
@@ -58,6 +64,7 @@ class IngestTotals:
         self.applied += report.applied
         self.duplicates += report.duplicates
         self.stale += report.stale
+        self.quarantined += report.quarantined
         self.batches += 1
         self.seconds += report.seconds
         metrics.EVENTS.labels("applied").inc(report.applied)
@@ -127,6 +134,7 @@ class IngestConsumer:
         self.totals = IngestTotals()
         self._stop = threading.Event()
         self._pending: dict[Any, Any] = {}
+        self._commit_retry_at = 0.0
         servers = self.settings.kafka_bootstrap.split(",")
         security = self.settings.kafka_client_config()
         conf: dict[str, Any] = {
@@ -192,6 +200,7 @@ class IngestConsumer:
                     time.sleep(0.5)
                     continue
                 if not records:
+                    self._retry_pending_commit()
                     if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                         break
                     continue
@@ -207,6 +216,7 @@ class IngestConsumer:
         from kafka.structs import OffsetAndMetadata
 
         good: list[ItemEvent] = []
+        sources: list[Any] = []  # the record each good event came from, for dead-lettering
         offsets: dict[Any, Any] = {}
         rejected = 0
         # Records of one key sit in one partition in order, so partition-by-partition
@@ -215,36 +225,42 @@ class IngestConsumer:
             for rec in recs:
                 try:
                     good.append(decode_event(rec.key, rec.value))
+                    sources.append(rec)
                 except EventError as e:
-                    self._dead_letter(rec, e)
+                    self._dead_letter(rec, str(e.reason), str(e))
                     rejected += 1
                 offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
+        # A crash between the store write and the DLQ flush below replays the batch: refused
+        # events were never stored, so the replay refuses (and dead-letters) them again.
+        report = self.applier.apply(good)
+        for pos, verdict in report.refused:
+            self._dead_letter(sources[pos], verdict.reason, verdict.describe())
+            rejected += 1
         if rejected:
             self._dlq.flush(timeout=60)  # the DLQ copy must be durable before the commit
-        report = self.applier.apply(good)
         self.totals.add(report)
         metrics.STORE_SEQ.set(self.applier.store.seq)
         self._pending.update(offsets)
         self._commit()
         return report
 
-    def _dead_letter(self, rec: Any, err: EventError) -> None:
+    def _dead_letter(self, rec: Any, reason: str, error: str) -> None:
         headers = [
-            (DLQ_REASON, str(err.reason).encode()),
-            (DLQ_ERROR, str(err).encode("utf-8", "replace")),
+            (DLQ_REASON, reason.encode()),
+            (DLQ_ERROR, error.encode("utf-8", "replace")),
             (DLQ_TOPIC, rec.topic.encode()),
             (DLQ_PARTITION, str(rec.partition).encode()),
             (DLQ_OFFSET, str(rec.offset).encode()),
             *[(k, v) for k, v in (rec.headers or [])],
         ]
         self._dlq.send(self.dlq_topic, key=rec.key, value=rec.value, headers=headers)
-        self.totals.reject(str(err.reason))
-        log.warning("dead-lettered %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset, err.reason, err)
+        self.totals.reject(reason)
+        log.warning("dead-lettered %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset, reason, error)
 
     def _commit(self) -> None:
         if not self._pending:
             return
-        from kafka.errors import CommitFailedError
+        from kafka.errors import CommitFailedError, KafkaError
 
         try:
             self._kafka.commit(dict(self._pending))
@@ -254,6 +270,19 @@ class IngestConsumer:
             # replay of it is a run of duplicates. Nothing to undo.
             log.warning("offset commit refused after a rebalance: %s", e)
             self._pending.clear()
+        except KafkaError as e:
+            # The broker or group coordinator is unreachable (a broker restart, a network
+            # blip). The batch is applied, so keep its offsets pending: they are committed
+            # with the next batch, by the idle loop, or at shutdown; if this process dies
+            # first, the replay is a run of duplicates. Found by bench.faults: letting this
+            # escape ended the consume loop during a broker restart.
+            self._commit_retry_at = time.monotonic() + COMMIT_RETRY_S
+            log.warning("offset commit failed (%s); keeping %d partitions pending", e, len(self._pending))
+
+    def _retry_pending_commit(self) -> None:
+        """While idle: retry a failed commit, at most every ``COMMIT_RETRY_S`` seconds."""
+        if self._pending and time.monotonic() >= self._commit_retry_at:
+            self._commit()
 
     def _shutdown(self) -> None:
         try:
@@ -297,8 +326,16 @@ def ingest_file(
                         row = {"line": line.lineno, "reason": str(line.error.reason), "error": str(line.error)}
                         out.write(json.dumps(row) + "\n")
                 else:
-                    events.append(line.event)
-            totals.add(applier.apply(events))
+                    events.append((line.lineno, line.event))
+            report = applier.apply([ev for _, ev in events])
+            totals.add(report)
+            for pos, verdict in report.refused:
+                lineno = events[pos][0]
+                totals.reject(verdict.reason)
+                log.warning("%s:%d refused: %s (%s)", path, lineno, verdict.reason, verdict.describe())
+                if out:
+                    row = {"line": lineno, "reason": verdict.reason, "error": verdict.describe()}
+                    out.write(json.dumps(row) + "\n")
     finally:
         if out:
             out.close()
