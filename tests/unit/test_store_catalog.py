@@ -145,3 +145,18 @@ def test_snapshots_and_changes_since(tmp_path: Path, fmt: str) -> None:
         assert len(store.changes_since(0)) == 4  # a, b, c, d: latest state of each
         with pytest.raises(NotFound, match="`snapshot_version`"):
             store.changes_since(9)
+
+
+def test_snapshot_leaves_quarantined_items_out(tmp_path: Path) -> None:
+    from tandem.streams.poisoning import PoisoningDetector, QuarantineLog
+
+    store = CatalogStore(tmp_path / "c.sqlite")
+    clean = Item(item_id="a", title="Cordless Drill 20V Kit")
+    stuffed = Item(item_id="b", title="drill drill drill drill drill drill drill saw saw saw saw")
+    store.apply([ItemEvent.upsert(it, version=1) for it in (clean, stuffed)])
+    verdict = PoisoningDetector().inspect(stuffed)
+    assert verdict.flagged
+    QuarantineLog(store.path).add(stuffed, verdict)
+    manifest = store.snapshot(tmp_path / "snap")
+    written = [json.loads(line)["item_id"] for line in (tmp_path / "snap" / "items.jsonl").read_text().splitlines()]
+    assert written == ["a"] and manifest.items == 1 and manifest.quarantined == 1

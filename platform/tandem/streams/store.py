@@ -109,6 +109,8 @@ class SnapshotManifest(BaseModel):
     """Live items written."""
     tombstones: int
     """Deleted items known to the store (not written)."""
+    quarantined: int = 0
+    """Live items held back by the ingest poisoning quarantine (not written)."""
     format: Literal["jsonl", "parquet"]
     files: dict[str, str]
     """File name → sha256."""
@@ -232,12 +234,20 @@ class CatalogStore:
 
     # -- snapshots ---------------------------------------------------------------------------
 
+    def _quarantined_ids(self) -> set[str]:
+        """Ids in the poisoning quarantine table, if ingest ever created it in this file."""
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='quarantine'").fetchone()
+        return {r[0] for r in self._db.execute("SELECT item_id FROM quarantine")} if exists else set()
+
     def snapshot(self, path: str | Path, fmt: Literal["jsonl", "parquet"] = "jsonl") -> SnapshotManifest:
         """Write the live catalog to folder ``path`` (items + ``manifest.json``); returns the manifest.
 
         The items and ``seq`` are read in one read transaction (WAL gives it a consistent
         view without blocking the writer); only numbering the snapshot takes the write lock,
-        briefly, so a large snapshot does not stall ingest.
+        briefly, so a large snapshot does not stall ingest. Items the ingest poisoning
+        detector quarantined (:class:`tandem.streams.poisoning.QuarantineLog`, a table in
+        this file) are left out, so no training pipeline learns them; ``quarantined`` in the
+        manifest counts them.
         """
         if fmt not in ("jsonl", "parquet"):
             raise InvalidInput(f"`fmt` must be jsonl or parquet, got {fmt!r}")
@@ -249,8 +259,11 @@ class CatalogStore:
             seq = self.seq
             items = list(self.items())
             tombstones = self._db.execute("SELECT COUNT(*) FROM items WHERE deleted=1").fetchone()[0]
+            held = self._quarantined_ids()
         finally:
             self._db.execute("COMMIT")
+        quarantined = sum(item.item_id in held for item in items)
+        items = [item for item in items if item.item_id not in held]
         tmp = out / f".{name}.tmp"
         if fmt == "jsonl":
             with tmp.open("w", encoding="utf-8") as f:
@@ -264,7 +277,7 @@ class CatalogStore:
             last = self._db.execute("SELECT COALESCE(MAX(snapshot_version), 0) FROM snapshots").fetchone()[0]
             manifest = SnapshotManifest(
                 snapshot_version=last + 1, seq=seq, created=time.time(), items=len(items),
-                tombstones=tombstones, format=fmt, files={name: digest},
+                tombstones=tombstones, quarantined=quarantined, format=fmt, files={name: digest},
             )  # fmt: skip
             (out / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
             self._db.execute(
