@@ -51,6 +51,7 @@ def test_stream_consume_from_file_store_only_and_snapshot(tmp_path: Path) -> Non
     assert "applied 0" in again.output.replace("\n", " ")
     status = json.loads(runner.invoke(app, ["stream", "status", "--store", str(store)]).output)
     assert (status["items"], status["tombstones"], status["seq"]) == (3, 1, 6)
+    assert status["quarantined"] == 0 and status["quarantined_by_rule"] == {}
     snap = runner.invoke(app, ["stream", "snapshot", str(tmp_path / "snap"), "--store", str(store),
                                "--publish", "--promote", "--uri", str(tmp_path / "reg")])  # fmt: skip
     assert snap.exit_code == 0, snap.output

@@ -134,8 +134,8 @@ def consume(
             live.close()
     console.print(
         f"events {totals.events + totals.dead_lettered}: applied {totals.applied}, duplicates {totals.duplicates}, "
-        f"stale {totals.stale}, refused {totals.dead_lettered} {totals.reasons or ''}; "
-        f"store: {counts['items']} items, {counts['tombstones']} tombstones, seq {counts['seq']}"
+        f"stale {totals.stale}, refused {totals.dead_lettered} {totals.reasons or ''}, "
+        f"quarantined {totals.quarantined}; store: {counts['items']} items, {counts['tombstones']} tombstones, seq {counts['seq']}"
     )
 
 
@@ -155,7 +155,8 @@ def snapshot(
     try:
         with CatalogStore(store or _settings().store_path) as cstore:
             m = cstore.snapshot(out, fmt=format)  # type: ignore[arg-type]
-        typer.echo(f"snapshot {m.snapshot_version} at {out}: {m.items} items, {m.tombstones} tombstones, seq {m.seq}")
+        typer.echo(f"snapshot {m.snapshot_version} at {out}: {m.items} items, {m.tombstones} tombstones, "
+                   f"{m.quarantined} quarantined left out, seq {m.seq}")
         if publish:
             from tandem.registry import Registry
 
@@ -168,13 +169,24 @@ def snapshot(
 
 @app.command()
 def status(store: StorePath = None) -> None:
-    """Counts of the catalog store: items, tombstones, applied-log rows, store and index sequence."""
+    """Counts of the catalog store: items, tombstones, applied-log rows, store and index
+    sequence, snapshots, and items held in the poisoning quarantine (by rule)."""
     import json
+    from collections import Counter
 
+    from tandem.streams.poisoning import QuarantineLog
     from tandem.streams.store import CatalogStore
 
     path = store or _settings().store_path
     if not path.exists():
         raise _fail(FileNotFoundError(f"`--store` {path} does not exist"))
     with CatalogStore(path) as cstore:
-        typer.echo(json.dumps({**cstore.counts(), "snapshots": len(cstore.snapshots())}, indent=2))
+        counts = {**cstore.counts(), "snapshots": len(cstore.snapshots())}
+    quarantine = QuarantineLog(path)
+    try:
+        held = quarantine.entries()
+    finally:
+        quarantine.close()
+    counts["quarantined"] = len(held)
+    counts["quarantined_by_rule"] = dict(Counter(reason for _, reason in held.values()))
+    typer.echo(json.dumps(counts, indent=2))
