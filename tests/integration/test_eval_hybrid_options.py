@@ -57,3 +57,22 @@ def test_explicit_fusion_and_bm25_options_pass_through(tmp_path: Path) -> None:
 def test_bad_hybrid_options_name_the_option(options: dict, field: str, tmp_path: Path, java_home: object) -> None:
     with pytest.raises(InvalidInput, match=field):
         build_system("hybrid", _spec(tmp_path, **options))
+
+
+def test_cli_compares_bm25_with_an_intent_hybrid(intent_model: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+
+    data = CATALOG.parent
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, [
+        "eval", "--system", "bm25", "--system", "hybrid", "--sources", "bm25", "--intent-model", str(intent_model),
+        "--fusion", "minmax", "--catalog", str(CATALOG), "--queries", str(data / "queries.tsv"),
+        "--qrels", str(data / "qrels.txt"), "--out", str(out), "--k", "10"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    systems = json.loads(out.read_text())["systems"]
+    assert set(systems) == {"bm25", "hybrid"}
+    assert 0.0 < systems["hybrid"]["metrics"]["nDCG@10"] <= 1.0

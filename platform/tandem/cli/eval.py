@@ -56,11 +56,21 @@ def eval_command(
     suite: Annotated[list[str] | None, typer.Option("--suite", help="Robustness suite (typo, word, sentence); "
                                                     "repeatable (default: all).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the robustness perturbations.")] = 0,
+    intent_model: Annotated[Path | None, typer.Option(
+        "--intent-model", help="hybrid: intent decomposer (`tandem intent fit`) for sub-intent retrieval.")] = None,
+    fusion: Annotated[str | None, typer.Option(
+        "--fusion", help="hybrid: auto (the gateway's rule), rrf, minmax, zscore or learned.")] = None,
+    fusion_model: Annotated[Path | None, typer.Option(
+        "--fusion-model", help="hybrid: LambdaMART fusion model (JSON) for --fusion learned/auto.")] = None,
+    sources: Annotated[str | None, typer.Option(
+        "--sources", help="hybrid: comma-separated sources (default bm25,generative; bm25 alone needs no model).")] = None,
 ) -> None:
     """Evaluate retrieval systems and/or run files with nDCG@10, R@10, R@100, RR@10, AP, P@30.
 
-    System options (--k1, --b, --rm3, --field) apply to every --system; to compare two
-    settings, evaluate one and pass its written run file with --run to the other.
+    System options (--k1, --b, --rm3, --field) apply to every --system; --intent-model,
+    --fusion, --fusion-model and --sources choose the hybrid's intents and fusion as
+    `tandem serve` does. To compare two settings, evaluate one and pass its written run
+    file with --run to the other.
     --robustness re-runs every --system on perturbed copies of the queries (run files
     cannot be re-run, so they get no RobustScore).
     """
@@ -110,6 +120,10 @@ def eval_command(
             options["b"] = b
         if (fields := _parse_fields(field)) is not None:
             options["fields"] = fields
+        for key, value in (("intent_model", intent_model), ("fusion", fusion), ("fusion_model", fusion_model),
+                           ("sources", sources)):
+            if value is not None:
+                options[key] = str(value)
         spec = SystemSpec(catalog=catalog, catalog_format=format, model=model, options=options,
                           home=get_settings().home, rebuild=rebuild)  # fmt: skip
         results: dict[str, Any] = {}

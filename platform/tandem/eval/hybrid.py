@@ -13,10 +13,6 @@ from typing import Any
 from tandem.retriever import Hit, Retriever, validate_queries
 
 
-#: ``spec.options`` keys read by :func:`hybrid_system` itself (not passed to the sources).
-HYBRID_OPTIONS = frozenset({"intent_model", "fusion", "fusion_model", "candidates", "sources"})
-
-
 class HybridRetriever(Retriever):
     """Each query goes through ``searcher.search``; hits carry the fused score."""
 
@@ -63,7 +59,7 @@ def hybrid_system(spec: Any) -> HybridRetriever:
     from pathlib import Path
 
     from tandem.errors import InvalidInput
-    from tandem.eval.systems import build_system
+    from tandem.eval.systems import HYBRID_OPTIONS, build_system
     from tandem.fusion.factory import make_fuser
     from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig
 

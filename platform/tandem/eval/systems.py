@@ -37,6 +37,10 @@ class SystemSpec:
 
 SystemFactory = Callable[[SystemSpec], Retriever]
 
+#: ``SystemSpec.options`` keys that configure the hybrid system itself (intents, fusion,
+#: sources); the source systems it builds never see them.
+HYBRID_OPTIONS = frozenset({"intent_model", "fusion", "fusion_model", "candidates", "sources"})
+
 _SYSTEMS: dict[str, SystemFactory] = {}
 
 #: name → "module:function" registered on first use, for systems living in other packages.
@@ -102,7 +106,7 @@ def _sparse_config(spec: SystemSpec) -> Any:
     from tandem.sparse import SparseConfig
 
     try:
-        return SparseConfig(**spec.options)
+        return SparseConfig(**{k: v for k, v in spec.options.items() if k not in HYBRID_OPTIONS})
     except ValueError as e:
         raise InvalidInput(f"bm25 options: {e}") from None
 
