@@ -103,13 +103,7 @@ def promotion_gate(evaluation: Input[Artifact], registry_uri: str, ndcg_toleranc
     from tandem_pipelines import steps
 
     result = steps.gate(json.loads(Path(evaluation.path).read_text()), registry_uri, ndcg_tolerance, min_exact_match)
-    Path(report.path).write_text(result.pop("markdown"))
-    Path(decision.path).write_text(json.dumps(result, indent=2))
-    for name, value in result["figures"].items():
-        if value is not None:
-            figures.log_metric(name, float(value))
-    figures.log_metric("promote", float(result["promote"]))
-    return bool(result["promote"])
+    return steps.write_gate_outputs(result, decision.path, report.path, figures)
 
 
 @component
@@ -124,5 +118,77 @@ def register_base(snapshot: Input[Dataset], id_map: Input[Artifact], model: Inpu
     result = steps.register(Path(snapshot.path), Path(id_map.path), Path(model.path),
                             json.loads(Path(evaluation.path).read_text()), json.loads(Path(decision.path).read_text()),
                             registry_uri)
+    Path(registered.path).write_text(json.dumps(result, indent=2))
+    registered.metadata.update(result)
+
+
+# --------------------------------------------------------------------------- adapter pipeline
+
+
+@component
+def adapter_changes(catalog_uri: str, new_items_uri: str, registry_uri: str, max_forgetting: float,
+                    min_new_recall: float, changes: Output[Dataset], base_model: Output[Model]) -> int:
+    """Validate the parameters, fetch the current base and split new/changed vs old items;
+    returns how many items are new or changed (0 = nothing to train this hour)."""
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    summary = steps.adapter_changes(catalog_uri, new_items_uri, registry_uri, max_forgetting, min_new_recall,
+                                    Path(changes.path), Path(base_model.path))
+    changes.metadata.update(summary)
+    base_model.metadata.update({"ref": summary["base"]})
+    return int(summary["new_items"])
+
+
+@component
+def train_adapter(changes: Input[Dataset], base_model: Input[Model], seed: int, replay: float, queries_per_item: int,
+                  adapter: Output[Model], summary_json: Output[Artifact], checks: Output[Metrics],
+                  report: Output[Markdown]) -> None:
+    """LoRA adapter with replay (``tandem.training.adapter.train_adapter``) and its
+    new-item / forgetting checks, before vs after, as Metrics and a Markdown table."""
+    import json
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    summary = steps.train_adapter(Path(changes.path), Path(base_model.path), seed, Path(adapter.path),
+                                  {"replay": replay, "queries_per_item": queries_per_item})
+    metrics = summary["metrics"]
+    for name, value in metrics.items():
+        checks.log_metric(name, float(value))
+    checks.log_metric("train_seconds", float(summary["train_seconds"]))
+    checks.log_metric("trainable_parameters", float(summary["parameters"]["trainable"]))
+    rows = "".join(f"| {k} | {v:.4f} |\n" for k, v in metrics.items())
+    Path(report.path).write_text(f"# Adapter checks ({summary['new_items']} new/changed items, "
+                                 f"{summary['old_items']} old)\n\n| check | value |\n|---|---|\n{rows}")
+    Path(summary_json.path).write_text(json.dumps(summary, default=str))
+    adapter.metadata.update({"new_items": summary["new_items"], "train_seconds": summary["train_seconds"]})
+
+
+@component
+def adapter_gate(summary_json: Input[Artifact], max_forgetting: float, min_new_recall: float,
+                 decision: Output[Artifact], report: Output[Markdown], figures: Output[Metrics]) -> bool:
+    """The adapter promotion rule (``tandem.registry.promotion.gate_adapter``)."""
+    import json
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    result = steps.adapter_gate(json.loads(Path(summary_json.path).read_text()), max_forgetting, min_new_recall)
+    return steps.write_gate_outputs(result, decision.path, report.path, figures)
+
+
+@component
+def register_adapter(adapter: Input[Model], summary_json: Input[Artifact], decision: Input[Artifact],
+                     registry_uri: str, registered: Output[Artifact]) -> None:
+    """Publish the adapter to ``tandem.registry``; current only when the gate passed."""
+    import json
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    result = steps.register_adapter(Path(adapter.path), json.loads(Path(summary_json.path).read_text()),
+                                    json.loads(Path(decision.path).read_text()), registry_uri)
     Path(registered.path).write_text(json.dumps(result, indent=2))
     registered.metadata.update(result)

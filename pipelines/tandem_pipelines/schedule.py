@@ -30,21 +30,25 @@ class Schedule:
     params: dict[str, Any]
 
 
-#: What ``tandem pipelines schedule`` keeps on the server. The adapter pipeline (hourly,
-#: ``0 * * * *``) joins once adapter training exists.
-SCHEDULES = {"base": Schedule("tandem-base-monthly", "base", "0 0 1 * *", {})}
+#: What ``tandem pipelines schedule`` keeps on the server: the monthly base, the hourly adapters.
+SCHEDULES = {"base": Schedule("tandem-base-monthly", "base", "0 0 1 * *", {}),
+             "adapter": Schedule("tandem-adapter-hourly", "adapter", "0 * * * *", {})}
 
 
 def compile_pipelines(out_dir: Path = COMPILED_DIR) -> list[Path]:
     """Write the IR YAML of every pipeline under ``out_dir``; returns the files written."""
     from kfp import compiler
 
+    from tandem_pipelines.adapter import adapter_pipeline
     from tandem_pipelines.base import base_pipeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "base.yaml"
-    compiler.Compiler().compile(base_pipeline, str(path))
-    return [path]
+    written = []
+    for name, pipeline in (("base", base_pipeline), ("adapter", adapter_pipeline)):
+        path = out_dir / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline, str(path))
+        written.append(path)
+    return written
 
 
 def fingerprint(package: Path, cron: str, params: dict[str, Any]) -> str:

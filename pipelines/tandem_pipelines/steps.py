@@ -137,6 +137,19 @@ def gate(evaluation: dict[str, Any], registry_uri: str, ndcg_tolerance: float,
     return {**decision.as_dict(), "current_version": current, "markdown": decision.to_markdown()}
 
 
+def write_gate_outputs(result: dict[str, Any], decision_path: str, report_path: str, figures: Any) -> bool:
+    """Store a gate's result as the step's artifacts: the decision JSON, its Markdown table
+    and its figures as KFP metrics (``figures`` is an ``Output[Metrics]``); returns the verdict."""
+    result = dict(result)
+    Path(report_path).write_text(result.pop("markdown"))
+    Path(decision_path).write_text(json.dumps(result, indent=2))
+    for name, value in result["figures"].items():
+        if value is not None:
+            figures.log_metric(name, float(value))
+    figures.log_metric("promote", float(result["promote"]))
+    return bool(result["promote"])
+
+
 def register(snapshot_dir: Path, ids_dir: Path, model_dir: Path, evaluation: dict[str, Any],
              decision: dict[str, Any], registry_uri: str) -> dict[str, Any]:
     """Publish snapshot, ID map and model (with lineage and metrics); promote them when the
@@ -163,3 +176,91 @@ def register(snapshot_dir: Path, ids_dir: Path, model_dir: Path, evaluation: dic
         reg.promote(ArtifactKind.ID_MAP, ids_v)
         reg.promote(ArtifactKind.SNAPSHOT, snap_v)
     return {"base-model": model_v, "id-map": ids_v, "snapshot": snap_v, "promoted": promoted, "registry": reg.uri}
+
+
+# --------------------------------------------------------------------------- adapter pipeline
+
+NEW_ITEMS, OLD_ITEMS, CHANGES_JSON = "new.jsonl", "old.jsonl", "changes.json"
+
+
+def _write_items(path: Path, items: list[Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for item in items:
+            f.write(item.model_dump_json(exclude_none=True) + "\n")
+
+
+def adapter_changes(catalog_uri: str, new_items_uri: str, registry_uri: str, max_forgetting: float,
+                    min_new_recall: float, out: Path, base_out: Path) -> dict[str, Any]:
+    """Validate the parameters, fetch the registry's current base model into ``base_out`` and
+    split the catalog into the items added or changed since that base and the old ones.
+
+    ``new_items_uri`` empty = the catalog items the base's ID map does not know. Writes
+    ``new.jsonl``, ``old.jsonl`` and ``changes.json`` (counts, base reference) into ``out``.
+    """
+    from tandem.errors import NotFound
+    from tandem.registry import ArtifactKind, Registry
+    from tandem.registry.promotion import validate_adapter_thresholds
+    from tandem.training.adapter import select_items
+
+    validate_adapter_thresholds(max_forgetting, min_new_recall)
+    reg = Registry(registry_uri or None)
+    try:
+        base = reg.resolve_current(ArtifactKind.BASE_MODEL)
+    except NotFound:
+        raise InvalidInput(f"`registry_uri` {reg.uri}: no current base-model; run the base pipeline first") from None
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        catalog = _fetch(catalog_uri, "catalog_uri", Path(tmp) / Path(catalog_uri.rstrip("/")).name)
+        new_file = _fetch(new_items_uri, "new_items_uri", Path(tmp) / ("new-" + Path(new_items_uri).name)) \
+            if new_items_uri else None
+        reg.download(ArtifactKind.BASE_MODEL, base.manifest.version, base_out)
+        new, old = select_items(base_out, catalog=catalog, new_items=new_file)
+    _write_items(out / NEW_ITEMS, new)
+    _write_items(out / OLD_ITEMS, old)
+    summary = {"base": base.manifest.ref, "new_items": len(new), "old_items": len(old), "catalog_uri": catalog_uri}
+    (out / CHANGES_JSON).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train_adapter(changes_dir: Path, base_dir: Path, seed: int, out: Path,
+                  overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An adapter for the new items on the base (:func:`tandem.training.adapter.train_adapter`:
+    reserved-space IDs, LoRA with replay, new-item and forgetting checks)."""
+    from tandem.catalog.loaders import load_items
+    from tandem.training.adapter import adapter_config
+    from tandem.training.adapter import train_adapter as train
+
+    changes = json.loads((changes_dir / CHANGES_JSON).read_text())
+    new = load_items(changes_dir / NEW_ITEMS, strict=True).items
+    old = load_items(changes_dir / OLD_ITEMS, strict=True).items if changes["old_items"] else []
+    config = adapter_config({"seed": seed, **(overrides or {})})
+    return train(base_dir, new, old, out, config, base_ref=changes["base"])
+
+
+def adapter_gate(summary: dict[str, Any], max_forgetting: float, min_new_recall: float) -> dict[str, Any]:
+    """The adapter promotion decision (:func:`tandem.registry.promotion.gate_adapter`)."""
+    from tandem.registry.promotion import gate_adapter
+
+    m, k = summary["metrics"], summary["config"]["eval_k"]
+    decision = gate_adapter(m.get("forgetting", 0.0), max_forgetting=max_forgetting, new_recall=m[f"new_r{k}"],
+                            min_new_recall=min_new_recall)
+    return {**decision.as_dict(), "markdown": decision.to_markdown()}
+
+
+def register_adapter(adapter_dir: Path, summary: dict[str, Any], decision: dict[str, Any],
+                     registry_uri: str) -> dict[str, Any]:
+    """Publish the adapter with its base as parent and its metrics; make it current when the
+    gate passed (a rejected adapter stays in the registry, inspectable, never served)."""
+    from tandem.generative.adapter_artifact import read_adapter_manifest
+    from tandem.registry import ArtifactKind, Registry
+
+    reg = Registry(registry_uri or None)
+    base_ref = read_adapter_manifest(adapter_dir)["base"].get("ref", "")
+    metrics = {k: float(v) for k, v in summary["metrics"].items()}
+    promoted = bool(decision["promote"])
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "adapter"
+        shutil.copytree(adapter_dir, copy)  # KFP may mount inputs read-only; publish reads a plain copy
+        version = reg.publish(ArtifactKind.ADAPTER, copy, parents=[base_ref] if base_ref else [],
+                              metrics={**metrics, "promoted": float(promoted)}, promote=promoted)
+    return {"adapter": version, "base": base_ref, "promoted": promoted, "registry": reg.uri}

@@ -152,10 +152,19 @@ def load_sparse(index_dir: str, name: str = "bm25") -> Retriever:
     return retriever
 
 
-def load_generative(model_dir: str | None, factory: str | None, *args: Any) -> Retriever:
-    """The generative retriever: from ``factory`` if given, else ``tandem.generative``'s loader."""
+def load_generative(model_dir: str | None, factory: str | None, *args: Any, adapter: str | None = None,
+                    registry: str | None = None, poll_s: float = 30.0) -> Retriever:
+    """The generative retriever: from ``factory`` if given; else the registry's current base model
+    and adapter, hot-reloaded when the pointers move (``registry``, polled every ``poll_s``);
+    else the model folder ``model_dir`` (with ``adapter`` merged in when given)."""
     if factory:
         return load_factory(factory, *args)
+    if registry:
+        if model_dir or adapter:
+            raise InvalidInput("give `registry` or `model`/`adapter`, not both: the registry names the model")
+        from tandem.generative.reload import HotSwapRetriever
+
+        return HotSwapRetriever(registry, interval_s=poll_s)
     try:
         from tandem.generative import load_retriever  # type: ignore[attr-defined]
     except ImportError:
@@ -163,5 +172,7 @@ def load_generative(model_dir: str | None, factory: str | None, *args: Any) -> R
             "tandem.generative has no `load_retriever` in this build; pass `--factory module:callable` "
             "to serve another Retriever") from None
     if not model_dir:
-        raise InvalidInput("`model` is required for the generative service")
+        raise InvalidInput("`model` (or `registry`) is required for the generative service")
+    if adapter:
+        return load_retriever(model_dir, adapter=adapter)
     return load_retriever(model_dir)

@@ -12,15 +12,18 @@ from typer.testing import CliRunner
 from tandem.cli import app
 
 
-def test_compile_writes_base_yaml(tmp_path: Path) -> None:
+def test_compile_writes_both_pipelines(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["pipelines", "compile", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((tmp_path / "base.yaml").read_text())["pipelineInfo"]["name"] == "tandem-base"
+    assert yaml.safe_load((tmp_path / "adapter.yaml").read_text())["pipelineInfo"]["name"] == "tandem-adapter"
 
 
-def test_run_refuses_unbuilt_pipelines_and_remote_runs() -> None:
-    result = CliRunner().invoke(app, ["pipelines", "run", "adapter", "--local"])
+def test_run_refuses_unknown_pipelines_missing_parameters_and_remote_runs(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["pipelines", "run", "nightly", "--local", "--root", str(tmp_path)])
     assert result.exit_code == 2 and "`pipeline`" in result.output
+    result = CliRunner().invoke(app, ["pipelines", "run", "adapter", "--local", "--root", str(tmp_path)])
+    assert result.exit_code == 2 and "catalog_uri" in result.output
     result = CliRunner().invoke(app, ["pipelines", "run", "base"])
     assert result.exit_code == 2 and "`--local`" in result.output
 

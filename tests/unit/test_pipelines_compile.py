@@ -18,12 +18,14 @@ def _strip_volatile(text: str) -> str:
 
 
 def test_checked_in_yaml_is_not_stale(tmp_path: Path) -> None:
-    [fresh] = compile_pipelines(tmp_path)
-    checked_in = COMPILED_DIR / fresh.name
-    assert checked_in.is_file(), "run `tandem pipelines compile`"
-    assert _strip_volatile(fresh.read_text()) == _strip_volatile(checked_in.read_text()), (
-        f"{checked_in} is stale: run `tandem pipelines compile` and commit the result"
-    )
+    written = compile_pipelines(tmp_path)
+    assert sorted(p.name for p in written) == ["adapter.yaml", "base.yaml"]
+    for fresh in written:
+        checked_in = COMPILED_DIR / fresh.name
+        assert checked_in.is_file(), "run `tandem pipelines compile`"
+        assert _strip_volatile(fresh.read_text()) == _strip_volatile(checked_in.read_text()), (
+            f"{checked_in} is stale: run `tandem pipelines compile` and commit the result"
+        )
 
 
 def test_yaml_loads_with_kfp_and_names_the_components() -> None:
@@ -61,3 +63,30 @@ def test_gpu_variant_requests_accelerators(tmp_path: Path) -> None:
     executors = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"]
     res = executors["exec-train-generative"]["container"]["resources"]
     assert res["accelerator"]["resourceCount"] == "1"
+
+
+ADAPTER_COMPONENTS = {"adapter-changes", "train-adapter", "adapter-gate", "register-adapter"}
+
+
+def test_adapter_yaml_loads_and_trains_only_when_there_are_new_items() -> None:
+    from kfp import components
+
+    path = COMPILED_DIR / "adapter.yaml"
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "tandem-adapter"
+    assert {"catalog_uri", "new_items_uri", "registry_uri", "max_forgetting", "min_new_recall"} <= set(
+        loaded.component_spec.inputs or {})
+    spec = yaml.safe_load(path.read_text())
+    root = spec["root"]["dag"]["tasks"]
+    assert root["adapter-changes"]["componentRef"]["name"] == "comp-adapter-changes"
+    [branch] = [t for name, t in root.items() if name != "adapter-changes"]
+    condition = branch["triggerPolicy"]["condition"]
+    assert "adapter-changes" in condition and "> 0" in condition.replace("int(", "")  # train only with new items
+    inner = spec["components"][branch["componentRef"]["name"]]["dag"]["tasks"]
+    assert {t["componentRef"]["name"].removeprefix("comp-") for t in inner.values()} == ADAPTER_COMPONENTS - {
+        "adapter-changes"}
+    # Every step reads moving data or follows one that does: nothing comes from the cache.
+    for name, task in {**root, **inner}.items():
+        assert task.get("cachingOptions", {}).get("enableCache") is not True, name
+    train = spec["deploymentSpec"]["executors"]["exec-train-adapter"]["container"]
+    assert train["resources"]["cpuRequest"] == 2 and train["image"].startswith("ghcr.io/tandem-search/tandem")

@@ -132,3 +132,17 @@ def test_bad_params_are_refused_before_any_call() -> None:
 def test_a_wrong_call_would_be_caught() -> None:
     with pytest.raises(TypeError):
         SignatureCheckedClient().create_recurring_run(experiment_id="e", name="x")
+
+
+def test_adapter_schedule_is_hourly_beside_the_monthly_base() -> None:
+    client = SignatureCheckedClient()
+    base_action, base_id = ensure_recurring_run(client, SCHEDULES["base"], COMPILED_DIR / "base.yaml", PARAMS)
+    params = {"catalog_uri": "s3://b/catalog.jsonl", "registry_uri": "s3://b/registry"}
+    action, rid = ensure_recurring_run(client, SCHEDULES["adapter"], COMPILED_DIR / "adapter.yaml", params)
+    assert (base_action, action) == ("created", "created") and rid != base_id
+    [run] = _named(client, SCHEDULES["adapter"].name)
+    assert run.cron == "0 * * * *" and run.params == params
+    assert ensure_recurring_run(client, SCHEDULES["adapter"], COMPILED_DIR / "adapter.yaml", params) == ("unchanged",
+                                                                                                       rid)
+    with pytest.raises(InvalidInput, match="catalog_uri"):
+        ensure_recurring_run(client, SCHEDULES["adapter"], COMPILED_DIR / "adapter.yaml", {})

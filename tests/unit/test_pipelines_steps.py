@@ -86,3 +86,27 @@ def test_gate_and_register_against_the_registry(tmp_path: Path) -> None:
     assert not rejected["promoted"]
     assert reg.current(ArtifactKind.BASE_MODEL) == out["base-model"]  # kept
     assert rejected["base-model"] in reg.versions(ArtifactKind.BASE_MODEL)  # but recorded for audit
+
+
+@pytest.mark.parametrize(("max_forgetting", "min_new_recall", "field"),
+                         [(1.5, 0.5, "`max_forgetting`"), (0.05, -0.1, "`min_new_recall`"),
+                          (float("nan"), 0.5, "`max_forgetting`")])
+def test_adapter_changes_refuses_bad_thresholds_first(max_forgetting: float, min_new_recall: float, field: str,
+                                                      tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=field):
+        steps.adapter_changes(str(tmp_path / "missing.jsonl"), "", str(tmp_path / "registry"), max_forgetting,
+                              min_new_recall, tmp_path / "changes", tmp_path / "base")
+
+
+def test_adapter_changes_needs_a_current_base(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="no current base-model; run the base pipeline first"):
+        steps.adapter_changes(str(tmp_path / "catalog.jsonl"), "", str(tmp_path / "registry"), 0.05, 0.5,
+                              tmp_path / "changes", tmp_path / "base")
+
+
+def test_adapter_gate_uses_forgetting_and_new_item_recall() -> None:
+    summary = {"config": {"eval_k": 10}, "metrics": {"new_r10": 0.8, "forgetting": 0.01}}
+    assert steps.adapter_gate(summary, 0.05, 0.5)["promote"] is True
+    refused = steps.adapter_gate({**summary, "metrics": {"new_r10": 0.8, "forgetting": 0.2}}, 0.05, 0.5)
+    assert refused["promote"] is False and "forgetting" in refused["markdown"]
+    assert steps.adapter_gate({**summary, "metrics": {"new_r10": 0.1, "forgetting": 0.0}}, 0.05, 0.5)["promote"] is False

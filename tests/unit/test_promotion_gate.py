@@ -68,3 +68,15 @@ def test_adapter_forgetting() -> None:
     assert not d.promote and d.kind == "adapter" and "FAIL" in d.to_markdown()
     with pytest.raises(InvalidInput, match="`forgetting`"):
         gate_adapter(2.0)
+
+
+def test_adapter_new_item_recall_floor() -> None:
+    assert gate_adapter(0.0, new_recall=0.5, min_new_recall=0.5).promote
+    d = gate_adapter(0.0, new_recall=0.2, min_new_recall=0.5)
+    assert not d.promote and [c["name"] for c in d.checks] == ["forgetting", "new-item recall"]
+    assert d.figures["new_recall"] == 0.2
+    assert not gate_adapter(0.1, new_recall=0.9, min_new_recall=0.5).promote  # forgetting still rules
+    with pytest.raises(InvalidInput, match="`new_recall`"):
+        gate_adapter(0.0, new_recall=1.5)
+    with pytest.raises(InvalidInput, match="`min_new_recall`"):
+        gate_adapter(0.0, new_recall=0.5, min_new_recall=-1)

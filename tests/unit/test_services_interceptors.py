@@ -178,3 +178,17 @@ def test_tracing_without_opentelemetry_says_what_to_install() -> None:
     with pytest.raises(Unavailable, match="opentelemetry-sdk"):
         srv.start()
     srv._loop.call_soon_threadsafe(srv._loop.stop)
+
+
+def test_an_empty_token_file_given_on_the_command_line_refuses_to_start(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tandem.cli.serve import _options
+    from tandem_services.server import TandemServer
+
+    monkeypatch.delenv("TANDEM_AUTH_TOKENS", raising=False)
+    empty = tmp_path / "tokens"
+    empty.write_text("# the Secret's key was empty\n")
+    opts = _options("127.0.0.1", 0, None, None, None, empty, False)
+    assert opts.require_auth
+    with pytest.raises(InvalidInput, match="no token was found"):
+        TandemServer([], opts)._interceptors()

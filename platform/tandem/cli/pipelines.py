@@ -37,7 +37,7 @@ Param = Annotated[list[str] | None, typer.Option("--param", "-p", help="Pipeline
 def compile_(
     out: Annotated[Path | None, typer.Option(help="Folder for the YAML (default: pipelines/compiled).")] = None,
 ) -> None:
-    """Write the pipelines' IR YAML (``base.yaml``) for upload to Kubeflow Pipelines."""
+    """Write the pipelines' IR YAML (``base.yaml``, ``adapter.yaml``) for upload to Kubeflow Pipelines."""
     from tandem_pipelines.schedule import COMPILED_DIR, compile_pipelines
 
     for path in compile_pipelines(out or COMPILED_DIR):
@@ -47,12 +47,12 @@ def compile_(
 @app.command("schedule")
 def schedule(
     host: Annotated[str, typer.Option("--host", help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888.")],
-    pipeline: Annotated[str, typer.Argument(help="Which schedule: base.")] = "base",
+    pipeline: Annotated[str, typer.Argument(help="Which schedule: base (monthly) or adapter (hourly).")] = "base",
     param: Param = None,
     experiment: Annotated[str, typer.Option(help="KFP experiment holding the recurring runs.")] = "tandem",
     namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace (multi-user deployments).")] = None,
 ) -> None:
-    """Create or update the recurring run (base: ``0 0 1 * *``), never adding a second one."""
+    """Create or update the recurring run (base ``0 0 1 * *``, adapter ``0 * * * *``), never adding a second one."""
     from tandem.errors import TandemError
 
     try:
@@ -73,7 +73,7 @@ def schedule(
 
 @app.command("run")
 def run(
-    pipeline: Annotated[str, typer.Argument(help="Which pipeline: base.")],
+    pipeline: Annotated[str, typer.Argument(help="Which pipeline: base or adapter.")],
     local: Annotated[bool, typer.Option("--local", help="Run with kfp.local in this environment (required).")] = False,
     param: Param = None,
     root: Annotated[Path | None, typer.Option(help="Pipeline root (default: <home>/pipeline-runs).")] = None,
@@ -81,14 +81,12 @@ def run(
     """Run a pipeline on this machine with ``kfp.local`` (``SubprocessRunner``, current environment)."""
     from tandem.errors import TandemError
 
-    if pipeline != "base":
-        raise _fail(ValueError(f"`pipeline` must be `base` (the adapter pipeline is not built yet), got {pipeline!r}"))
     if not local:
         raise _fail(ValueError("`--local` is required: cluster runs go through `tandem pipelines schedule`"))
     try:
-        from tandem_pipelines.local import run_base_local
+        from tandem_pipelines.local import run_local
 
-        result = run_base_local(_params(param or []), root)
+        result = run_local(pipeline, _params(param or []), root)
     except TandemError as e:
         raise _fail(e) from None
     typer.echo(json.dumps(result, indent=2))

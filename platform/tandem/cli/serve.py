@@ -34,6 +34,12 @@ Factory = Annotated[Optional[str], typer.Option(
     help="module:callable returning a Retriever to serve as the generative source.")]
 FactoryArg = Annotated[list[str], typer.Option(help="Argument for the factory (repeatable).")]
 Model = Annotated[Optional[Path], typer.Option(help="Generative model directory (tandem.generative artifacts).")]
+AdapterDir = Annotated[Optional[Path], typer.Option(
+    "--adapter", help="Adapter folder (`tandem train adapter`) merged into --model.")]
+RegistryUri = Annotated[Optional[str], typer.Option(
+    "--registry", help="Serve the registry's current base-model + adapter and hot-reload them when promoted.")]
+PollS = Annotated[float, typer.Option(
+    "--poll-s", help="With --registry: seconds between checks of the current pointers.")]
 HealthPort = Annotated[int, typer.Option(
     help="Plaintext port serving only grpc.health.v1, for kubelet probes when TLS is on (0 = off).")]
 IntentModel = Annotated[Optional[Path], typer.Option(
@@ -51,9 +57,11 @@ def _options(host: str, port: int, tls_cert, tls_key, tls_client_ca, auth_token_
     from tandem_services.server import ServerOptions
 
     try:
+        # A token file that turns out empty (e.g. a Secret with an empty key) must not start
+        # the server open: asking for auth by file means auth is required.
         return ServerOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
-                             auth_token_file=auth_token_file, tracing=tracing,
-                             health_port=health_port or None)
+                             auth_token_file=auth_token_file, require_auth=auth_token_file is not None,
+                             tracing=tracing, health_port=health_port or None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -135,10 +143,14 @@ def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str
                           fuser=_fuser(fusion, fusion_model, lookup, intents), config=SearchConfig(deadline_s=deadline_ms / 1000))
 
 
-def _generative(model: Optional[Path], factory: Optional[str], factory_arg: list[str]) -> Any:
+def _generative(model: Optional[Path], factory: Optional[str], factory_arg: list[str],
+                adapter: Optional[Path] = None, registry: Optional[str] = None, poll_s: float = 30.0) -> Any:
     from tandem_services.app import load_generative
 
-    return load_generative(str(model) if model else None, factory, *factory_arg)
+    if poll_s <= 0:
+        raise typer.BadParameter("must be > 0", param_hint="--poll-s")
+    return load_generative(str(model) if model else None, factory, *factory_arg,
+                           adapter=str(adapter) if adapter else None, registry=registry, poll_s=poll_s)
 
 
 @app.callback()
@@ -146,7 +158,8 @@ def serve(
     ctx: typer.Context,
     all_in_one: Annotated[bool, typer.Option(
         "--all-in-one", help="Every service in one process (embedded default).")] = False,
-    index: Index = None, catalog: Catalog = None, model: Model = None,
+    index: Index = None, catalog: Catalog = None, model: Model = None, adapter: AdapterDir = None,
+    registry: RegistryUri = None, poll_s: PollS = 30.0,
     generative_factory: Factory = None, generative_arg: FactoryArg = [],  # noqa: B006 - typer reads it
     redis_url: RedisUrl = None, deadline_ms: DeadlineMs = 2000.0,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50051,
@@ -170,8 +183,8 @@ def serve(
         from tandem_services.app import BatchOptions, all_in_one_server, load_sparse
 
         retrievers = [load_sparse(str(index))]
-        if model or generative_factory:
-            retrievers.append(_generative(model, generative_factory, generative_arg))
+        if model or generative_factory or registry:
+            retrievers.append(_generative(model, generative_factory, generative_arg, adapter, registry, poll_s))
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, _intents(intent_model), fusion,
                              fusion_model)
         return all_in_one_server(searcher, opts, batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms),
@@ -238,19 +251,23 @@ def sparse_cmd(
 @app.command("generative")
 def generative_cmd(
     model: Model = None, factory: Factory = None, factory_arg: FactoryArg = [],  # noqa: B006
+    adapter: AdapterDir = None, registry: RegistryUri = None, poll_s: PollS = 30.0,
     max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50053,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
     tracing: Tracing = False, health_port: HealthPort = 0,
 ) -> None:
-    """The generative RetrieverService (CUDA when present), micro-batching concurrent requests."""
+    """The generative RetrieverService (CUDA when present), micro-batching concurrent requests.
+
+    With --registry it serves the current base-model + adapter and swaps in newly promoted
+    ones without a restart or a failed request (AdminService/Versions shows what is served)."""
     opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
         from tandem_services.app import BatchOptions, retriever_server
 
-        retriever = _generative(model, factory, factory_arg)
+        retriever = _generative(model, factory, factory_arg, adapter, registry, poll_s)
         retriever.name = "generative"
         return retriever_server([retriever], opts, batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms))
 

@@ -1,9 +1,11 @@
-"""``tandem train generative``: train the generative retriever (stages 1–3) into a model folder.
+"""``tandem train generative|adapter``: the generative retriever (stages 1–3) and its hourly adapters.
 
 The folder it writes is what ``tandem eval --system generative --model DIR`` and the
 generative service load: safetensors weights, tokenizer, semantic-ID map, manifest with
 checksums, plus ``training_summary.json``, ``training_curve.png`` and ``checkpoint/``
-(for ``--resume``).
+(for ``--resume``). ``tandem train adapter`` writes an adapter folder for a base (see
+:mod:`tandem.training.adapter`) and, with ``--registry``, publishes it behind the
+forgetting gate.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Train models: the generative retriever.", no_args_is_help=True)
+app = typer.Typer(help="Train models: the generative retriever and its hourly adapters.", no_args_is_help=True)
 
 
 @app.callback()
@@ -80,3 +82,132 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
                   f"(training_summary.json, training_curve.png)")
     if not summary["memorisation_reached_target"]:
         console.print(f"[yellow]memorisation target not reached: {summary['stages']['memorise']['stop_reason']}")
+
+
+@app.command()
+def adapter(
+    out: Annotated[Path, typer.Option("--out", help="Adapter folder to write.")],
+    base: Annotated[Path | None, typer.Option(
+        "--base", help="Base model folder (default with --registry: the registry's current base-model).")] = None,
+    catalog: Annotated[Path | None, typer.Option(
+        "--catalog", help="Catalog file (JSONL/CSV/Parquet) with the base's items and the new ones.")] = None,
+    new_items: Annotated[Path | None, typer.Option(
+        "--new-items", help="Items added or changed since the base (default: catalog items the base lacks).")] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="Catalog store (SQLite, from `tandem stream consume`) instead of --catalog.")] = None,
+    since_version: Annotated[int | None, typer.Option(
+        "--since-version", help="With --store: the snapshot version the base was trained on.")] = None,
+    replay: Annotated[float | None, typer.Option("--replay", help="Share of old-item examples (default 0.2).")] = None,
+    ewc: Annotated[float | None, typer.Option("--ewc", help="EWC strength λ (default 0 = off).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override an adapter setting, KEY=JSON (e.g. --set epochs=10, --set peft.rank=8).")] = None,
+    registry: Annotated[str | None, typer.Option(
+        "--registry", help="Registry URI: publish the adapter there (promoted when it passes the gate).")] = None,
+    max_forgetting: Annotated[float, typer.Option(
+        "--max-forgetting", help="Gate: most old-item exact-match the adapter may lose.")] = 0.05,
+    min_new_recall: Annotated[float, typer.Option(
+        "--min-new-recall", help="Gate: least new-item R@k (held-out pseudo-queries) the adapter must reach.")] = 0.0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Train an hourly LoRA adapter for new items on a frozen base (replay, optional EWC)."""
+    from tandem.errors import TandemError
+
+    try:
+        result = _train_adapter(out, base, catalog, new_items, store, since_version, replay, ewc, set_ or [],
+                                registry, max_forgetting, min_new_recall, progress)
+    except TandemError as exc:
+        raise _fail(exc) from None
+    _print_adapter_summary(result)
+
+
+def _train_adapter(out: Path, base: Path | None, catalog: Path | None, new_items: Path | None, store: Path | None,
+                   since_version: int | None, replay: float | None, ewc: float | None, sets: list[str],
+                   registry: str | None, max_forgetting: float, min_new_recall: float,
+                   progress: bool) -> dict[str, Any]:
+    import logging
+    import tempfile
+
+    from tandem.cli._options import key_values
+    from tandem.errors import InvalidInput
+    from tandem.training.adapter import adapter_config, select_items, train_adapter
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    overrides = key_values(sets, "--set")
+    if replay is not None:
+        overrides["replay"] = replay
+    if ewc is not None:
+        overrides["ewc_lambda"] = ewc
+    config = adapter_config(overrides)
+    reg, base_ref, tmp = None, "", None
+    if registry is not None:
+        from tandem.registry import ArtifactKind, Registry
+
+        reg = Registry(registry)
+        if base is None:
+            art = reg.resolve_current(ArtifactKind.BASE_MODEL)
+            base_ref = art.manifest.ref
+            if art.local_path is not None:
+                base = art.local_path
+            else:
+                tmp = tempfile.TemporaryDirectory(prefix="tandem-base-")
+                base = reg.download(ArtifactKind.BASE_MODEL, art.manifest.version, tmp.name)
+    if base is None:
+        raise InvalidInput("`--base` is required (or `--registry` with a current base-model)")
+    try:
+        new, old = select_items(base, catalog=catalog, new_items=new_items, store=store, since_version=since_version)
+        typer.echo(f"adapter: {len(new)} new/changed items, {len(old)} old items for replay and checks")
+        summary = train_adapter(base, new, old, out, config, base_ref=base_ref, progress=progress, echo=typer.echo)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if reg is not None:
+        summary["registry"] = _publish_adapter(reg, out, summary, base_ref, max_forgetting, min_new_recall)
+    return summary
+
+
+def _publish_adapter(reg: Any, out: Path, summary: dict[str, Any], base_ref: str, max_forgetting: float,
+                     min_new_recall: float) -> dict[str, Any]:
+    """Gate the adapter on forgetting and new-item recall, publish it, promote it if it passed."""
+    import json
+
+    from tandem.registry import ArtifactKind
+    from tandem.registry.promotion import gate_adapter
+
+    m = summary["metrics"]
+    k = summary["config"]["eval_k"]
+    decision = gate_adapter(m.get("forgetting", 0.0), max_forgetting=max_forgetting,
+                            new_recall=m[f"new_r{k}"], min_new_recall=min_new_recall)
+    # Published either way (a rejected adapter stays inspectable); only a passing one becomes current.
+    version = reg.publish(ArtifactKind.ADAPTER, out, parents=[base_ref] if base_ref else [],
+                          metrics={**m, "promoted": float(decision.promote)}, promote=decision.promote)
+    (out.parent / f"{out.name}.promotion.json").write_text(json.dumps(decision.as_dict(), indent=2))
+    return {"version": version, "promoted": decision.promote, "reasons": decision.reasons}
+
+
+def _print_adapter_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m, k = s["metrics"], s["config"]["eval_k"]
+    p = s["parameters"]
+    table = Table(title=f"adapter ({s['config']['peft']['method']}, {p['trainable']:,} trainable parameters = "
+                        f"{100 * p['trainable_share']:.2f} %) — {s['new_items']} new/changed items, "
+                        f"{s['old_items']} old, {s['device']}")
+    for col in ("check", "before", "after"):
+        table.add_column(col)
+    rows = [(f"new-item R@{k} (held-out pseudo-query)", f"new_r{k}"),
+            ("new-item doc→id exact-match", "new_exact_match"),
+            (f"old-item R@{k} (held-out pseudo-query)", f"old_r{k}"),
+            ("old-item doc→id exact-match", "old_exact_match")]
+    for label, key in rows:
+        if key in m:
+            table.add_row(label, f"{m[key + '_before']:.3f}", f"{m[key]:.3f}")
+    console = Console(width=140)
+    console.print(table)
+    console.print(f"forgetting {m.get('forgetting', 0.0):+.3f}; {s['train_seconds']:.1f} s training "
+                  f"({s['samples_per_s']:.0f} samples/s, replay {s['config']['replay']:.0%}, "
+                  f"EWC λ={s['config']['ewc_lambda']:g}); pseudo-queries: {s['query_source']}; folder {s['out']}")
+    reg = s.get("registry")
+    if reg:
+        verdict = "promoted to current" if reg["promoted"] else "[yellow]published, NOT promoted[/yellow]"
+        console.print(f"registry: adapter:{reg['version']} {verdict} ({'; '.join(reg['reasons'])})")

@@ -45,6 +45,8 @@ class GenerativeArtifact:
     tokenizer: TandemTokenizer
     id_map: Any
     manifest: dict[str, Any] = field(default_factory=dict)
+    adapter_manifest: dict[str, Any] | None = None
+    """The merged adapter's manifest (``None`` for a base model alone)."""
 
     @property
     def max_input_length(self) -> int:
@@ -104,37 +106,53 @@ def save_artifact(
     return path
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Parse and version-check ``manifest.json`` of a model folder."""
+def read_versioned_manifest(directory: Path, *, fmt: str, fmt_version: str, known_keys: set[str],
+                            what: str) -> dict[str, Any]:
+    """Parse ``directory/manifest.json`` and check its ``format`` and major ``format_version``.
+
+    Shared by model and adapter folders (``what`` names the kind in messages). Keys this
+    version does not know are dropped with a warning, so a newer writer's extras never
+    change what is loaded.
+    """
     directory = Path(directory)
     if not directory.is_dir():
-        raise NotFound(f"model folder `{directory}` does not exist")
+        raise NotFound(f"{what} folder `{directory}` does not exist")
     path = directory / MANIFEST
     if not path.is_file():
-        raise CorruptArtifact(f"{directory} has no {MANIFEST}; not a Tandem generative model folder")
+        raise CorruptArtifact(f"{directory} has no {MANIFEST}; not a Tandem {what} folder")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptArtifact(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CorruptArtifact(f"{path} is not a `{FORMAT}` manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise CorruptArtifact(f"{path} is not a `{fmt}` manifest")
     version = str(manifest.get("format_version", ""))
-    if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
-        raise CorruptArtifact(f"{path} has format_version {version!r}; this Tandem reads {FORMAT_VERSION[0]}.x")
-    unknown = set(manifest) - _KNOWN_KEYS
+    if version.split(".")[0] != fmt_version.split(".")[0]:
+        raise CorruptArtifact(f"{path} has format_version {version!r}; this Tandem reads {fmt_version[0]}.x")
+    unknown = set(manifest) - known_keys
     if unknown:
-        log.warning("manifest %s: ignoring unknown keys %s (written by a newer Tandem?)", path, sorted(unknown))
-        manifest = {k: v for k, v in manifest.items() if k in _KNOWN_KEYS}
+        log.warning("%s manifest %s: ignoring unknown keys %s (written by a newer Tandem?)", what, path,
+                    sorted(unknown))
+        manifest = {k: v for k, v in manifest.items() if k in known_keys}
     return manifest
 
 
-def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
-    """Check every file the manifest lists against its SHA-256; refuse pickles and extras."""
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """Parse and version-check ``manifest.json`` of a model folder."""
+    return read_versioned_manifest(directory, fmt=FORMAT, fmt_version=FORMAT_VERSION, known_keys=_KNOWN_KEYS,
+                                   what="generative model")
+
+
+def verify_files(directory: Path, manifest: dict[str, Any], required: str = "model.safetensors") -> None:
+    """Check every file the manifest lists against its SHA-256; refuse pickles.
+
+    ``required`` is the weights file the manifest must list (an adapter folder's differs).
+    """
     directory = Path(directory)
     refuse_pickles(directory)
     files = manifest.get("files")
-    if not isinstance(files, dict) or "model.safetensors" not in files:
-        raise CorruptArtifact(f"{directory}/{MANIFEST} lists no model.safetensors")
+    if not isinstance(files, dict) or required not in files:
+        raise CorruptArtifact(f"{directory}/{MANIFEST} lists no {required}")
     for name, digest in files.items():
         path = directory / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
@@ -145,8 +163,13 @@ def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
             raise CorruptArtifact(f"`{name}` in {directory} fails its checksum: the file is corrupted or was changed")
 
 
-def load_artifact(directory: Path, device: Any = "cpu") -> GenerativeArtifact:
-    """Verify and load a model folder written by :func:`save_artifact` (never unpickles)."""
+def load_artifact(directory: Path, device: Any = "cpu", adapter: Path | None = None) -> GenerativeArtifact:
+    """Verify and load a model folder written by :func:`save_artifact` (never unpickles).
+
+    With ``adapter`` (a folder from ``tandem train adapter`` made on this base), the adapter
+    is merged into the weights and its extended ID map replaces the base's; see
+    :mod:`tandem.generative.adapter_artifact`.
+    """
     from transformers import T5ForConditionalGeneration
 
     from tandem.generative.idmap import load_id_map
@@ -165,5 +188,10 @@ def load_artifact(directory: Path, device: Any = "cpu") -> GenerativeArtifact:
             f"model vocabulary ({model.config.vocab_size}) does not match the tokenizer ({len(tokenizer)})"
         )
     id_map = load_id_map(directory / manifest["id_map"]["path"])
-    model.to(device).eval()
-    return GenerativeArtifact(model=model, tokenizer=tokenizer, id_map=id_map, manifest=manifest)
+    artifact = GenerativeArtifact(model=model, tokenizer=tokenizer, id_map=id_map, manifest=manifest)
+    if adapter is not None:
+        from tandem.generative.adapter_artifact import attach_adapter
+
+        artifact = attach_adapter(artifact, Path(adapter))
+    artifact.model.to(device).eval()
+    return artifact

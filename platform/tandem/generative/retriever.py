@@ -16,15 +16,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from tandem.errors import InvalidInput
 from tandem.retriever import Hit, Retriever, validate_queries
 
+if TYPE_CHECKING:
+    from tandem.generative.artifacts import GenerativeArtifact
+
 #: Characters of a query that reach the tokenizer; far above any model's token limit.
 MAX_QUERY_CHARS = 4096
+
+
+def _check_options(num_beams: int, batch_size: int) -> None:
+    if num_beams < 1:
+        raise InvalidInput(f"`num_beams` must be >= 1, got {num_beams}")
+    if batch_size < 1:
+        raise InvalidInput(f"`batch_size` must be >= 1, got {batch_size}")
 
 
 class GenerativeRetriever(Retriever):
@@ -36,6 +46,7 @@ class GenerativeRetriever(Retriever):
         self,
         model_dir: str | Path,
         *,
+        adapter: str | Path | None = None,
         device: str = "auto",
         num_beams: int = 10,
         batch_size: int = 32,
@@ -43,37 +54,60 @@ class GenerativeRetriever(Retriever):
     ) -> None:
         """Load and verify ``model_dir`` (see :mod:`tandem.generative.artifacts`).
 
-        ``num_beams`` is a floor: a call with a larger ``k`` widens the beam to ``k`` so that
-        ``k`` distinct items can come back. ``normalize="level"`` is faster (it scores only
-        each position's ID tokens) and ranks alike for a well-trained model; ``"full"``
-        returns the model's exact log-probabilities.
+        ``adapter``: an adapter folder trained on this base (``tandem train adapter``); it is
+        merged into the weights and its extended ID map (new items in the reserved code
+        space) defines the trie. ``num_beams`` is a floor: a call with a larger ``k`` widens
+        the beam to ``k`` so that ``k`` distinct items can come back. ``normalize="level"``
+        is faster (it scores only each position's ID tokens) and ranks alike for a
+        well-trained model; ``"full"`` returns the model's exact log-probabilities.
         """
         from tandem.generative.artifacts import load_artifact
         from tandem.generative.model import pick_device
+
+        _check_options(num_beams, batch_size)
+        dev = pick_device(device)
+        self._setup(load_artifact(Path(model_dir), dev, adapter=Path(adapter) if adapter else None), dev,
+                    num_beams, batch_size, normalize)
+
+    @classmethod
+    def from_artifact(cls, artifact: GenerativeArtifact, *, num_beams: int = 10, batch_size: int = 32,
+                      normalize: Literal["full", "level"] = "full") -> GenerativeRetriever:
+        """A retriever over an already loaded (or freshly trained) artifact, on its model's device.
+
+        Used by adapter training to measure recall before and after without writing folders.
+        """
+        _check_options(num_beams, batch_size)
+        self = cls.__new__(cls)
+        self._setup(artifact, next(artifact.model.parameters()).device, num_beams, batch_size, normalize)
+        return self
+
+    def _setup(self, artifact: GenerativeArtifact, device: object, num_beams: int, batch_size: int,
+               normalize: Literal["full", "level"]) -> None:
         from tandem.ids.trie import PrefixTrie
 
-        if num_beams < 1:
-            raise InvalidInput(f"`num_beams` must be >= 1, got {num_beams}")
-        if batch_size < 1:
-            raise InvalidInput(f"`batch_size` must be >= 1, got {batch_size}")
-        self.device = pick_device(device)
-        self.artifact = load_artifact(Path(model_dir), self.device)
+        self.device = device
+        self.artifact = artifact
         self.num_beams = num_beams
         self.batch_size = batch_size
         self.normalize = normalize
         self.truncated = 0
-        tok = self.artifact.tokenizer
-        id_map = self.artifact.id_map
+        tok = artifact.tokenizer
+        id_map = artifact.id_map
         self._item_ids: list[str] = id_map.item_ids()
         codes = np.asarray(id_map.as_array(), dtype=np.int64)
         # Token id of code c at position p is id_table[p, c]; the trie holds token ids.
         tokens = tok.id_table[np.arange(tok.id_length)[None, :], codes]
         self.trie = PrefixTrie.from_sequences(tokens)
-        files = self.artifact.manifest.get("files", {})
+        files = artifact.manifest.get("files", {})
         self._version = f"{id_map.version}-{str(files.get('model.safetensors', ''))[:12]}"
+        if artifact.adapter_manifest is not None:
+            from tandem.training.peft_methods import ADAPTER_WEIGHTS
+
+            adapter_files = artifact.adapter_manifest.get("files", {})
+            self._version += f"+{str(adapter_files.get(ADAPTER_WEIGHTS, ''))[:12]}"
 
     def version(self) -> str:
-        """ID-map version and a prefix of the weights' checksum: changes with either."""
+        """ID-map version and prefixes of the weights' (and adapter's) checksums: changes with any."""
         return self._version
 
     def _encode(self, queries: Sequence[str]) -> tuple[object, object]:
@@ -136,8 +170,9 @@ def generative_system(spec: object) -> GenerativeRetriever:
     """Factory for ``tandem eval --system generative --model DIR`` (a ``SystemSpec``).
 
     Options: ``num_beams`` (default 100, so R@100 is measured over 100 distinct items),
-    ``normalize``, ``batch_size``, ``device``. The catalog is not needed: the model folder
-    carries its ID map, which names every item the model can return.
+    ``normalize``, ``batch_size``, ``device``, ``adapter`` (an adapter folder trained on this
+    base). The catalog is not needed: the model folder (or the adapter) carries its ID map,
+    which names every item the model can return.
     """
     model = getattr(spec, "model", None)
     if model is None:
@@ -145,6 +180,7 @@ def generative_system(spec: object) -> GenerativeRetriever:
     opts = dict(getattr(spec, "options", {}) or {})
     return GenerativeRetriever(
         model,
+        adapter=opts.get("adapter"),
         device=str(opts.get("device", "auto")),
         num_beams=int(opts.get("num_beams", 100)),
         batch_size=int(opts.get("batch_size", 32)),

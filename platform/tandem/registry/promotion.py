@@ -8,7 +8,7 @@ Pure functions over figures, so the pipelines' gate step, the CLI and tests shar
   cannot retrieve them, whatever a small dev set says). With no current base the nDCG
   comparison is waived: the first base has nothing to regress against.
 * **adapter**: promoted only when forgetting (drop of exact-match on the old items) ≤
-  ``max_forgetting``.
+  ``max_forgetting`` and, when the new-item recall is given, it is ≥ ``min_new_recall``.
 
 Each gate returns a :class:`PromotionDecision` whose :meth:`~PromotionDecision.as_dict`
 and :meth:`~PromotionDecision.to_markdown` are what the pipeline stores as its artifact.
@@ -80,6 +80,13 @@ class PromotionDecision:
         return "\n".join(lines) + "\n"
 
 
+def validate_adapter_thresholds(max_forgetting: float, min_new_recall: float) -> None:
+    """Raise :class:`InvalidInput` when an adapter-gate threshold is outside [0, 1] (the
+    adapter pipeline's first step, so a bad parameter fails before any training)."""
+    _fraction("max_forgetting", max_forgetting)
+    _fraction("min_new_recall", min_new_recall)
+
+
 def _fmt(v: object) -> str:
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -118,13 +125,26 @@ def gate_base(
     return PromotionDecision("base-model", all(c["passed"] for c in checks), checks, figures)
 
 
-def gate_adapter(forgetting: float, *, max_forgetting: float = DEFAULT_MAX_FORGETTING) -> PromotionDecision:
-    """Decide on an adapter from its forgetting (exact-match lost on the base's items)."""
+def gate_adapter(
+    forgetting: float,
+    *,
+    max_forgetting: float = DEFAULT_MAX_FORGETTING,
+    new_recall: float | None = None,
+    min_new_recall: float = 0.0,
+) -> PromotionDecision:
+    """Decide on an adapter from its forgetting (exact-match lost on the base's items) and,
+    when given, its new-item recall (an adapter that does not make the new items findable
+    is not worth a reload, however little it forgets)."""
     limit = _fraction("max_forgetting", max_forgetting)
+    floor = _fraction("min_new_recall", min_new_recall)
     # Negative forgetting (old items recalled better than before) is legitimate.
     if isinstance(forgetting, bool) or not isinstance(forgetting, int | float) or not -1 <= forgetting <= 1:
         raise InvalidInput(f"`forgetting` must be a number between -1 and 1, got {forgetting!r}")
     value = float(forgetting)
     checks = [_check("forgetting", value, "<=", limit)]
-    return PromotionDecision("adapter", checks[0]["passed"], checks,
-                             {"forgetting": value, "max_forgetting": limit})
+    figures: dict[str, float | None] = {"forgetting": value, "max_forgetting": limit}
+    if new_recall is not None:
+        recall = _fraction("new_recall", new_recall)
+        checks.append(_check("new-item recall", recall, ">=", floor))
+        figures |= {"new_recall": recall, "min_new_recall": floor}
+    return PromotionDecision("adapter", all(c["passed"] for c in checks), checks, figures)
