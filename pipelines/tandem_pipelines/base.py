@@ -1,4 +1,5 @@
-"""The monthly base pipeline: snapshot → semantic IDs → training → evaluation → gate → registry.
+"""The monthly base pipeline: snapshot → semantic IDs → pseudo-queries and BM25-hard negatives →
+staged training → evaluation → gate → registry.
 
 Parameters are the run's inputs (snapshot and query-set URIs, profile, seed, thresholds,
 registry URI). Steps that read moving data (the catalog snapshot, the registry's current
@@ -52,7 +53,10 @@ def make_base_pipeline(
         snap.set_caching_options(False)
         ids = c.build_semantic_ids(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed)
         ids.set_display_name("semantic IDs")
-        train = c.train_generative(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"], profile=profile,
+        prep = c.prepare_training_data(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed)
+        prep.set_display_name("pseudo-queries and hard negatives")
+        train = c.train_generative(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
+                                   training_data=prep.outputs["training_data"], profile=profile,
                                    seed=seed).set_display_name("train generative")
         train.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
         if gpus:

@@ -14,7 +14,7 @@ environment.
 import os
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 IMAGE = os.environ.get("TANDEM_PIPELINE_IMAGE", "ghcr.io/tandem-search/tandem:latest")
 """The one project image (``image.repository`` of ``charts/tandem/values.yaml``); override with
@@ -56,14 +56,28 @@ def build_semantic_ids(snapshot: Input[Dataset], profile: str, seed: int, id_map
 
 
 @component
-def train_generative(snapshot: Input[Dataset], id_map: Input[Artifact], profile: str, seed: int,
-                     model: Output[Model], training: Output[Metrics]) -> None:
-    """Staged generative training (``tandem.training.run.train_generative``)."""
+def prepare_training_data(snapshot: Input[Dataset], profile: str, seed: int, training_data: Output[Dataset]) -> None:
+    """Pseudo-queries per item and the BM25 run of every training query (hard negatives)
+    (``tandem.training.prepare.prepare_training_data``)."""
     from pathlib import Path
 
     from tandem_pipelines import steps
 
-    summary = steps.train(Path(snapshot.path), Path(id_map.path), profile, seed, Path(model.path))
+    training_data.metadata.update(steps.prepare(Path(snapshot.path), profile, seed, Path(training_data.path)))
+
+
+@component
+def train_generative(snapshot: Input[Dataset], id_map: Input[Artifact], training_data: Input[Dataset], profile: str,
+                     seed: int, model: Output[Model], training: Output[Metrics], curve: Output[HTML]) -> None:
+    """Staged generative training (``tandem.training.run.train_generative``), with the
+    training curve and per-stage figures as an HTML page for the KFP UI."""
+    from pathlib import Path
+
+    from tandem_pipelines import steps
+
+    summary = steps.train(Path(snapshot.path), Path(id_map.path), profile, seed, Path(model.path),
+                          prepared=Path(training_data.path))
+    Path(curve.path).write_text(steps.training_report_html(Path(model.path)))
     memorisation = summary.get("final_memorisation") or {}
     for key in ("exact_match", "mean_prefix_match"):
         if key in memorisation:

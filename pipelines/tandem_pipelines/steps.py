@@ -92,14 +92,54 @@ def build_ids(snapshot_dir: Path, profile: str, seed: int, out: Path) -> dict[st
     return {"items": len(id_map), "code_space": id_map.code_space()}
 
 
+def prepare(snapshot_dir: Path, profile: str, seed: int, out: Path) -> dict[str, Any]:
+    """Pseudo-queries of the snapshot's items and the BM25 run of all training queries
+    (:func:`tandem.training.prepare.prepare_training_data`), for the training step."""
+    from tandem.catalog.loaders import load_items
+    from tandem.catalog.queries import read_queries
+    from tandem.training.config import profile_config
+    from tandem.training.prepare import prepare_training_data
+
+    config = profile_config(profile, seed=seed)
+    items = load_items(snapshot_dir / CATALOG, strict=True).items
+    queries = list(read_queries(snapshot_dir / TRAIN_QUERIES).values())
+    return prepare_training_data(items, queries, config.pseudo_queries, config.seed, out)
+
+
 def train(snapshot_dir: Path, ids_dir: Path, profile: str, seed: int, out: Path,
-          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+          overrides: dict[str, Any] | None = None, prepared: Path | None = None) -> dict[str, Any]:
     """Staged generative training (:func:`tandem.training.run.train_generative`) on the
-    snapshot with the given semantic IDs; the model folder is ``out``."""
+    snapshot with the given semantic IDs (and the prepared pseudo-queries / BM25 run);
+    the model folder is ``out``."""
     from tandem.training.run import train_generative
 
     return train_generative(snapshot_dir / CATALOG, snapshot_dir / TRAIN_QUERIES, snapshot_dir / TRAIN_QRELS, out,
-                            profile, ids=ids_dir, seed=seed, overrides=overrides, progress=False)
+                            profile, ids=ids_dir, seed=seed, overrides=overrides, progress=False, prepared=prepared)
+
+
+def training_report_html(model_dir: Path) -> str:
+    """An HTML page for the KFP UI: the training curve (loss per step, memorisation per
+    epoch) inline, and the per-stage figures of the training summary."""
+    import base64
+    import html
+
+    from tandem.training.report import CURVE_FILE, SUMMARY_FILE
+
+    summary = json.loads((model_dir / SUMMARY_FILE).read_text())
+    rows = []
+    for stage, s in summary.get("stages", {}).items():
+        mem = s.get("memorisation") or {}
+        rows.append(f"<tr><td>{html.escape(stage)}</td><td>{s['epochs']}</td><td>{s['seconds']}</td>"
+                    f"<td>{s['final_loss']}</td><td>{mem.get('exact_match', '')}</td>"
+                    f"<td>{html.escape(s.get('stop_reason', ''))}</td></tr>")
+    curve = model_dir / CURVE_FILE
+    img = (f'<img alt="training curve" src="data:image/png;base64,{base64.b64encode(curve.read_bytes()).decode()}">'
+           if curve.is_file() else "<p>(no training curve was written)</p>")
+    return ("<html><body><h1>Generative training</h1>"
+            f"<p>{summary['items']} items, {summary['pairs']} pairs, {summary['parameters']:,} parameters, "
+            f"{summary['train_seconds']} s on {html.escape(str(summary['device']))}</p>{img}"
+            "<table border=1><tr><th>stage</th><th>epochs</th><th>seconds</th><th>final loss</th>"
+            f"<th>exact-match</th><th>stop reason</th></tr>{''.join(rows)}</table></body></html>")
 
 
 def evaluate(snapshot_dir: Path, model_dir: Path, num_beams: int = 10) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import yaml
 
 from tandem_pipelines.schedule import COMPILED_DIR, compile_pipelines
 
-COMPONENTS = {"snapshot-catalog", "build-semantic-ids", "train-generative", "evaluate-model", "promotion-gate",
-              "register-base"}
+COMPONENTS = {"snapshot-catalog", "build-semantic-ids", "prepare-training-data", "train-generative",
+              "evaluate-model", "promotion-gate", "register-base"}
 
 
 def _strip_volatile(text: str) -> str:
@@ -40,8 +40,10 @@ def test_yaml_loads_with_kfp_and_names_the_components() -> None:
     tasks = spec["root"]["dag"]["tasks"]
     assert {t["componentRef"]["name"].removeprefix("comp-") for t in tasks.values()} == COMPONENTS
     # The order of the DAG: each step consumes the previous one's outputs.
-    assert tasks["register-base"]["dependentTasks"] == sorted(COMPONENTS - {"register-base"})
+    assert tasks["register-base"]["dependentTasks"] == sorted(COMPONENTS - {"register-base", "prepare-training-data"})
     assert set(tasks["promotion-gate"]["dependentTasks"]) == {"evaluate-model"}
+    assert set(tasks["train-generative"]["dependentTasks"]) == {"snapshot-catalog", "build-semantic-ids",
+                                                                "prepare-training-data"}
     # Moving data is never served from the cache; training gets its resources.
     for name in ("snapshot-catalog", "promotion-gate", "register-base"):
         assert tasks[name]["cachingOptions"].get("enableCache") is not True, name

@@ -161,3 +161,12 @@ def test_strategy_config_is_validated() -> None:
     with pytest.raises(ValueError, match="`rank_loss` is `none`"):
         TrainConfig(random_negatives=3)
     assert not TrainConfig().pseudo_queries and TrainConfig().rank_loss == "none"  # all off by default
+
+
+def test_prepared_pseudo_queries_replace_the_templates(id_map: Any, tmp_path: Path) -> None:
+    config = CONFIG.model_copy(update={"pseudo_queries": 2})
+    given = {ITEMS[0].item_id: ["prepared query one", "prepared query two", "over the cap"]}
+    trainer = StagedTrainer(config, ITEMS, id_map, PAIRS, tmp_path, progress=False, pseudo=given)
+    trainer._build(None)
+    texts = set(trainer.groups.index)
+    assert {"prepared query one", "prepared query two"} <= texts and "over the cap" not in texts

@@ -17,10 +17,12 @@ def train_generative(catalog: Path, queries_path: Path, qrels_path: Path, out: P
                      ids: Path | None = None, pretrained: Path | None = None, resume: bool = False,
                      seed: int | None = None, device: str | None = None, min_grade: int | None = None,
                      overrides: dict[str, Any] | None = None, progress: bool = True,
-                     echo: Callable[[str], None] = print) -> dict[str, Any]:
+                     prepared: Path | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train a generative retriever into ``out`` and return the training summary.
 
     ``overrides`` replace :class:`~tandem.training.config.TrainConfig` fields of the profile.
+    ``prepared`` is a folder from :func:`tandem.training.prepare.prepare_training_data`
+    (pseudo-queries and a BM25 run) the trainer uses instead of computing them.
     """
     from pydantic import ValidationError
 
@@ -59,6 +61,15 @@ def train_generative(catalog: Path, queries_path: Path, qrels_path: Path, out: P
          f"({time.perf_counter() - t0:.1f} s)")
     pairs, skipped = training_pairs(queries, qrels, set(id_map.item_ids()), config.min_grade)
     echo(f"training pairs: {len(pairs)} (grade >= {config.min_grade}); skipped {skipped}")
+    pseudo = bm25 = None
+    if prepared is not None:
+        from tandem.training.prepare import PSEUDO_FILE, RUN_FILE, read_bm25_run, read_pseudo_queries
+
+        if not (prepared / PSEUDO_FILE).is_file():
+            raise InvalidInput(f"`prepared` {prepared} has no {PSEUDO_FILE}")
+        pseudo = read_pseudo_queries(prepared / PSEUDO_FILE)
+        bm25 = read_bm25_run(prepared / RUN_FILE) if (prepared / RUN_FILE).is_file() else None
+        echo(f"prepared data: pseudo-queries for {len(pseudo)} items, BM25 run for {len(bm25 or {})} queries")
     trainer = StagedTrainer(config, loaded.items, id_map, pairs, out, pretrained=pretrained,
-                            device=device or settings.device, progress=progress)
+                            device=device or settings.device, progress=progress, pseudo=pseudo, bm25_run=bm25)
     return trainer.run(resume=resume)

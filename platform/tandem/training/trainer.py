@@ -103,9 +103,13 @@ class StagedTrainer:
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         bm25_run: Mapping[str, Sequence[str]] | None = None,
+        pseudo: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """``bm25_run`` (query text → BM25-ranked item IDs) feeds ``hard_negatives``; when
-        it is needed and not given, it is computed with Pyserini over ``items``."""
+        it is needed and not given, it is computed with Pyserini over ``items``.
+        ``pseudo`` (item ID → pseudo-queries, e.g. from the pipeline's preparation step)
+        replaces generating the template pseudo-queries here; ``pseudo_queries`` still caps
+        how many per item are used."""
         if not items:
             raise InvalidInput("`catalog` is empty; nothing to train on")
         self.config = config
@@ -117,6 +121,7 @@ class StagedTrainer:
         self.progress = progress
         self.on_epoch = on_epoch
         self.bm25_run = bm25_run
+        self.pseudo = pseudo
         self._state: RunState | None = None
         self._augmented = 0
         from tandem.generative.model import pick_device
@@ -195,7 +200,10 @@ class StagedTrainer:
             from tandem.training.pseudo import template_queries
 
             for idx, item in enumerate(self.items):
-                for q in template_queries(item, cfg.pseudo_queries, cfg.seed):
+                given = self.pseudo.get(item.item_id) if self.pseudo is not None else None
+                queries = given[: cfg.pseudo_queries] if given is not None else \
+                    template_queries(item, cfg.pseudo_queries, cfg.seed)
+                for q in queries:
                     self.q2id_specs.append(self._spec(q, idx, TEMPLATE))
         if cfg.curriculum:
             self.q2id_specs += [self._spec(it.title.lower(), idx, EXACT) for idx, it in enumerate(self.items)]
