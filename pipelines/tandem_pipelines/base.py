@@ -40,14 +40,16 @@ def make_base_pipeline(
         dev_qrels_uri: str,
         registry_uri: str = "",
         profile: str = "ci",
+        model_size: str = "",
         seed: int = 13,
         ndcg_tolerance: float = DEFAULT_NDCG_TOLERANCE,
         min_exact_match: float = DEFAULT_MIN_EXACT_MATCH,
     ) -> None:
-        """``registry_uri`` empty = ``TANDEM_ARTIFACTS_URI`` of the step's environment."""
+        """``registry_uri`` empty = ``TANDEM_ARTIFACTS_URI`` of the step's environment;
+        ``model_size`` empty = the profile's model size, else a size preset (``ci``, ``full``)."""
         snap = c.snapshot_catalog(
             snapshot_uri=snapshot_uri, train_queries_uri=train_queries_uri, train_qrels_uri=train_qrels_uri,
-            dev_queries_uri=dev_queries_uri, dev_qrels_uri=dev_qrels_uri, profile=profile,
+            dev_queries_uri=dev_queries_uri, dev_qrels_uri=dev_qrels_uri, profile=profile, model_size=model_size,
             ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match,
         ).set_display_name("snapshot catalog")
         snap.set_caching_options(False)
@@ -57,7 +59,7 @@ def make_base_pipeline(
         prep.set_display_name("pseudo-queries and hard negatives")
         train = c.train_generative(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
                                    training_data=prep.outputs["training_data"], profile=profile,
-                                   seed=seed).set_display_name("train generative")
+                                   model_size=model_size, seed=seed).set_display_name("train generative")
         train.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
         if gpus:
             train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)

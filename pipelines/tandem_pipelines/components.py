@@ -31,6 +31,7 @@ def snapshot_catalog(
     dev_queries_uri: str,
     dev_qrels_uri: str,
     profile: str,
+    model_size: str,
     ndcg_tolerance: float,
     min_exact_match: float,
     snapshot: Output[Dataset],
@@ -41,7 +42,7 @@ def snapshot_catalog(
     from tandem_pipelines import steps
 
     summary = steps.snapshot(snapshot_uri, train_queries_uri, train_qrels_uri, dev_queries_uri, dev_qrels_uri,
-                             profile, ndcg_tolerance, min_exact_match, Path(snapshot.path))
+                             profile, ndcg_tolerance, min_exact_match, Path(snapshot.path), model_size=model_size)
     snapshot.metadata.update(summary)
 
 
@@ -68,7 +69,8 @@ def prepare_training_data(snapshot: Input[Dataset], profile: str, seed: int, tra
 
 @component
 def train_generative(snapshot: Input[Dataset], id_map: Input[Artifact], training_data: Input[Dataset], profile: str,
-                     seed: int, model: Output[Model], training: Output[Metrics], curve: Output[HTML]) -> None:
+                     model_size: str, seed: int, model: Output[Model], training: Output[Metrics],
+                     curve: Output[HTML]) -> None:
     """Staged generative training (``tandem.training.run.train_generative``), with the
     training curve and per-stage figures as an HTML page for the KFP UI."""
     from pathlib import Path
@@ -76,7 +78,7 @@ def train_generative(snapshot: Input[Dataset], id_map: Input[Artifact], training
     from tandem_pipelines import steps
 
     summary = steps.train(Path(snapshot.path), Path(id_map.path), profile, seed, Path(model.path),
-                          prepared=Path(training_data.path))
+                          overrides=steps.size_overrides(model_size), prepared=Path(training_data.path))
     Path(curve.path).write_text(steps.training_report_html(Path(model.path)))
     memorisation = summary.get("final_memorisation") or {}
     for key in ("exact_match", "mean_prefix_match"):

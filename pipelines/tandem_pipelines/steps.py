@@ -41,9 +41,20 @@ def _fetch(uri: str, field: str, dest: Path) -> Path:
     return dest
 
 
+def size_overrides(model_size: str) -> dict[str, Any]:
+    """Training overrides for the pipeline's ``model_size`` (empty = the profile's own size)."""
+    from tandem.generative.model import SIZE_PRESETS
+
+    if not model_size:
+        return {}
+    if model_size not in SIZE_PRESETS:
+        raise InvalidInput(f"`model_size` must be empty or one of {', '.join(SIZE_PRESETS)}, got {model_size!r}")
+    return {"size": SIZE_PRESETS[model_size]}
+
+
 def snapshot(snapshot_uri: str, train_queries_uri: str, train_qrels_uri: str, dev_queries_uri: str,
              dev_qrels_uri: str, profile: str, ndcg_tolerance: float, min_exact_match: float,
-             out: Path) -> dict[str, Any]:
+             out: Path, model_size: str = "") -> dict[str, Any]:
     """Validate every parameter, then freeze the catalog and query sets into folder ``out``.
 
     The catalog goes through :func:`tandem.catalog.loaders.load_items`, so the snapshot holds
@@ -55,6 +66,7 @@ def snapshot(snapshot_uri: str, train_queries_uri: str, train_qrels_uri: str, de
 
     if profile not in PROFILES:
         raise InvalidInput(f"`profile` must be one of {', '.join(PROFILES)}, got {profile!r}")
+    size_overrides(model_size)
     validate_base_thresholds(ndcg_tolerance, min_exact_match)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ def test_yaml_loads_with_kfp_and_names_the_components() -> None:
     path = COMPILED_DIR / "base.yaml"
     loaded = components.load_component_from_file(str(path))
     assert loaded.name == "tandem-base"
-    assert {"snapshot_uri", "profile", "ndcg_tolerance", "min_exact_match", "registry_uri"} <= set(
+    assert {"snapshot_uri", "profile", "model_size", "ndcg_tolerance", "min_exact_match", "registry_uri"} <= set(
         loaded.component_spec.inputs or {})
     spec = yaml.safe_load(path.read_text())
     tasks = spec["root"]["dag"]["tasks"]

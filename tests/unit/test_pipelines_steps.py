@@ -110,3 +110,11 @@ def test_adapter_gate_uses_forgetting_and_new_item_recall() -> None:
     refused = steps.adapter_gate({**summary, "metrics": {"new_r10": 0.8, "forgetting": 0.2}}, 0.05, 0.5)
     assert refused["promote"] is False and "forgetting" in refused["markdown"]
     assert steps.adapter_gate({**summary, "metrics": {"new_r10": 0.1, "forgetting": 0.0}}, 0.05, 0.5)["promote"] is False
+
+
+def test_model_size_is_checked_first_and_maps_to_a_preset(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="`model_size`"):
+        _snapshot(tmp_path / "snap", model_size="gigantic")
+    assert not (tmp_path / "snap").exists()
+    assert steps.size_overrides("") == {}
+    assert steps.size_overrides("full")["size"].d_model == 256
