@@ -106,9 +106,41 @@ def test_schedule_job_is_a_post_install_and_upgrade_hook() -> None:
     ann = job["metadata"]["annotations"]
     assert set(ann["helm.sh/hook"].split(",")) == {"post-install", "post-upgrade"}
     assert "before-hook-creation" in ann["helm.sh/hook-delete-policy"]
-    (c,) = job["spec"]["template"]["spec"]["containers"]
-    assert c["args"][:3] == ["pipelines", "schedule", "--host=http://ml-pipeline.kubeflow:8888"]
-    assert not of_kind(rendered("defaults"), "Job"), "off until `tandem pipelines schedule` ships"
+    base, adapter = job["spec"]["template"]["spec"]["containers"]
+    assert base["args"][:4] == ["pipelines", "schedule", "base", "--host=http://ml-pipeline.kubeflow:8888"]
+    assert adapter["args"][:4] == ["pipelines", "schedule", "adapter", "--host=http://ml-pipeline.kubeflow:8888"]
+    # Each gets its run parameters; the CLI rejects a schedule that lacks a required one.
+    assert "--param=profile=full" in base["args"] and any(a.startswith("--param=snapshot_uri=") for a in base["args"])
+    assert any(a.startswith("--param=catalog_uri=") for a in adapter["args"])
+    assert not of_kind(rendered("defaults"), "Job"), "the schedule hook is opt-in (needs a KFP host)"
+
+
+def test_schedule_parameters_are_the_pipelines_own() -> None:
+    """Every --param the production profile schedules is a parameter of that pipeline, and
+    every required one is there (the server would accept anything and every run would fail)."""
+    import inspect
+
+    from tandem_pipelines.local import _pipelines
+
+    (job,) = of_kind(rendered("production"), "Job")
+    for container in job["spec"]["template"]["spec"]["containers"]:
+        name = container["args"][2]
+        given = {a.removeprefix("--param=").split("=", 1)[0] for a in container["args"] if a.startswith("--param=")}
+        params = inspect.signature(_pipelines()[name][0].pipeline_func).parameters
+        assert given <= set(params), (name, given - set(params))
+        required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+        assert required <= given, (name, required - given)
+
+
+def test_generative_follows_the_registry_when_asked() -> None:
+    objs = render(sets=["generative.registry.enabled=true", "generative.registry.pollSeconds=10"])
+    (dep,) = [d for d in of_kind(objs, "Deployment") if component(d) == "generative"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--poll-s=10" in args and any(a.startswith("--registry=") and a.endswith("/registry") for a in args)
+    assert not any(a.startswith("--model=") for a in args)
+    objs = render(sets=["generative.registry.enabled=true", "artifacts.uri=s3://bucket/tandem"])
+    (dep,) = [d for d in of_kind(objs, "Deployment") if component(d) == "generative"]
+    assert "--registry=s3://bucket/tandem" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_object_store_mode_uses_no_pvc_and_opens_egress() -> None:
@@ -255,11 +287,12 @@ def test_serve_arguments_are_options_of_tandem_serve(case: str) -> None:
 @pytest.mark.parametrize(("comp", "depth"), [("ingest", 2), ("schedule", 2)])
 def test_ingest_and_schedule_arguments_match_their_commands_once_they_exist(comp: str, depth: int) -> None:
     (workload,) = [w for w, _ in pod_templates(rendered("production")) if component(w) == comp]
-    args = workload["spec"]["template"]["spec"]["containers"][0]["args"]
-    cmd, unknown = _unknown_flags(args, depth)
-    if cmd is None:
-        pytest.skip(f"`tandem {' '.join(args[:depth])}` is not in the CLI yet; {comp}.enabled defaults to false")
-    assert not unknown, f"`tandem {' '.join(args[:depth])}` has no options {unknown}"
+    for container in workload["spec"]["template"]["spec"]["containers"]:
+        args = container["args"]
+        cmd, unknown = _unknown_flags(args, depth)
+        if cmd is None:
+            pytest.skip(f"`tandem {' '.join(args[:depth])}` is not in the CLI yet; {comp}.enabled defaults to false")
+        assert not unknown, f"`tandem {' '.join(args[:depth])}` has no options {unknown}"
 
 
 
