@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
 from tandem.catalog.datasets import is_fresh
 from tandem.streams.synthetic import synthetic_items
+from tandem.testing.ingest_faults import store_seq
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +43,6 @@ MALFORMED: list[tuple[bytes | None, bytes, str]] = [
     (b"bad-5", json.dumps({"op": "upsert", "item": {"item_id": "bad-5", "title": "x", "price": -2}, "version": 1}).encode(),
      "invalid_item"),
 ]  # fmt: skip
-
-
-def _store_seq(path: Path) -> int:
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
-        return int(row[0]) if row else 0
-    except sqlite3.OperationalError:  # the schema is not created yet
-        return 0
-    finally:
-        db.close()
 
 
 def _consumer(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -130,13 +117,13 @@ def test_kill_mid_stream_and_restart_converges_exactly(
     # Run 1: killed without warning once some batches are applied.
     proc = _consumer(args, log)
     deadline = time.monotonic() + 120
-    while _store_seq(store) < 40:
+    while store_seq(store) < 40:
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "consumer applied nothing in 120 s:\n" + log.read_text()[-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    seq_at_kill = _store_seq(store)
+    seq_at_kill = store_seq(store)
     assert seq_at_kill < len({(e.item_id, e.version) for e in phase1 + phase2}), "killed too late to test anything"
 
     # Run 2: resumes from the committed offsets, serves health and metrics as the chart
@@ -247,7 +234,7 @@ def test_rebalance_between_two_consumers_loses_and_doubles_nothing(
     b = None
     try:
         deadline = time.monotonic() + 60
-        while _store_seq(store) < 50:
+        while store_seq(store) < 50:
             assert a.poll() is None and time.monotonic() < deadline, log_a.read_text()[-3000:]
             time.sleep(0.05)
         b = _consumer(args, log_b)

@@ -106,9 +106,30 @@ def save_artifact(
     return path
 
 
+def read_versioned_json(path: Path, *, fmt: str, fmt_version: str, what: str) -> dict[str, Any]:
+    """Parse the JSON object at ``path`` and check its ``format`` and major ``format_version``.
+
+    Every versioned Tandem file (model and adapter manifests, adapter specs) goes through
+    this, so they refuse a missing, unreadable, foreign or too-new file alike:
+    :class:`CorruptArtifact` naming ``what`` and the path.
+    """
+    if not path.is_file():
+        raise CorruptArtifact(f"{path.parent} has no {path.name}; not a Tandem {what}")
+    try:
+        body = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptArtifact(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or body.get("format") != fmt:
+        raise CorruptArtifact(f"{path} is not a `{fmt}` {what}")
+    version = str(body.get("format_version", ""))
+    if version.split(".")[0] != fmt_version.split(".")[0]:
+        raise CorruptArtifact(f"{path} has format_version {version!r}; this Tandem reads {fmt_version[0]}.x")
+    return body
+
+
 def read_versioned_manifest(directory: Path, *, fmt: str, fmt_version: str, known_keys: set[str],
                             what: str) -> dict[str, Any]:
-    """Parse ``directory/manifest.json`` and check its ``format`` and major ``format_version``.
+    """Parse ``directory/manifest.json`` (see :func:`read_versioned_json`).
 
     Shared by model and adapter folders (``what`` names the kind in messages). Keys this
     version does not know are dropped with a warning, so a newer writer's extras never
@@ -118,17 +139,7 @@ def read_versioned_manifest(directory: Path, *, fmt: str, fmt_version: str, know
     if not directory.is_dir():
         raise NotFound(f"{what} folder `{directory}` does not exist")
     path = directory / MANIFEST
-    if not path.is_file():
-        raise CorruptArtifact(f"{directory} has no {MANIFEST}; not a Tandem {what} folder")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptArtifact(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
-        raise CorruptArtifact(f"{path} is not a `{fmt}` manifest")
-    version = str(manifest.get("format_version", ""))
-    if version.split(".")[0] != fmt_version.split(".")[0]:
-        raise CorruptArtifact(f"{path} has format_version {version!r}; this Tandem reads {fmt_version[0]}.x")
+    manifest = read_versioned_json(path, fmt=fmt, fmt_version=fmt_version, what=f"{what} folder manifest")
     unknown = set(manifest) - known_keys
     if unknown:
         log.warning("%s manifest %s: ignoring unknown keys %s (written by a newer Tandem?)", what, path,

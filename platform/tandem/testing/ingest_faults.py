@@ -78,7 +78,9 @@ def audit_ingest(store_path: Path, index_dir: Path | None, events: Sequence[Item
     return {"lost": lost, "duplicated": duplicated, "live": len(live)}
 
 
-def _store_seq(path: Path) -> int:
+def store_seq(path: Path) -> int:
+    """The catalog store's change sequence, read from outside the process that writes it (0 before
+    the store exists): how a test watches a consumer's progress without opening the store."""
     import sqlite3
 
     if not path.exists():
@@ -198,8 +200,8 @@ def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0)
             applier.release.set()  # the held batch's commit now meets a stopped broker
             broker.start()
             back = time.monotonic()
-            seq_back = _store_seq(store_path)
-            resumed = _wait(lambda: _store_seq(store_path) > seq_back, 60, poll_s=0.01)
+            seq_back = store_seq(store_path)
+            resumed = _wait(lambda: store_seq(store_path) > seq_back, 60, poll_s=0.01)
             recovery = time.monotonic() - back if resumed else None
             pub.join(timeout=180)
             with CatalogStore(store_path) as view:  # a connection of this thread; the consumer owns `store`
@@ -260,14 +262,14 @@ def consumer_sigkill(work: Path, bootstrap: str, n_items: int = 200, kill_at: fl
         proc = _consume_cli(args, log_file)
         killed_at = 0
         try:
-            if not _wait(lambda: _store_seq(store_path) >= distinct * kill_at or proc.poll() is not None, 120):
+            if not _wait(lambda: store_seq(store_path) >= distinct * kill_at or proc.poll() is not None, 120):
                 raise TimeoutError("consumer applied too little in 120 s:\n" + log_file.read_text()[-2000:])
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-            killed_at = _store_seq(store_path)
+            killed_at = store_seq(store_path)
             restarted = time.monotonic()
             proc = _consume_cli(args, log_file)
-            resumed = _wait(lambda: _store_seq(store_path) > killed_at, 120, poll_s=0.02)
+            resumed = _wait(lambda: store_seq(store_path) > killed_at, 120, poll_s=0.02)
             recovery = time.monotonic() - restarted if resumed else None
             probe = KafkaConsumer(bootstrap_servers=bootstrap)
             end = probe.end_offsets([TopicPartition(topic, p) for p in range(3)])

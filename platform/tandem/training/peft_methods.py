@@ -157,18 +157,10 @@ def save_adapter(peft_model: Any, spec: PeftSpec, directory: Path) -> list[Path]
 
 def read_spec(directory: Path) -> PeftSpec:
     """The :class:`PeftSpec` stored in ``directory/adapter.json`` (format-checked)."""
+    from tandem.generative.artifacts import read_versioned_json
+
     path = Path(directory) / ADAPTER_CONFIG
-    try:
-        body = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CorruptArtifact(f"{directory} has no {ADAPTER_CONFIG}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptArtifact(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
-        raise CorruptArtifact(f"{path} is not a `{FORMAT}` adapter config")
-    version = str(body.get("format_version", ""))
-    if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
-        raise CorruptArtifact(f"{path} has format_version {version!r}; this Tandem reads {FORMAT_VERSION[0]}.x")
+    body = read_versioned_json(path, fmt=FORMAT, fmt_version=FORMAT_VERSION, what="adapter config")
     raw = dict(body.get("spec") or {})
     unknown = set(raw) - set(PeftSpec.model_fields)
     if unknown:
