@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tandem.errors import InvalidInput
-from tandem.training.data import balanced_exposures, collate, difficulty, progressive_subset, training_pairs
+from tandem.training.data import balanced_exposures, batches, collate, difficulty, progressive_subset, training_pairs
 from tandem.training.denoise import span_corrupt
 from tandem.training.objectives import Example, Task, multitask_loss, task_weights
 
@@ -79,6 +79,25 @@ def test_training_pairs_filter_and_count() -> None:
     pairs, skipped = training_pairs(queries, qrels, {"a", "b", "c"}, min_grade=4)
     assert pairs == [("drill", "a"), ("hose", "c")]
     assert skipped == {"unknown_item": 1, "low_grade": 1, "no_query_text": 1}
+
+
+def test_shuffled_batches_are_length_bucketed_and_cover_every_example_once() -> None:
+    rng = np.random.default_rng(0)
+    examples = [Example(Task.DOC2ID, tuple(range(int(n))), (1,), item=i)
+                for i, n in enumerate(rng.integers(2, 40, size=1000))]
+    bucketed = list(batches(examples, 10, np.random.default_rng(1), bucket_batches=20))
+    plain = list(batches(examples, 10, np.random.default_rng(1), bucket_batches=1))
+    for got in (bucketed, plain):
+        assert sorted(e.item for b in got for e in b) == list(range(1000))
+
+    def padding(bs: list[list[Example]]) -> int:
+        return sum(max(len(e.source) for e in b) * len(b) - sum(len(e.source) for e in b) for b in bs)
+
+    assert padding(bucketed) < padding(plain) / 5
+    # Another epoch's generator gives another order; no generator keeps the input order.
+    again = list(batches(examples, 10, np.random.default_rng(2), bucket_batches=20))
+    assert [e.item for e in again[0]] != [e.item for e in bucketed[0]]
+    assert [e.item for b in batches(examples, 10, None) for e in b] == list(range(1000))
 
 
 def test_collate_pads_and_shifts() -> None:

@@ -170,3 +170,29 @@ def test_prepared_pseudo_queries_replace_the_templates(id_map: Any, tmp_path: Pa
     trainer._build(None)
     texts = set(trainer.groups.index)
     assert {"prepared query one", "prepared query two"} <= texts and "over the cap" not in texts
+
+
+def test_time_budget_ends_stages_at_their_deadlines(id_map: Any, tmp_path: Path) -> None:
+    """A spent budget stops each stage where its share ends: a truncated epoch, a recorded reason."""
+    cfg = CONFIG.model_copy(update={"time_budget_minutes": 1e-6, "memorise_max_epochs": 5, "align_epochs": 3})
+    summary = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False).run()
+    pretrain = summary["epochs"][0]
+    assert pretrain["stage"] == "pretrain" and pretrain["truncated"].startswith("time budget: ")
+    for stage in ("memorise", "align"):
+        assert summary["stages"].get(stage, {}).get("epochs", 0) <= 1
+    reasons = [summary["stages"][s]["stop_reason"] for s in summary["stages"]]
+    assert all("time budget" in r for r in reasons), reasons
+    assert (tmp_path / "manifest.json").is_file()  # a budgeted run still writes a usable model
+
+
+def test_budget_deadlines_are_cumulative_shares_of_the_stages_that_run(id_map: Any, tmp_path: Path) -> None:
+    cfg = CONFIG.model_copy(update={"time_budget_minutes": 10.0})
+    trainer = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False)
+    # pretrain 0.1, memorise 0.4, align 0.4 (no id→query round): renormalised over 0.9.
+    assert trainer._deadline("pretrain", 0) == pytest.approx(600 * 0.1 / 0.9)
+    assert trainer._deadline("memorise", 0) == pytest.approx(600 * 0.5 / 0.9)
+    assert trainer._deadline("align", 0) == pytest.approx(600.0)
+    assert trainer._deadline("memorise", 1) == pytest.approx(600 * 0.5)  # pretrained start: no stage 1
+    assert StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, tmp_path, progress=False)._deadline("align", 0) is None
+    with pytest.raises(ValueError, match="budget_shares"):
+        TrainConfig(budget_shares={"pretrain": 1.0, "decode": 1.0})

@@ -86,6 +86,8 @@ class TandemTokenizer:
 
     def encode_texts(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Token ids of each text followed by EOS, truncated to ``max_length`` (EOS kept)."""
+        if not texts:  # the fast tokenizer fails on an empty batch (memorisation-only runs have no queries)
+            return []
         # split_special_tokens: user text spelling "<id_0_1>" or "</s>" must stay plain text.
         enc = self.hf(list(texts), add_special_tokens=False, split_special_tokens=True)  # type: ignore[operator]
         out = []

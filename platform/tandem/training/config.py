@@ -70,6 +70,17 @@ class TrainConfig(BaseModel):
     machine shared with other jobs use 1: OpenMP threads spin-wait for descheduled peers
     (measured here: 83 ms vs 1,296 ms per step of a tiny T5 with 1 vs 2 threads at load 9)."""
 
+    time_budget_minutes: float | None = Field(default=None, gt=0)
+    """Wall-clock budget of stages 1–4 (training and memorisation checks; not the tokenizer or
+    the IDs). Each stage runs until its epochs or targets are done or until its deadline, a
+    cumulative share of the budget (``budget_shares`` over the stages that run), so time a
+    stage leaves unused passes to the next; the epoch that crosses a deadline stops at that
+    batch. ``None``: no budget. The ``full`` profile sets one so that a 2-core CPU finishes
+    within an hour; on a GPU the epoch limits end the stages long before it."""
+    budget_shares: dict[str, float] = Field(
+        default_factory=lambda: {"pretrain": 0.1, "memorise": 0.4, "align": 0.4, "id2q_round": 0.1})
+    """Share of ``time_budget_minutes`` per stage; renormalised over the stages that run."""
+
     pretrain_epochs: int = Field(default=1, ge=0)
     """Stage 1: denoising epochs over the catalog text (skipped with a pretrained start)."""
     pretrain_lr: float = Field(default=2e-3, gt=0)
@@ -173,6 +184,10 @@ class TrainConfig(BaseModel):
         if self.rank_loss != "none" and not has_negatives:
             raise InvalidInput("`rank_loss` needs negatives: set `hard_negatives`, `random_negatives` "
                                "or `in_batch_negatives`")
+        unknown = set(self.budget_shares) - {"pretrain", "memorise", "align", "id2q_round"}
+        if unknown or any(v < 0 for v in self.budget_shares.values()):
+            raise InvalidInput(f"`budget_shares` takes non-negative shares of pretrain, memorise, align, "
+                               f"id2q_round; got {self.budget_shares}")
         if has_negatives and self.rank_loss == "none":
             raise InvalidInput("negatives are set but `rank_loss` is `none`; choose `margin` or `contrastive`")
         return self
@@ -211,6 +226,7 @@ def profile_config(profile: str, **overrides: object) -> TrainConfig:
             "progressive_epochs": 4,
             "memorise_lr": StageLR(warmup=2e-3, main=1e-3, refinement=2e-4, ramp_steps=200),
             "align_epochs": 6,
+            "time_budget_minutes": 55.0,
             **DEFAULT_RECIPE,
         }
     else:

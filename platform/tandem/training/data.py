@@ -89,13 +89,32 @@ def balanced_exposures(items: np.ndarray, exposures: int, rng: np.random.Generat
     return order
 
 
-def batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator | None) -> Iterator[list[Example]]:
-    """Split ``examples`` into batches; shuffled when ``rng`` is given."""
+def batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator | None,
+            bucket_batches: int = 32) -> Iterator[list[Example]]:
+    """Split ``examples`` into batches; shuffled when ``rng`` is given.
+
+    Shuffled batches are length-bucketed: the shuffled examples are cut into windows of
+    ``bucket_batches`` batches, each window is sorted by source length and cut into batches,
+    and the batches are shuffled. A batch is padded to its longest source, so a random batch
+    of Home Depot titles (mean 11.5 words, 99th percentile 23) pads to about twice the mean;
+    bucketed batches pad to about their own length. Each epoch still sees every example
+    once, in an order that changes per epoch (``bucket_batches=1`` turns bucketing off).
+    """
     order = np.arange(len(examples))
-    if rng is not None:
-        rng.shuffle(order)
-    for start in range(0, len(order), batch_size):
-        yield [examples[i] for i in order[start : start + batch_size]]
+    if rng is None:
+        for start in range(0, len(order), batch_size):
+            yield [examples[i] for i in order[start : start + batch_size]]
+        return
+    rng.shuffle(order)
+    window = batch_size * max(1, bucket_batches)
+    cuts: list[np.ndarray] = []
+    for w in range(0, len(order), window):
+        part = order[w : w + window]
+        lengths = np.fromiter((len(examples[i].source) for i in part), dtype=np.int64, count=len(part))
+        part = part[np.argsort(lengths, kind="stable")]
+        cuts.extend(part[start : start + batch_size] for start in range(0, len(part), batch_size))
+    for b in rng.permutation(len(cuts)):
+        yield [examples[i] for i in cuts[b]]
 
 
 def collate(batch: Sequence[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:

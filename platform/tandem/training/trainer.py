@@ -76,6 +76,8 @@ class RunState:
     stop_reasons: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     samples: int = 0
+    elapsed: float = 0.0
+    """Seconds of training and memorisation checks so far (what ``time_budget_minutes`` counts)."""
     generated: list[list[Any]] = field(default_factory=list)
     """id→query round: kept ``[query, item index]`` pairs (in the checkpoint, so a resumed
     round trains on the queries generated before the interruption)."""
@@ -327,7 +329,9 @@ class StagedTrainer:
             return base * (step_in_stage + 1) / ramp
         return base
 
-    def _run_epoch(self, stage_idx: int, epoch: int, optimizer: Any, step0: int, state: RunState) -> dict[str, Any]:
+    def _run_epoch(self, stage_idx: int, epoch: int, optimizer: Any, step0: int, state: RunState,
+                   seconds_left: float | None = None) -> dict[str, Any]:
+        """One epoch of ``stage_idx``; stops early (``truncated``) once ``seconds_left`` run out."""
         import torch
         from tqdm.auto import tqdm
 
@@ -345,7 +349,11 @@ class StagedTrainer:
         bar = tqdm(batches(examples, cfg.batch_size, rng), total=n_batches, disable=not self.progress,
                    desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch")
         lr = 0.0
+        done = 0
         for b, batch in enumerate(bar):
+            if seconds_left is not None and time.perf_counter() - t0 > seconds_left:
+                break
+            done += 1
             lr = self._lr(stage, epoch, step0 + b, state)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -364,12 +372,15 @@ class StagedTrainer:
             bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
         bar.close()
         seconds = time.perf_counter() - t0
+        seen = min(len(examples), done * cfg.batch_size)
         record = {
-            "stage": stage, "epoch": epoch + 1, "steps": n_batches, "examples": len(examples), "lr": lr,
+            "stage": stage, "epoch": epoch + 1, "steps": done, "examples": seen, "lr": lr,
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "task_loss": {k: round(float(np.mean(v)), 4) for k, v in task_sums.items()},
-            "seconds": round(seconds, 2), "samples_per_s": round(len(examples) / max(seconds, 1e-9), 1),
+            "seconds": round(seconds, 2), "samples_per_s": round(seen / max(seconds, 1e-9), 1),
         }
+        if done < n_batches:
+            record["truncated"] = f"time budget: {done} of {n_batches} steps"
         if stage in ("align", "id2q_round") and self.config.augment_share:
             record["augmented"] = self._augmented
         return record
@@ -475,8 +486,12 @@ class StagedTrainer:
             stage = STAGES[state.stage]
             lr0 = {"pretrain": self.config.pretrain_lr, "memorise": self.config.memorise_lr.main,
                    "align": self.config.align_lr, "id2q_round": self.config.align_lr}[stage]
-            if stage == "id2q_round" and self._max_epochs(stage) and not state.generated:
+            deadline = self._deadline(stage, first_stage)
+            in_time = deadline is None or state.elapsed < deadline
+            if stage == "id2q_round" and self._max_epochs(stage) and not state.generated and in_time:
+                t_round = time.perf_counter()
                 self._id2q_round(state)
+                state.elapsed += time.perf_counter() - t_round
             optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr0, weight_decay=self.config.weight_decay)
             if saved is not None and state.epoch > 0:
                 load_optimizer(ckpt, optimizer, saved)
@@ -484,14 +499,23 @@ class StagedTrainer:
             max_epochs = self._max_epochs(stage)
             step = sum(r["steps"] for r in state.epochs if r["stage"] == stage)
             while state.epoch < max_epochs:
-                record = self._run_epoch(state.stage, state.epoch, optimizer, step, state)
+                if deadline is not None and state.elapsed >= deadline:  # spent by the stages before
+                    state.stop_reasons[stage] = self._budget_reason(stage, state)
+                    state.stage, state.epoch = state.stage + 1, 0
+                    break
+                left = None if deadline is None else deadline - state.elapsed
+                t_epoch = time.perf_counter()
+                record = self._run_epoch(state.stage, state.epoch, optimizer, step, state, left)
                 step += record["steps"]
                 state.samples += record["examples"]
                 state.seconds += record["seconds"]
                 if stage != "pretrain":
+                    t_check = time.perf_counter()
                     report = self.verify()
                     state.last_exact_match = report.exact_match
                     record["memorisation"] = report.as_dict()
+                    record["check_seconds"] = round(time.perf_counter() - t_check, 2)
+                state.elapsed += time.perf_counter() - t_epoch  # examples, steps and the check
                 state.epochs.append(record)
                 state.epoch += 1
                 done = stage == "memorise" and state.last_exact_match >= self.config.memorise_target
@@ -499,6 +523,9 @@ class StagedTrainer:
                     state.stop_reasons[stage] = (
                         f"exact-match {state.last_exact_match:.3f} >= target {self.config.memorise_target}"
                     )
+                    state.epoch = max_epochs
+                elif deadline is not None and (state.elapsed >= deadline or "truncated" in record):
+                    state.stop_reasons[stage] = self._budget_reason(stage, state)
                     state.epoch = max_epochs
                 elif state.epoch >= max_epochs:
                     state.stop_reasons[stage] = self._why_stopped(stage, state)
@@ -520,6 +547,27 @@ class StagedTrainer:
         save_artifact(self.out, self.model, self.tokenizer, self.id_map,
                       max_input_length=self.config.max_input_length, training=summary)
         return summary
+
+    def _deadline(self, stage: str, first_stage: int) -> float | None:
+        """Seconds of the run by which ``stage`` must end under ``time_budget_minutes``: the
+        budget times the cumulative share of the stages up to it, over the stages that run."""
+        cfg = self.config
+        if cfg.time_budget_minutes is None:
+            return None
+        running = [s for s in STAGES[first_stage:] if self._max_epochs(s)]
+        total = sum(cfg.budget_shares.get(s, 0.0) for s in running)
+        if stage not in running or total <= 0:
+            return cfg.time_budget_minutes * 60
+        upto = running[: running.index(stage) + 1]
+        return cfg.time_budget_minutes * 60 * sum(cfg.budget_shares.get(s, 0.0) for s in upto) / total
+
+    def _budget_reason(self, stage: str, state: RunState) -> str:
+        done = sum(1 for r in state.epochs if r["stage"] == stage)
+        reason = f"time budget ({self.config.time_budget_minutes} min) reached after {done} epoch(s)"
+        if stage == "memorise":
+            reason += (f"; exact-match {state.last_exact_match:.3f} < target {self.config.memorise_target}"
+                       if state.last_exact_match < self.config.memorise_target else "")
+        return reason
 
     def _max_epochs(self, stage: str) -> int:
         cfg = self.config
