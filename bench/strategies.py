@@ -3,9 +3,10 @@
 ``python -m bench.strategies [--quick] --out FILE.json`` trains the ``ci`` profile once per
 row — the base recipe, then the base recipe plus one strategy (pseudo-queries, the
 id→query round, BM25-hard negatives with a margin loss, curriculum, augmentation, FGSM
-adversarial training) — with the same epochs per row, and reports for each: final
+adversarial training; stage 3 through a merged LoRA or IA³ adapter instead of full
+fine-tuning) — with the same epochs per row, and reports for each: final
 memorisation exact-match, dev R@10 and nDCG@10 of the generative retriever alone, the
-typo-suite RobustScore of R@10, and training seconds. A BM25 row over the same catalog
+typo-suite RobustScore of R@10, the parameters stage 3 trains, and training seconds. A BM25 row over the same catalog
 gives the reference (and the hard negatives). ``--quick`` (about a minute): 100 items, one
 alignment epoch, the base and ``+pseudo`` rows, no BM25 unless a chosen row needs it.
 ``--rows`` picks rows by name. ``--hd-sample N`` runs the rows on a Home Depot sample
@@ -35,6 +36,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "+curriculum": {"curriculum": True, "adaptive_alpha": 2.0},
     "+augmentation": {"augment_share": 0.2},
     "+adversarial": {"fgsm_epsilon": 0.01, "fgsm_every": 4},
+    "lora_align": {"align_peft": "lora"},
+    "ia3_align": {"align_peft": "ia3"},
 }
 QUICK_ROWS = ["base", "+pseudo"]
 R10, NDCG = "R(rel=4)@10", "nDCG@10"
@@ -136,6 +139,8 @@ def main() -> None:
             row = {"final_exact_match": summary["final_memorisation"]["exact_match"], **measure(retriever),
                    "train_seconds": summary["train_seconds"], "wall_seconds": round(wall, 1),
                    "strategies": summary["strategies"]}
+            peft = summary["strategies"].get("align_peft")
+            row["stage3_trainable_params"] = peft["trainable"] if peft else summary["parameters"]
             retriever.close()
             figures["rows"][name] = row
             print(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'strategies'})}", flush=True)
@@ -144,7 +149,8 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(title=f"training strategies, ci profile, {figures['data']} ({n_items} items, seed {args.seed})")
-    cols = ["final_exact_match", "dev_R@10", "dev_nDCG@10", "typo_R@10", "robust_score_typo_R@10", "train_seconds"]
+    cols = ["final_exact_match", "dev_R@10", "dev_nDCG@10", "typo_R@10", "robust_score_typo_R@10",
+            "stage3_trainable_params", "train_seconds"]
     table.add_column("row")
     for c in cols:
         table.add_column(c, justify="right")

@@ -196,3 +196,33 @@ def test_budget_deadlines_are_cumulative_shares_of_the_stages_that_run(id_map: A
     assert StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, tmp_path, progress=False)._deadline("align", 0) is None
     with pytest.raises(ValueError, match="budget_shares"):
         TrainConfig(budget_shares={"pretrain": 1.0, "decode": 1.0})
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_stage_3_through_peft_merges_each_epoch_into_plain_weights(id_map: Any, tmp_path: Path, method: str) -> None:
+    cfg = CONFIG.model_copy(update={"align_peft": method, "align_epochs": 2, "fgsm_epsilon": 0.01,
+                                    "rank_loss": "margin", "in_batch_negatives": True})
+    trainer = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False)
+    summary = trainer.run()
+    aligned = [r for r in summary["epochs"] if r["stage"] == "align"]
+    assert len(aligned) == 2 and all(r["peft"]["method"] == method for r in aligned)
+    peft = summary["strategies"]["align_peft"]
+    assert 0 < peft["trainable"] < peft["total"] / 2  # micro model: rank 16 is a large share
+    assert set(aligned[-1]["task_loss"]) >= {"q2id", "adversarial", "rank_in_batch"}
+    # Merged: the saved model is a plain T5 (no adapter tensors).
+    saved = load_file(str(next(tmp_path.glob("*.safetensors"))))
+    assert not any("lora_" in k or "ia3_" in k for k in saved)
+    assert type(trainer.model).__name__ == "T5ForConditionalGeneration"
+
+
+def test_peft_stage_3_resumes_after_an_interrupt(id_map: Any, tmp_path: Path) -> None:
+    cfg = CONFIG.model_copy(update={"align_peft": "lora", "align_epochs": 2})
+
+    def stop_after_first_align(record: dict[str, Any]) -> None:
+        if record["stage"] == "align":
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False, on_epoch=stop_after_first_align).run()
+    summary = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False).run(resume=True)
+    assert [r["stage"] for r in summary["epochs"]].count("align") == 2

@@ -66,6 +66,8 @@ def robust_loss(
     if epsilon < 0 or adv_weight < 0 or grad_norm_weight < 0:
         raise InvalidInput("`epsilon`, `adv_weight` and `grad_norm_weight` must be >= 0")
     embeds = model.get_input_embeddings()(inputs["input_ids"])  # type: ignore[operator]
+    if not embeds.requires_grad:  # a frozen embedding table (PEFT): ∇_x is still needed
+        embeds = embeds.detach().requires_grad_(True)
     if grad_norm_weight > 0:
         # Double backprop: the fused SDPA kernels have no second derivative; the math one has.
         from torch.nn.attention import SDPBackend, sdpa_kernel

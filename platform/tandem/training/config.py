@@ -167,6 +167,16 @@ class TrainConfig(BaseModel):
     """Stage 3: share of query→id and doc→id examples replaced by an augmented copy
     (query rewrites, document perturbations); never more than this share (0 = off)."""
 
+    align_peft: Literal["none", "lora", "ia3"] = "none"
+    """Stage 3 (and the id→query round) through ``peft`` instead of full fine-tuning: every
+    epoch trains a fresh adapter on the current weights (base frozen) and merges it into
+    them at the epoch's end (ReLoRA-style), so checkpoints and the saved model stay plain T5
+    weights and serving pays nothing. ``lora`` or ``ia3`` (prefix tuning cannot be merged)."""
+    align_peft_rank: int = Field(default=16, ge=1)
+    """LoRA rank of the stage-3 adapter (alpha = 2 × rank, all T5 linear layers)."""
+    align_peft_lr: float = Field(default=1e-3, gt=0)
+    """Stage-3 LR when ``align_peft`` is on: adapters train from zero and take larger steps."""
+
     fgsm_epsilon: float = Field(default=0.0, ge=0)
     """FGSM step on the encoder input embeddings in stage 3 (0 = off)."""
     fgsm_every: int = Field(default=1, ge=1)

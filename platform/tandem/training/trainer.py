@@ -314,7 +314,7 @@ class StagedTrainer:
         if stage == "pretrain":
             base = cfg.pretrain_lr
         elif stage in ("align", "id2q_round"):
-            base = cfg.align_lr
+            base = cfg.align_peft_lr if cfg.align_peft != "none" else cfg.align_lr
         else:
             sched = cfg.memorise_lr
             late = epoch >= int(0.8 * cfg.memorise_max_epochs)
@@ -492,8 +492,9 @@ class StagedTrainer:
                 t_round = time.perf_counter()
                 self._id2q_round(state)
                 state.elapsed += time.perf_counter() - t_round
+            peft_stage = stage in ("align", "id2q_round") and self.config.align_peft != "none"
             optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr0, weight_decay=self.config.weight_decay)
-            if saved is not None and state.epoch > 0:
+            if saved is not None and state.epoch > 0 and not peft_stage:
                 load_optimizer(ckpt, optimizer, saved)
             saved = None
             max_epochs = self._max_epochs(stage)
@@ -505,7 +506,11 @@ class StagedTrainer:
                     break
                 left = None if deadline is None else deadline - state.elapsed
                 t_epoch = time.perf_counter()
+                if peft_stage:
+                    optimizer = self._wrap_peft()
                 record = self._run_epoch(state.stage, state.epoch, optimizer, step, state, left)
+                if peft_stage:
+                    record["peft"] = self._merge_peft()
                 step += record["steps"]
                 state.samples += record["examples"]
                 state.seconds += record["seconds"]
@@ -531,7 +536,7 @@ class StagedTrainer:
                     state.stop_reasons[stage] = self._why_stopped(stage, state)
                 if state.epoch >= max_epochs:
                     state.stage, state.epoch = state.stage + 1, 0
-                save_checkpoint(ckpt, self.model, self.tokenizer, optimizer if state.epoch else None,
+                save_checkpoint(ckpt, self.model, self.tokenizer, optimizer if state.epoch and not peft_stage else None,
                                 {"run": state.__dict__, "config": self.config.model_dump(mode="json"),
                                  "id_space": list(self.tokenizer.id_space)})
                 self._log_epoch(record)  # after the checkpoint: an interrupt here loses nothing
@@ -547,6 +552,26 @@ class StagedTrainer:
         save_artifact(self.out, self.model, self.tokenizer, self.id_map,
                       max_input_length=self.config.max_input_length, training=summary)
         return summary
+
+    def _wrap_peft(self) -> Any:
+        """Wrap the model in a fresh stage-3 adapter; returns the adapter's optimizer."""
+        import torch
+
+        from tandem.training.peft_methods import PeftSpec, apply_peft
+
+        cfg = self.config
+        spec = PeftSpec(method=cfg.align_peft, rank=cfg.align_peft_rank, alpha=2.0 * cfg.align_peft_rank)
+        self.model = apply_peft(self.model, spec)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=cfg.align_peft_lr, weight_decay=cfg.weight_decay)
+
+    def _merge_peft(self) -> dict[str, Any]:
+        """Fold the epoch's adapter into the weights; returns its trainable-parameter counts."""
+        from tandem.training.peft_methods import merge, trainable_parameters
+
+        counts = trainable_parameters(self.model)
+        self.model = merge(self.model)
+        return {"method": self.config.align_peft, **counts}
 
     def _deadline(self, stage: str, first_stage: int) -> float | None:
         """Seconds of the run by which ``stage`` must end under ``time_budget_minutes``: the
@@ -647,4 +672,5 @@ class StagedTrainer:
                            "real": levels.count(REAL)},
             "hard_negative_queries": len(getattr(self, "hard", {})),
             "id2q_round": state.round_stats,
+            "align_peft": next((r["peft"] for r in reversed(state.epochs) if "peft" in r), None),
         }
