@@ -101,24 +101,15 @@ def _run(build, metrics_port: int, log_level: str) -> None:
 
 
 def _fuser(fusion: str, fusion_model: Optional[Path], lookup: Any, intents: Any = None) -> Any:
-    """The fusion strategy named on the command line (``auto``: see the ``--fusion`` help)."""
-    from tandem.fusion import RRF, ScoreFusion
+    """The fusion strategy named on the command line, chosen by the rule ``tandem eval`` uses
+    (:func:`tandem.fusion.factory.make_fuser`); a bad choice is a usage error."""
+    from tandem.errors import InvalidInput
+    from tandem.fusion.factory import make_fuser
 
-    if fusion == "auto":
-        fusion = "learned" if fusion_model is not None else "minmax" if intents is not None else "rrf"
-
-    if fusion == "rrf":
-        return RRF()
-    if fusion in ("minmax", "zscore"):
-        return ScoreFusion(fusion)
-    if fusion != "learned":
-        raise typer.BadParameter(f"unknown fusion {fusion!r}; use auto, rrf, minmax, zscore or learned",
-                                 param_hint="--fusion")
-    if fusion_model is None:
-        raise typer.BadParameter("--fusion learned needs --fusion-model", param_hint="--fusion-model")
-    from tandem.fusion.learned import LearnedFusion, catalog_titles
-
-    return LearnedFusion.load(fusion_model, titles=catalog_titles(lookup) if lookup is not None else None)
+    try:
+        return make_fuser(fusion, fusion_model, lookup, has_intents=intents is not None)
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fusion") from None
 
 
 def _intents(intent_model: Optional[Path]) -> Any:
