@@ -11,6 +11,11 @@
    significance against BM25, and the p50/p95 latency that intent decomposition and each fusion
    add per query (retrieval of the extra sub-queries is reported separately).
 
+``--model DIR`` (optionally ``--adapter DIR``) adds the generative retriever as a second
+source: its list of the whole query (``--gen-depth`` beams) joins every fusion, giving the
+dev table of BM25, generative, RRF, normalised and learned fusion, each with and without
+intent decomposition.
+
 ``--quick``: 600 train / 200 dev queries over their judged items plus 3,000 others
 (about a minute); absolute numbers then read higher than on the full catalog.
 """
@@ -44,6 +49,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     ap.add_argument("--index", help="reuse this Lucene index of the full catalog instead of building one")
     ap.add_argument("--train-queries", type=int, default=3000, help="train queries for learned fusion (full run)")
     ap.add_argument("--save-dir", help="also save the fitted decomposer and learned fusion here")
+    ap.add_argument("--model", help="generative model folder: adds the generative source to every fusion")
+    ap.add_argument("--adapter", help="adapter folder trained on --model (fresh items)")
+    ap.add_argument("--gen-depth", type=int, default=20, help="beams (and list depth) of the generative source")
     args = ap.parse_args()
 
     from rich.console import Console
@@ -115,14 +123,33 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         figures["sub_queries_per_query"] = round(n_queries / len(dev_ids), 2)
         figures["decomposed_share"] = round(sum(len(v) > 1 for v in dev_lists.values()) / len(dev_ids), 3)
         bm25.close()
+    gen: dict[str, RankedList] = {}
+    if args.model:
+        from tandem.generative.retriever import GenerativeRetriever
+
+        retriever = GenerativeRetriever(args.model, adapter=args.adapter, num_beams=args.gen_depth)
+        started = time.perf_counter()
+        for ids, texts in ((train_ids, train_q), (dev_ids, dev_q)):
+            hits = retriever.retrieve([texts[q] for q in ids], args.gen_depth)
+            gen |= {q: RankedList("generative", hs, texts[q], 1.0, "query") for q, hs in zip(ids, hits, strict=True)}
+        figures["generative_ms_per_query"] = round((time.perf_counter() - started) * 1000 / len(gen), 2)
+        figures["generative_depth"] = args.gen_depth
+        retriever.close()
+        # Every fusion below sees the generative list beside the BM25 lists.
+        train_plain_lists = {q: [train_plain[q], gen[q]] for q in train_ids}
+        train_lists = {q: [*train_lists[q], gen[q]] for q in train_ids}
+        dev_lists = {q: [*dev_lists[q], gen[q]] for q in dev_ids}
+        dev_plain_lists = {q: [dev_plain[q], gen[q]] for q in dev_ids}
+    else:
+        train_plain_lists = {q: [train_plain[q]] for q in train_ids}
+        dev_plain_lists = {q: [dev_plain[q]] for q in dev_ids}
 
     lookup = title_lookup(titles)
     half = len(dev_ids) // 2
     dev_a, dev_b = dev_ids[:half], dev_ids[half:]
     t0 = time.perf_counter()
     learned_plain, info_plain = LearnedFusion.train(
-        examples({q: [train_plain[q]] for q in train_ids}, qrels),
-        examples({q: [dev_plain[q]] for q in dev_a}, qrels), titles=lookup)
+        examples(train_plain_lists, qrels), examples({q: dev_plain_lists[q] for q in dev_a}, qrels), titles=lookup)
     learned_int, info_int = LearnedFusion.train(
         examples(train_lists, qrels), examples({q: dev_lists[q] for q in dev_a}, qrels), titles=lookup)
     figures["learned_train_s"] = round(time.perf_counter() - t0, 1)
@@ -131,12 +158,18 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         decomposer.save(Path(args.save_dir) / "intent")
         learned_int.save(Path(args.save_dir) / "fusion-learned.json")
 
+    plain_name = "bm25 + generative" if gen else "bm25 list"
     systems = {
         "bm25": lambda q: dev_plain[q].hits[:DEPTH],
-        "learned (bm25 list)": lambda q: learned_plain.fuse([dev_plain[q]], DEPTH),
+        f"learned ({plain_name})": lambda q: learned_plain.fuse(dev_plain_lists[q], DEPTH),
     }
     fusers = {"rrf": RRF(), "minmax": ScoreFusion("minmax"), "zscore": ScoreFusion("zscore"),
               "learned": learned_int}
+    if gen:
+        systems["generative"] = lambda q: gen[q].hits[:DEPTH]
+        for name in ("rrf", "minmax", "zscore"):
+            fuser = fusers[name]
+            systems[f"{name} ({plain_name})"] = lambda q, f=fuser: f.fuse(dev_plain_lists[q], DEPTH)
     latency: dict[str, list[float]] = {}
     intent_ms = []
     for q in dev_ids:
