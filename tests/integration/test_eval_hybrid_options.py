@@ -48,6 +48,17 @@ def test_explicit_fusion_and_bm25_options_pass_through(tmp_path: Path) -> None:
         system.close()
 
 
+def test_generative_only_options_do_not_reach_bm25(tmp_path: Path) -> None:
+    """``--adapter`` is for the generative source; bm25 (alone or in a hybrid) ignores it."""
+    for name, options in (("bm25", {"adapter": "/some/adapter"}),
+                          ("hybrid", {"sources": "bm25", "adapter": "/some/adapter", "num_beams": 50})):
+        system = build_system(name, _spec(tmp_path, **options))
+        try:
+            assert system.retrieve(["garden hose"], 3)[0]
+        finally:
+            system.close()
+
+
 @pytest.mark.parametrize(("options", "field"), [
     ({"sources": "bm25", "fusion": "borda"}, "`fusion`"),
     ({"sources": "bm25", "fusion": "learned"}, "fusion model"),

@@ -41,6 +41,9 @@ def eval_command(
     catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog the systems index.")] = None,
     format: Annotated[str | None, typer.Option("--format", help="Catalog format: jsonl, csv, parquet, anserini.")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="Model directory (generative systems).")] = None,
+    adapter: Annotated[Path | None, typer.Option(
+        "--adapter", help="Adapter folder trained on --model (`tandem train adapter`): generative and hybrid "
+                          "systems serve base + adapter.")] = None,
     rel: Annotated[int, typer.Option("--rel", help="Grade at or above which an item is relevant.")] = 4,
     k: Annotated[int, typer.Option("--k", help="Items retrieved per query.")] = 1000,
     measure: Annotated[list[str] | None, typer.Option("--measure", help="ir-measures name; repeatable (default: the official set).")] = None,
@@ -121,7 +124,7 @@ def eval_command(
         if (fields := _parse_fields(field)) is not None:
             options["fields"] = fields
         for key, value in (("intent_model", intent_model), ("fusion", fusion), ("fusion_model", fusion_model),
-                           ("sources", sources)):
+                           ("sources", sources), ("adapter", adapter)):
             if value is not None:
                 options[key] = str(value)
         spec = SystemSpec(catalog=catalog, catalog_format=format, model=model, options=options,

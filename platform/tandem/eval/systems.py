@@ -40,6 +40,8 @@ SystemFactory = Callable[[SystemSpec], Retriever]
 #: ``SystemSpec.options`` keys that configure the hybrid system itself (intents, fusion,
 #: sources); the source systems it builds never see them.
 HYBRID_OPTIONS = frozenset({"intent_model", "fusion", "fusion_model", "candidates", "sources"})
+#: ``SystemSpec.options`` keys only the generative system reads (bm25 ignores them).
+GENERATIVE_OPTIONS = frozenset({"adapter", "num_beams", "normalize", "batch_size", "device"})
 
 _SYSTEMS: dict[str, SystemFactory] = {}
 
@@ -106,7 +108,8 @@ def _sparse_config(spec: SystemSpec) -> Any:
     from tandem.sparse import SparseConfig
 
     try:
-        return SparseConfig(**{k: v for k, v in spec.options.items() if k not in HYBRID_OPTIONS})
+        return SparseConfig(**{k: v for k, v in spec.options.items()
+                               if k not in HYBRID_OPTIONS and k not in GENERATIVE_OPTIONS})
     except ValueError as e:
         raise InvalidInput(f"bm25 options: {e}") from None
 
