@@ -14,6 +14,13 @@ split of Home Depot has about 2,700) on a ``ci``-size base with ``N`` + 3,000 it
 the ``full`` ID shape. The base is random-init: training time does not depend on what the
 weights hold. ``--scale-epochs`` epochs run (default 1) and the time of the default
 number of epochs is projected linearly from them (every epoch sees the same examples).
+
+``--hd-base DIR`` is the full-profile run on Home Depot: ``DIR`` is a base trained on the
+catalog minus its fresh items (``tandem train generative --profile full`` on that split).
+One adapter (``--replay``, ``--ewc``, ``--epochs``) is trained on the ~2,800 fresh items,
+with the old items for replay and the forgetting check, and dev R@10 is reported before
+and after it: *fresh* = dev queries with a fresh relevant item, measured on those items
+(new-item recall); *old* = the other dev queries, all their judgements (forgetting).
 """
 
 from __future__ import annotations
@@ -119,6 +126,62 @@ def scale(n_new: int, epochs: int, threads: int, seed: int) -> dict[str, Any]:
             "scale.default_epochs": default_epochs, "scale.trainable_parameters": s["parameters"]["trainable"]}
 
 
+def homedepot(args: argparse.Namespace) -> dict[str, Any]:
+    """Full-profile adapter check on Home Depot's fresh split (see the module doc)."""
+    import torch
+
+    from tandem.catalog.datasets import data_root, fresh_split_qrels, is_fresh, load_homedepot
+    from tandem.eval import evaluate, run_retriever
+    from tandem.generative.retriever import GenerativeRetriever
+    from tandem.training.adapter import AdapterConfig, train_adapter
+
+    torch.set_num_threads(args.threads)
+    ds = load_homedepot(data_root("homedepot"))
+    fresh = [it for it in ds.catalog.items if is_fresh(it.item_id)]
+    old = [it for it in ds.catalog.items if not is_fresh(it.item_id)]
+    fresh_ids = {it.item_id for it in fresh}
+    splits = dict(zip(("fresh", "old"), fresh_split_qrels(ds.qrels["dev"], fresh_ids), strict=True))
+    queries = ds.queries["dev"]
+    measures = [MEASURE, "nDCG@10"]
+
+    def recall(retriever: Any) -> dict[str, float]:
+        out = {}
+        for name, qrels in splits.items():
+            run = run_retriever(retriever, {q: queries[q] for q in qrels}, k=K, batch_size=32)
+            res = evaluate(run, qrels, measures).metrics
+            out |= {f"{name}_R@10": round(float(res[MEASURE]), 4), f"{name}_nDCG@10": round(float(res["nDCG@10"]), 4)}
+        retriever.close()
+        return out
+
+    figures: dict[str, Any] = {"fresh_items": len(fresh), "old_items": len(old),
+                               "fresh_dev_queries": len(splits["fresh"]), "old_dev_queries": len(splits["old"])}
+    t0 = time.perf_counter()
+    figures |= {f"base.{k}": v for k, v in recall(GenerativeRetriever(args.hd_base, num_beams=K)).items()}
+    figures["base.eval_seconds"] = round(time.perf_counter() - t0, 1)
+    overrides: dict[str, Any] = {"seed": args.seed, "threads": args.threads}
+    if args.replay is not None:
+        overrides["replay"] = args.replay
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.ewc:
+        overrides["ewc_lambda"] = args.ewc
+    cfg = AdapterConfig(**overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.adapter_out or Path(tmp) / "adapter"
+        t0 = time.perf_counter()
+        s = train_adapter(args.hd_base, fresh, old, out, cfg)
+        figures |= {"adapter.wall_seconds": round(time.perf_counter() - t0, 1), "adapter.train_seconds": s["train_seconds"],
+                    "adapter.replay": cfg.replay, "adapter.ewc_lambda": cfg.ewc_lambda, "adapter.epochs": cfg.epochs,
+                    "adapter.device": s["device"], "adapter.samples_per_s": s["samples_per_s"],
+                    "adapter.trainable_parameters": s["parameters"]["trainable"],
+                    "adapter.forgetting_exact_match": round(s["metrics"]["forgetting"], 4),
+                    "adapter.metrics": s["metrics"]}
+        after = recall(GenerativeRetriever(args.hd_base, adapter=out, num_beams=K))
+    figures |= {f"after.{k}": v for k, v in after.items()}
+    figures["old_R@10_drop_points"] = round(100 * (figures["base.old_R@10"] - after["old_R@10"]), 2)
+    return figures
+
+
 def main() -> None:
     """Run the benchmark, print a table, write ``{"figures": {...}}``."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -128,11 +191,23 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=None, help="catalog size (default 600, quick 200)")
     ap.add_argument("--base", type=Path, default=None, help="reuse this base model folder")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--ewc", type=float, default=1.0, help="EWC λ of the EWC variants")
+    ap.add_argument("--ewc", type=float, default=None,
+                    help="EWC λ of the EWC variants (default 1.0); with --hd-base: EWC on the one adapter")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--scale", type=int, default=0, help="time adapter training for this many new items instead")
     ap.add_argument("--scale-epochs", type=int, default=1, help="epochs actually run with --scale")
+    ap.add_argument("--hd-base", type=Path, default=None,
+                    help="Home Depot base trained without the fresh items: run the full-profile adapter check")
+    ap.add_argument("--replay", type=float, default=None, help="--hd-base: replay share (default: the library's)")
+    ap.add_argument("--epochs", type=int, default=None, help="--hd-base: adapter epochs (default: the library's)")
+    ap.add_argument("--adapter-out", type=Path, default=None, help="--hd-base: keep the adapter in this folder")
     args = ap.parse_args()
+    if args.hd_base is not None:
+        figures = homedepot(args)
+        args.out.write_text(json.dumps({"figures": figures}, indent=2))
+        for k, v in figures.items():
+            print(f"{k:40s} {v}")
+        return
     if args.scale:
         figures = scale(args.scale, args.scale_epochs, args.threads, args.seed)
         args.out.write_text(json.dumps({"figures": figures}, indent=2))
@@ -161,7 +236,7 @@ def main() -> None:
             figures["base_exact_match"] = summary["final_memorisation"]["exact_match"]
         before = dev_recall(GenerativeRetriever(base, device="cpu", num_beams=K), data, fresh_ids)
         figures |= {"fresh_R@10_base": round(before["fresh"], 4), "old_R@10_base": round(before["old"], 4)}
-        for name, overrides in variants(args.quick, args.ewc):
+        for name, overrides in variants(args.quick, 1.0 if args.ewc is None else args.ewc):
             extra = {"epochs": 10} if args.quick else {}
             cfg = AdapterConfig(seed=args.seed, threads=args.threads, device="cpu", **COMMON, **extra, **overrides)
             out = Path(tmp) / name.replace(" ", "_").replace("%", "").replace("+", "")

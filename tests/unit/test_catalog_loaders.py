@@ -136,3 +136,12 @@ def test_cacm_adapter_reads_cacm_topic_layout(tmp_path: Path) -> None:
     assert ds.queries["test"] == {"1": "What about TSS?"}
     assert ds.qrels["test"] == {"1": {"CACM-1": 1}}
     assert ds.catalog.items[0].title == "time sharing"
+
+
+def test_fresh_split_qrels_judges_fresh_queries_on_their_fresh_items_only() -> None:
+    from tandem.catalog.datasets import fresh_split_qrels
+
+    qrels = {"q1": {"new": 5, "old": 6}, "q2": {"old": 4, "new": 2}, "q3": {"old": 1}, "q4": {"new2": 4}}
+    fresh, old = fresh_split_qrels(qrels, {"new", "new2"})
+    assert fresh == {"q1": {"new": 5}, "q4": {"new2": 4}}
+    assert old == {"q2": {"old": 4, "new": 2}}  # q3 has nothing relevant: in neither split

@@ -7,6 +7,7 @@ qrels splits, read with the same loaders a user's own files go through.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,22 @@ def is_fresh(item_id: str) -> bool:
     """BENCHMARK.md's fresh-item split: about 5% of ids, left out of the base catalog and
     streamed in later (what the hourly adapter must make retrievable)."""
     return int(hashlib.sha1(("fresh:" + item_id).encode()).hexdigest(), 16) % 20 == 0
+
+
+def fresh_split_qrels(qrels: Mapping[str, Mapping[str, int]], fresh_ids: Collection[str],
+                      rel: int = 4) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Qrels split for BENCHMARK.md's fresh-item report: *fresh* — queries with a relevant
+    (grade ≥ ``rel``) fresh item, judged on those items only (new-item recall); *old* —
+    every other query with a relevant item, judged whole (forgetting)."""
+    fresh: dict[str, dict[str, int]] = {}
+    old: dict[str, dict[str, int]] = {}
+    for q, judged in qrels.items():
+        new_rel = {i: g for i, g in judged.items() if i in fresh_ids and g >= rel}
+        if new_rel:
+            fresh[q] = new_rel
+        elif any(g >= rel for g in judged.values()):
+            old[q] = dict(judged)
+    return fresh, old
 
 
 def data_root(dataset: str = "") -> Path:
