@@ -226,3 +226,13 @@ def test_peft_stage_3_resumes_after_an_interrupt(id_map: Any, tmp_path: Path) ->
         StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False, on_epoch=stop_after_first_align).run()
     summary = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False).run(resume=True)
     assert [r["stage"] for r in summary["epochs"]].count("align") == 2
+
+
+def test_epoch_checks_a_sample_and_the_final_check_covers_every_item(id_map: Any, tmp_path: Path) -> None:
+    cfg = CONFIG.model_copy(update={"check_items": 5, "align_epochs": 1})
+    summary = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False).run()
+    mem = [r["memorisation"] for r in summary["epochs"] if "memorisation" in r]
+    assert mem and all(round(m["exact_match"] * 5) == m["exact_match"] * 5 for m in mem)  # fifths: 5 items
+    final = summary["final_memorisation"]
+    assert summary["checked_items_per_epoch"] == 5 and "seconds" in final
+    assert final["failures"] <= len(ITEMS) and round(final["exact_match"] * len(ITEMS), 6).is_integer()

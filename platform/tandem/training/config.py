@@ -100,6 +100,11 @@ class TrainConfig(BaseModel):
     """Stage 2: share of (easiest) items trained in the first epoch."""
     memorise_target: float = Field(default=0.9, gt=0, le=1)
     """Stage 2 stops once doc→id exact-match reaches this."""
+    check_items: int | None = Field(default=None, ge=1)
+    """Items in the memorisation check after each epoch: a fixed random sample of this many
+    (``None``: all). On 52k Home Depot items the full check took as long as a stage-2 epoch
+    on 2 CPU cores; a sample of 8,000 estimates exact-match within about ±1 point. The final
+    check, after the last stage, always covers every item."""
     memorise_lr: StageLR = Field(default_factory=StageLR)
     """Stage 2 LR phases."""
 
@@ -237,6 +242,7 @@ def profile_config(profile: str, **overrides: object) -> TrainConfig:
             "memorise_lr": StageLR(warmup=2e-3, main=1e-3, refinement=2e-4, ramp_steps=200),
             "align_epochs": 6,
             "time_budget_minutes": 55.0,
+            "check_items": 8000,
             **DEFAULT_RECIPE,
         }
     else:

@@ -443,10 +443,15 @@ class StagedTrainer:
         return ranking_terms(self.model, inputs, logits, rows, kinds, self.target_ids, self.tokenizer.pad_id,
                              cfg.rank_loss, cfg.rank_margin)
 
-    def verify(self) -> MemorisationReport:
-        """Memorisation check of the current model over the whole catalog."""
-        return verify_memorisation(self.model, self.tokenizer, self.doc_examples, self.device,
-                                   autocast=self.bf16)
+    def verify(self, everything: bool = False) -> MemorisationReport:
+        """Memorisation check of the current model: over the ``check_items`` sample after an
+        epoch, over the whole catalog with ``everything``."""
+        examples = self.doc_examples
+        n = self.config.check_items
+        if not everything and n is not None and n < len(examples):
+            pick = np.random.default_rng([self.config.seed, 7]).choice(len(examples), size=n, replace=False)
+            examples = [examples[i] for i in np.sort(pick)]
+        return verify_memorisation(self.model, self.tokenizer, examples, self.device, autocast=self.bf16)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -544,7 +549,11 @@ class StagedTrainer:
                     break
             else:
                 state.stage, state.epoch = state.stage + 1, 0
-        summary = self._summary(state, time.perf_counter() - wall0)
+        final = None
+        if self.config.check_items is not None and self.config.check_items < len(self.doc_examples):
+            t_check = time.perf_counter()
+            final = self.verify(everything=True).as_dict() | {"seconds": round(time.perf_counter() - t_check, 1)}
+        summary = self._summary(state, time.perf_counter() - wall0, final)
         from tandem.generative.artifacts import save_artifact
 
         write_summary(self.out, summary)
@@ -628,7 +637,8 @@ class StagedTrainer:
         if self.on_epoch is not None:
             self.on_epoch(record)
 
-    def _summary(self, state: RunState, wall: float) -> dict[str, Any]:
+    def _summary(self, state: RunState, wall: float, final: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``final``: the whole-catalog memorisation check when the epochs checked a sample."""
         import torch
 
         from tandem.generative.model import count_parameters
@@ -654,7 +664,8 @@ class StagedTrainer:
             "vocab_size": len(self.tokenizer), "parameters": count_parameters(self.model),
             "stages": per_stage,
             "memorisation_reached_target": bool(mem and mem["exact_match"] >= self.config.memorise_target),
-            "final_memorisation": state.epochs[-1].get("memorisation") if state.epochs else None,
+            "final_memorisation": final or (state.epochs[-1].get("memorisation") if state.epochs else None),
+            "checked_items_per_epoch": min(self.config.check_items or len(self.doc_examples), len(self.doc_examples)),
             "train_seconds": round(state.seconds, 1), "wall_seconds_this_session": round(wall, 1),
             "samples": state.samples,
             "samples_per_s": round(state.samples / max(state.seconds, 1e-9), 1),
