@@ -1,0 +1,83 @@
+"""``tandem fusion train``: fit the learned (LambdaMART) fusion the gateway uses with ``--fusion-model``.
+
+The candidate lists are recorded from the same hybrid searcher ``tandem eval --system
+hybrid`` and ``tandem serve`` build (see :mod:`tandem.fusion.fit`), so the model is trained on
+what it will rank. Serve it with ``tandem serve ... --fusion-model FILE`` (``--fusion auto``
+then picks it) or evaluate it with ``tandem eval --system hybrid --fusion-model FILE``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Learned fusion: train the LambdaMART ranker over the hybrid searcher's lists.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def train(
+    catalog: Annotated[Path, typer.Option(help="Catalog file the BM25 source indexes (JSONL/CSV/Parquet).")],
+    queries: Annotated[Path, typer.Option(help="Training queries (qid<TAB>text).")],
+    qrels: Annotated[Path, typer.Option(help="Their qrels (TREC: qid 0 item grade).")],
+    out: Annotated[Path, typer.Option(help="Fusion model JSON to write.")],
+    model: Annotated[Path | None, typer.Option(help="Generative model folder: adds the generative source.")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="Adapter folder trained on --model.")] = None,
+    intent_model: Annotated[Path | None, typer.Option(
+        "--intent-model", help="Intent decomposer (`tandem intent fit`): lists per sub-intent, as served.")] = None,
+    max_queries: Annotated[int, typer.Option(help="Judged queries used at most (seeded sample).")] = 3000,
+    selection_share: Annotated[float, typer.Option(help="Share of them held out for model selection.")] = 0.2,
+    candidates: Annotated[int, typer.Option(help="Hits per source and intent (the searcher's depth).")] = 100,
+    events: Annotated[Path | None, typer.Option(
+        help="Click/purchase log (JSONL: qid, item_id, event) for the multi-task labels.")] = None,
+    click_weight: Annotated[float, typer.Option(help="Label weight of a click.")] = 0.0,
+    purchase_weight: Annotated[float, typer.Option(help="Label weight of a purchase.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling, split and LightGBM seed.")] = 13,
+) -> None:
+    """Record the searcher's candidate lists for judged queries, train LambdaMART, write the model."""
+    import random
+
+    from tandem.catalog.queries import read_qrels, read_queries
+    from tandem.config import get_settings
+    from tandem.errors import TandemError
+    from tandem.eval.systems import SystemSpec, build_system
+    from tandem.fusion.fit import collect_lists, fit_learned_fusion
+    from tandem.fusion.learned import catalog_titles, read_events
+
+    try:
+        qs, judged = read_queries(queries), read_qrels(qrels)
+        ids = sorted(q for q in qs if q in judged)
+        if not ids:
+            raise typer.BadParameter("no query in --queries has judgements in --qrels", param_hint="--qrels")
+        if len(ids) > max_queries:
+            ids = sorted(random.Random(seed).sample(ids, max_queries))
+        options: dict[str, Any] = {"fusion": "rrf", "sources": "bm25,generative" if model else "bm25",
+                                   "candidates": candidates}
+        if intent_model is not None:
+            options["intent_model"] = str(intent_model)
+        if adapter is not None:
+            options["adapter"] = str(adapter)
+        spec = SystemSpec(catalog=catalog, model=model, options=options, home=get_settings().home)
+        hybrid = build_system("hybrid", spec)
+        started = time.perf_counter()
+        try:
+            lists = collect_lists(hybrid, {q: qs[q] for q in ids}, candidates)
+            titles = catalog_titles(hybrid.searcher.catalog) if hybrid.searcher.catalog is not None else None
+            collect_s = time.perf_counter() - started
+            fitted, report = fit_learned_fusion(
+                lists, judged, titles=titles, selection_share=selection_share, seed=seed,
+                events=read_events(events) if events is not None else None, click_weight=click_weight,
+                purchase_weight=purchase_weight, depth=candidates)
+        finally:
+            hybrid.close()
+        path = fitted.save(out)
+    except TandemError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    report |= {"out": str(path), "queries": len(ids), "collect_seconds": round(collect_s, 1),
+               "train_seconds": round(time.perf_counter() - started - collect_s, 1), "version": fitted.version()}
+    typer.echo(json.dumps(report, indent=2))
