@@ -390,3 +390,20 @@ def test_gateway_is_wired_to_the_other_services_in_cluster() -> None:
         port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc")
         address = f"{svc['metadata']['name']}.{NAMESPACE}.svc:{port}"
         assert any(a.endswith("=" + address) for a in args), f"gateway does not reach {comp} at {address}: {args}"
+
+
+def test_gateway_fusion_and_learned_model_reach_the_command_line() -> None:
+    def gateway(objs: list[dict[str, Any]]) -> dict[str, Any]:
+        (gw,) = [d for d in of_kind(objs, "Deployment") if component(d) == "gateway"]
+        return gw["spec"]["template"]["spec"]
+
+    spec = gateway(render())
+    assert "--fusion=auto" in spec["containers"][0]["args"]
+    assert not any(a.startswith("--fusion-model") for a in spec["containers"][0]["args"])
+    spec = gateway(render(sets=["gateway.fusionModel=fusion/learned.json"]))
+    args = spec["containers"][0]["args"]
+    model = next(a for a in args if a.startswith("--fusion-model="))
+    mount = next(m["mountPath"] for m in spec["containers"][0]["volumeMounts"] if m["name"] == "artifacts")
+    assert model == f"--fusion-model={mount}/fusion/learned.json"  # the artifact volume is mounted for it
+    bad = render_raw(sets=["gateway.fusion=borda"])
+    assert bad.returncode != 0 and "fusion" in bad.stderr
