@@ -9,7 +9,8 @@ memorisation exact-match, dev R@10 and nDCG@10 of the generative retriever alone
 typo-suite RobustScore of R@10, the parameters stage 3 trains, and training seconds. A BM25 row over the same catalog
 gives the reference (and the hard negatives). ``--quick`` (about a minute): 100 items, one
 alignment epoch, the base and ``+pseudo`` rows, no BM25 unless a chosen row needs it.
-``--rows`` picks rows by name. ``--hd-sample N`` runs the rows on a Home Depot sample
+``--rows`` picks rows by name; ``--budget-minutes`` gives every row the same wall-clock
+training budget (rows still stop earlier when their epochs are done). ``--hd-sample N`` runs the rows on a Home Depot sample
 instead of the synthetic catalog: N random dev queries (seeded), every item judged for
 them (the catalog; so R@k counts all their relevant items), and the train queries with a
 relevant item in that catalog as training pairs (the data stays in the shared folder).
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--hd-sample", type=int, metavar="N", help="Home Depot sample of N dev queries instead")
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help="the same wall-clock training budget for every row (time_budget_minutes)")
     args = ap.parse_args()
 
     import torch
@@ -98,6 +101,8 @@ def main() -> None:
     base: dict[str, Any] = {"seed": args.seed, "threads": args.threads}
     if args.quick:
         base.update(align_epochs=1, memorise_max_epochs=15)
+    if args.budget_minutes:
+        base["time_budget_minutes"] = args.budget_minutes
     id_map = build_semantic_ids(data.items, id_config("ci").model_copy(update={"seed": args.seed}))
     pairs, _ = training_pairs(data.train_queries, data.train_qrels, set(id_map.item_ids()), 4)
     typo_dev = perturb_queries(data.dev_queries, "typo", seed=args.seed)
