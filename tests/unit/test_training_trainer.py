@@ -232,7 +232,10 @@ def test_epoch_checks_a_sample_and_the_final_check_covers_every_item(id_map: Any
     cfg = CONFIG.model_copy(update={"check_items": 5, "align_epochs": 1})
     summary = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False).run()
     mem = [r["memorisation"] for r in summary["epochs"] if "memorisation" in r]
-    assert mem and all(round(m["exact_match"] * 5) == m["exact_match"] * 5 for m in mem)  # fifths: 5 items
+    # Per epoch: 5 checked items (exact-match in fifths, at most 5 failures).
+    assert mem and all(m["failures"] <= 5 and round(m["exact_match"] * 5, 6).is_integer() for m in mem)
     final = summary["final_memorisation"]
     assert summary["checked_items_per_epoch"] == 5 and "seconds" in final
-    assert final["failures"] <= len(ITEMS) and round(final["exact_match"] * len(ITEMS), 6).is_integer()
+    # The final check covers all 24 items: failures + exact matches add up to the catalog.
+    assert final["failures"] + round(final["exact_match"] * len(ITEMS)) == len(ITEMS)
+    assert final["failures"] > 5  # a micro model in 3 epochs memorises few: only a whole check sees > 5

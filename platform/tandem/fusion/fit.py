@@ -48,22 +48,17 @@ class ListRecorder(Fuser):
         return self.inner.version()
 
 
-def collect_lists(hybrid: Any, queries: Mapping[str, str], depth: int = 100,
-                  progress: Any = None) -> dict[str, list[RankedList]]:
+def collect_lists(hybrid: Any, queries: Mapping[str, str], depth: int = 100) -> dict[str, list[RankedList]]:
     """Per query id: the lists ``hybrid`` (an eval ``HybridRetriever``) gives its fuser."""
-    from tandem.fusion.rrf import RRF
-
     searcher = hybrid.searcher
     original = searcher.fuser
-    recorder = ListRecorder(original if original is not None else RRF())
+    recorder = ListRecorder(original)
     searcher.fuser = recorder
     out: dict[str, list[RankedList]] = {}
     try:
-        for n, (qid, text) in enumerate(queries.items()):
+        for qid, text in queries.items():
             hybrid.retrieve([text], depth)
             out[qid] = recorder.take()
-            if progress is not None:
-                progress(n + 1, len(queries))
     finally:
         searcher.fuser = original
     return out

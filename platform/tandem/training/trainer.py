@@ -125,6 +125,8 @@ class StagedTrainer:
         self.bm25_run = bm25_run
         self.pseudo = pseudo
         self._state: RunState | None = None
+        self._check_sample: list[Example] | None = None
+        """The fixed ``check_items`` sample of doc→id examples (drawn at the first check)."""
         self._augmented = 0
         from tandem.generative.model import pick_device
 
@@ -349,11 +351,12 @@ class StagedTrainer:
         bar = tqdm(batches(examples, cfg.batch_size, rng), total=n_batches, disable=not self.progress,
                    desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch")
         lr = 0.0
-        done = 0
+        done = seen = 0
         for b, batch in enumerate(bar):
             if seconds_left is not None and time.perf_counter() - t0 > seconds_left:
                 break
             done += 1
+            seen += len(batch)
             lr = self._lr(stage, epoch, step0 + b, state)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -372,7 +375,6 @@ class StagedTrainer:
             bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
         bar.close()
         seconds = time.perf_counter() - t0
-        seen = min(len(examples), done * cfg.batch_size)
         record = {
             "stage": stage, "epoch": epoch + 1, "steps": done, "examples": seen, "lr": lr,
             "loss": float(np.mean(losses)) if losses else float("nan"),
@@ -449,8 +451,10 @@ class StagedTrainer:
         examples = self.doc_examples
         n = self.config.check_items
         if not everything and n is not None and n < len(examples):
-            pick = np.random.default_rng([self.config.seed, 7]).choice(len(examples), size=n, replace=False)
-            examples = [examples[i] for i in np.sort(pick)]
+            if self._check_sample is None:  # the same items after every epoch
+                pick = np.random.default_rng([self.config.seed, 7]).choice(len(examples), size=n, replace=False)
+                self._check_sample = [examples[i] for i in np.sort(pick)]
+            examples = self._check_sample
         return verify_memorisation(self.model, self.tokenizer, examples, self.device, autocast=self.bf16)
 
     # -- the run -------------------------------------------------------------------------------
@@ -498,8 +502,10 @@ class StagedTrainer:
                 self._id2q_round(state)
                 state.elapsed += time.perf_counter() - t_round
             peft_stage = stage in ("align", "id2q_round") and self.config.align_peft != "none"
-            optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr0, weight_decay=self.config.weight_decay)
-            if saved is not None and state.epoch > 0 and not peft_stage:
+            # A PEFT stage builds each epoch's optimizer over that epoch's fresh adapter.
+            optimizer = None if peft_stage else torch.optim.AdamW(self.model.parameters(), lr=lr0,
+                                                                  weight_decay=self.config.weight_decay)
+            if saved is not None and state.epoch > 0 and optimizer is not None:
                 load_optimizer(ckpt, optimizer, saved)
             saved = None
             max_epochs = self._max_epochs(stage)
@@ -598,9 +604,8 @@ class StagedTrainer:
     def _budget_reason(self, stage: str, state: RunState) -> str:
         done = sum(1 for r in state.epochs if r["stage"] == stage)
         reason = f"time budget ({self.config.time_budget_minutes} min) reached after {done} epoch(s)"
-        if stage == "memorise":
-            reason += (f"; exact-match {state.last_exact_match:.3f} < target {self.config.memorise_target}"
-                       if state.last_exact_match < self.config.memorise_target else "")
+        if stage == "memorise" and state.last_exact_match < self.config.memorise_target:
+            reason += f"; exact-match {state.last_exact_match:.3f} < target {self.config.memorise_target}"
         return reason
 
     def _max_epochs(self, stage: str) -> int:
