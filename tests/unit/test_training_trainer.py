@@ -239,3 +239,15 @@ def test_epoch_checks_a_sample_and_the_final_check_covers_every_item(id_map: Any
     # The final check covers all 24 items: failures + exact matches add up to the catalog.
     assert final["failures"] + round(final["exact_match"] * len(ITEMS)) == len(ITEMS)
     assert final["failures"] > 5  # a micro model in 3 epochs memorises few: only a whole check sees > 5
+
+
+def test_cli_summary_when_the_budget_ended_before_stage_2(id_map: Any, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`tandem train generative` prints its table and says why, when stage 2 never ran."""
+    from tandem.cli.train import _print_summary
+
+    summary = StagedTrainer(CONFIG.model_copy(update={"time_budget_minutes": 1e-6}), ITEMS, id_map, PAIRS,
+                            tmp_path, progress=False).run()
+    summary["stages"].pop("memorise", None)  # as when the budget ends inside stage 1
+    _print_summary(summary, tmp_path)
+    assert "stage 2 never ran" in capsys.readouterr().out

@@ -44,6 +44,9 @@ def generative(
     min_grade: Annotated[int | None, typer.Option("--min-grade", help="Lowest qrels grade of a training pair.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a training setting, KEY=JSON (e.g. --set align_epochs=2).")] = None,
+    prepared: Annotated[Path | None, typer.Option(
+        "--prepared", help="Folder of prepared training data (pseudo_queries.jsonl, optional bm25_run.json: "
+                           "the source of BM25-hard negatives), as the base pipeline's preparation step writes.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Train a generative retriever: denoising → memorisation (verified) → alignment."""
@@ -56,7 +59,7 @@ def generative(
         summary = train_generative(catalog, train_queries, train_qrels, out, profile, ids=ids,
                                    pretrained=pretrained, resume=resume, seed=seed, device=device,
                                    min_grade=min_grade, overrides=key_values(set_ or [], "--set"), progress=progress,
-                                   echo=typer.echo)
+                                   prepared=prepared, echo=typer.echo)
     except TandemError as exc:
         raise _fail(exc) from None
     _print_summary(summary, out)
@@ -81,7 +84,9 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
                   f"peak RSS {summary['peak_rss_mb']:.0f} MB; model folder {out} "
                   f"(training_summary.json, training_curve.png)")
     if not summary["memorisation_reached_target"]:
-        console.print(f"[yellow]memorisation target not reached: {summary['stages']['memorise']['stop_reason']}")
+        memorise = summary["stages"].get("memorise")
+        why = memorise["stop_reason"] if memorise else "stage 2 never ran (the time budget ended before it)"
+        console.print(f"[yellow]memorisation target not reached: {why}")
 
 
 @app.command()
