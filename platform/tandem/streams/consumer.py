@@ -1,7 +1,8 @@
 """The ingest consumer: Kafka item events → store + live index, at-least-once, effectively once.
 
-Per poll: decode every record; malformed ones go to the dead-letter topic (flushed before
-anything is committed, so a crash cannot lose them); the rest are applied as one batch
+Per poll: decode every record; malformed ones go to the dead-letter topic (acknowledged by
+the broker before anything is committed, so a crash cannot lose them, and a broker outage is
+waited out with the letters resent, not dropped); the rest are applied as one batch
 (:class:`~tandem.streams.apply.Applier`); items its poisoning policy refuses (action ``dlq``)
 go to the dead-letter topic too, with reason ``poisoning:<rule>``; only then are the batch's
 offsets committed.
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 COMMIT_RETRY_S = 1.0
 """Seconds between retries of an offset commit that failed because Kafka was unreachable."""
+DLQ_FLUSH_S = 30.0
+"""Seconds one wait for the dead-letter producer lasts before the letters are checked again."""
 
 #: Header names on dead-letter records (values are UTF-8).
 DLQ_REASON = "tandem-dlq-reason"
@@ -42,6 +45,15 @@ DLQ_ERROR = "tandem-dlq-error"
 DLQ_TOPIC = "tandem-source-topic"
 DLQ_PARTITION = "tandem-source-partition"
 DLQ_OFFSET = "tandem-source-offset"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record bound for the dead-letter topic: its key and value as read, the reason in headers."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
 
 
 @dataclass
@@ -218,7 +230,7 @@ class IngestConsumer:
         good: list[ItemEvent] = []
         sources: list[Any] = []  # the record each good event came from, for dead-lettering
         offsets: dict[Any, Any] = {}
-        rejected = 0
+        letters: list[DeadLetter] = []
         # Records of one key sit in one partition in order, so partition-by-partition
         # concatenation keeps every item's events in publish order.
         for tp, recs in records.items():
@@ -227,24 +239,22 @@ class IngestConsumer:
                     good.append(decode_event(rec.key, rec.value))
                     sources.append(rec)
                 except EventError as e:
-                    self._dead_letter(rec, str(e.reason), str(e))
-                    rejected += 1
+                    letters.append(self._dead_letter(rec, str(e.reason), str(e)))
                 offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
-        # A crash between the store write and the DLQ flush below replays the batch: refused
+        # A crash between the store write and the DLQ delivery below replays the batch: refused
         # events were never stored, so the replay refuses (and dead-letters) them again.
         report = self.applier.apply(good)
         for pos, verdict in report.refused:
-            self._dead_letter(sources[pos], verdict.reason, verdict.describe())
-            rejected += 1
-        if rejected:
-            self._dlq.flush(timeout=60)  # the DLQ copy must be durable before the commit
+            letters.append(self._dead_letter(sources[pos], verdict.reason, verdict.describe()))
+        self._deliver(letters)  # the DLQ copies must be durable before the commit
         self.totals.add(report)
         metrics.STORE_SEQ.set(self.applier.store.seq)
         self._pending.update(offsets)
         self._commit()
         return report
 
-    def _dead_letter(self, rec: Any, reason: str, error: str) -> None:
+    def _dead_letter(self, rec: Any, reason: str, error: str) -> DeadLetter:
+        """The dead-letter copy of ``rec`` (the record itself, the reason in headers), counted."""
         headers = [
             (DLQ_REASON, reason.encode()),
             (DLQ_ERROR, error.encode("utf-8", "replace")),
@@ -253,9 +263,42 @@ class IngestConsumer:
             (DLQ_OFFSET, str(rec.offset).encode()),
             *[(k, v) for k, v in (rec.headers or [])],
         ]
-        self._dlq.send(self.dlq_topic, key=rec.key, value=rec.value, headers=headers)
         self.totals.reject(reason)
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset, reason, error)
+        return DeadLetter(rec.key, rec.value, headers)
+
+    def _deliver(self, letters: list[DeadLetter]) -> None:
+        """Send ``letters`` to the dead-letter topic and return once the broker acknowledged each.
+
+        A broker outage is waited out rather than raised out of the consume loop: a flush that
+        times out is retried, and a letter whose send failed (its delivery timed out while the
+        broker was away) is sent again, so none is dropped. The batch's offsets are committed
+        only after this returns. :meth:`stop` during an outage raises :class:`Unavailable` with
+        the batch uncommitted, so the next owner replays it and dead-letters it again.
+        """
+        from kafka.errors import KafkaError
+
+        in_flight: list[tuple[DeadLetter, Any]] = []
+        waiting = list(letters)
+        while waiting or in_flight:
+            for letter in waiting:
+                try:
+                    in_flight.append((letter, self._dlq.send(self.dlq_topic, key=letter.key, value=letter.value,
+                                                             headers=letter.headers)))
+                except KafkaError as e:  # no metadata for the topic within max_block_ms: the broker is away
+                    log.warning("dead-letter send failed (%s); retrying", e)
+                    in_flight.append((letter, None))
+            try:
+                self._dlq.flush(timeout=DLQ_FLUSH_S)
+            except KafkaError as e:
+                log.warning("dead-letter flush timed out (%s); waiting for the broker", e)
+            waiting = [letter for letter, fut in in_flight if fut is None or (fut.is_done and fut.failed())]
+            in_flight = [(letter, fut) for letter, fut in in_flight if fut is not None and not fut.is_done]
+            if waiting:
+                log.warning("%d dead letters were not delivered; sending them again", len(waiting))
+            if (waiting or in_flight) and self._stop.is_set():
+                raise Unavailable(f"{len(waiting) + len(in_flight)} dead letters not acknowledged by Kafka at "
+                                  "shutdown; the batch's offsets stay uncommitted, so it is replayed")
 
     def _commit(self) -> None:
         if not self._pending:
