@@ -94,7 +94,7 @@ class Job:
     def __init__(self, name: str, cmd: list[str], log: Path, env: dict[str, str]) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.name, self.log, self.started = name, log, time.perf_counter()
-        self._fh = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in finish()
+        self._fh = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in poll() once the job ends
         self._fh.write(" ".join(cmd) + "\n")
         self._fh.flush()
         self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, env=env)
@@ -109,11 +109,11 @@ class Job:
         return self.rc is not None
 
     def kill(self) -> None:
+        """SIGKILL a job still running (its ``rc`` becomes -9)."""
         if not self.poll():
             self.proc.kill()
             self.proc.wait()
             self.poll()
-            self.rc = -9
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TANDEM_DATA": str(src / "data")}
     deadline = time.perf_counter() + args.deadline_minutes * 60
     rows = args.rows or list(ROWS)
-    pending = {name: None for name in rows}
+    pending = set(rows)  # rows whose training has not ended yet
     jobs: dict[str, Job] = {}
     for name in rows:
         sets = {**BASE, **ROWS[name], "time_budget_minutes": args.budget_minutes, "threads": 1,
@@ -141,12 +141,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not job.poll() or not key.startswith("train "):
                 continue
             name = key.removeprefix("train ")
-            if not (_row_dir(work, name) / "manifest.json").is_file():  # no model was saved
-                pending.pop(name, None)
-                continue
             if name in pending:
-                pending.pop(name)
+                pending.discard(name)
                 out = _row_dir(work, name)
+                if not (out / "manifest.json").is_file():  # no model was saved: nothing to evaluate
+                    continue
                 jobs[f"eval {name}"] = Job(f"eval {name}", _tandem(
                     "eval", "--system", "generative", "--model", str(out), "--catalog", str(src / "base.jsonl"),
                     "--queries", str(hd / "queries.dev.tsv"), "--qrels", str(hd / "qrels.dev.txt"), "--k", "100",
@@ -155,7 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if name == args.adapter_row:
                     jobs["adapter"] = Job("adapter", [
                         sys.executable, "-m", "bench.adapter", "--hd-base", str(out), "--out",
-                        str(work / "adapter.json"), "--adapter-out", str(work / "adapter"), "--seed", str(args.seed)],
+                        str(work / "adapter.json"), "--adapter-out", str(work / "adapter"), "--seed", str(args.seed),
+                        *(["--epochs", str(args.adapter_epochs)] if args.adapter_epochs else [])],
                         work / "logs" / "adapter.log", env)
         if all(j.poll() for j in jobs.values()):
             break
@@ -240,6 +240,7 @@ def main() -> None:
                     help="stage-2 epoch cap (the budget and the exact-match target usually end it first)")
     ap.add_argument("--deadline-minutes", type=float, default=9.0, help="kill what still runs after this long")
     ap.add_argument("--adapter-row", default=DEFAULT_ROW, help="row whose model the adapter is trained on")
+    ap.add_argument("--adapter-epochs", type=int, default=None, help="adapter epochs (default: the library's)")
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
     if args.prepare:
