@@ -132,7 +132,8 @@ def homedepot(args: argparse.Namespace) -> dict[str, Any]:
 
     from tandem.catalog.datasets import data_root, fresh_split_qrels, is_fresh, load_homedepot
     from tandem.eval import evaluate, run_retriever
-    from tandem.generative.retriever import GenerativeRetriever
+    from tandem.generative import load_retriever
+    from tandem.generative.tree_artifact import is_tree_folder
     from tandem.training.adapter import AdapterConfig, train_adapter
 
     torch.set_num_threads(args.threads)
@@ -156,8 +157,15 @@ def homedepot(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"fresh_items": len(fresh), "old_items": len(old),
                                "fresh_dev_queries": len(splits["fresh"]), "old_dev_queries": len(splits["old"])}
     t0 = time.perf_counter()
-    figures |= {f"base.{k}": v for k, v in recall(GenerativeRetriever(args.hd_base, num_beams=K)).items()}
+    beams = 100 if is_tree_folder(args.hd_base) else K  # v2 decodes with its serving beam
+    figures |= {f"base.{k}": v for k, v in recall(load_retriever(args.hd_base, num_beams=beams)).items()}
     figures["base.eval_seconds"] = round(time.perf_counter() - t0, 1)
+    if is_tree_folder(args.hd_base):  # v2: fresh items findable right after ID assignment, before any training
+        assigned = load_retriever(args.hd_base, num_beams=beams)
+        t0 = time.perf_counter()
+        assigned.add_items(fresh)  # type: ignore[attr-defined]
+        figures["assign.seconds"] = round(time.perf_counter() - t0, 1)
+        figures |= {f"assigned.{k}": v for k, v in recall(assigned).items()}
     overrides: dict[str, Any] = {"seed": args.seed, "threads": args.threads}
     if args.replay is not None:
         overrides["replay"] = args.replay
@@ -176,7 +184,7 @@ def homedepot(args: argparse.Namespace) -> dict[str, Any]:
                     "adapter.trainable_parameters": s["parameters"]["trainable"],
                     "adapter.forgetting_exact_match": round(s["metrics"]["forgetting"], 4),
                     "adapter.metrics": s["metrics"]}
-        after = recall(GenerativeRetriever(args.hd_base, adapter=out, num_beams=K))
+        after = recall(load_retriever(args.hd_base, adapter=out, num_beams=beams))
     figures |= {f"after.{k}": v for k, v in after.items()}
     figures["old_R@10_drop_points"] = round(100 * (figures["base.old_R@10"] - after["old_R@10"]), 2)
     return figures

@@ -41,25 +41,31 @@ def make_base_pipeline(
         registry_uri: str = "",
         profile: str = "ci",
         model_size: str = "",
+        architecture: str = "tree",
         seed: int = 13,
         ndcg_tolerance: float = DEFAULT_NDCG_TOLERANCE,
         min_exact_match: float = DEFAULT_MIN_EXACT_MATCH,
     ) -> None:
         """``registry_uri`` empty = ``TANDEM_ARTIFACTS_URI`` of the step's environment;
-        ``model_size`` empty = the profile's model size, else a size preset (``ci``, ``full``)."""
+        ``architecture`` ``tree`` = the v2 generative retriever (pretrained encoder + ID-tree
+        decoder), ``t5`` = the v1 from-scratch T5, whose size ``model_size`` picks (empty = the
+        profile's, else a preset ``ci`` or ``full``)."""
         snap = c.snapshot_catalog(
             snapshot_uri=snapshot_uri, train_queries_uri=train_queries_uri, train_qrels_uri=train_qrels_uri,
             dev_queries_uri=dev_queries_uri, dev_qrels_uri=dev_qrels_uri, profile=profile, model_size=model_size,
-            ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match,
+            ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match, architecture=architecture,
         ).set_display_name("snapshot catalog")
         snap.set_caching_options(False)
-        ids = c.build_semantic_ids(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed)
+        ids = c.build_semantic_ids(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed,
+                                   architecture=architecture)
         ids.set_display_name("semantic IDs")
-        prep = c.prepare_training_data(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed)
+        prep = c.prepare_training_data(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed,
+                                       architecture=architecture)
         prep.set_display_name("pseudo-queries and hard negatives")
         train = c.train_generative(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
                                    training_data=prep.outputs["training_data"], profile=profile,
-                                   model_size=model_size, seed=seed).set_display_name("train generative")
+                                   model_size=model_size, seed=seed, architecture=architecture
+                                   ).set_display_name("train generative")
         train.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
         if gpus:
             train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)

@@ -35,6 +35,7 @@ def snapshot_catalog(
     ndcg_tolerance: float,
     min_exact_match: float,
     snapshot: Output[Dataset],
+    architecture: str = "tree",
 ) -> None:
     """Validate the parameters and freeze catalog + query sets (fails first on bad input)."""
     from pathlib import Path
@@ -42,35 +43,40 @@ def snapshot_catalog(
     from tandem_pipelines import steps
 
     summary = steps.snapshot(snapshot_uri, train_queries_uri, train_qrels_uri, dev_queries_uri, dev_qrels_uri,
-                             profile, ndcg_tolerance, min_exact_match, Path(snapshot.path), model_size=model_size)
+                             profile, ndcg_tolerance, min_exact_match, Path(snapshot.path), model_size=model_size,
+                             architecture=architecture)
     snapshot.metadata.update(summary)
 
 
 @component
-def build_semantic_ids(snapshot: Input[Dataset], profile: str, seed: int, id_map: Output[Artifact]) -> None:
+def build_semantic_ids(snapshot: Input[Dataset], profile: str, seed: int, id_map: Output[Artifact],
+                       architecture: str = "tree") -> None:
     """Semantic IDs for the snapshot's items (``tandem.ids.build_semantic_ids``)."""
     from pathlib import Path
 
     from tandem_pipelines import steps
 
-    id_map.metadata.update(steps.build_ids(Path(snapshot.path), profile, seed, Path(id_map.path)))
+    id_map.metadata.update(steps.build_ids(Path(snapshot.path), profile, seed, Path(id_map.path),
+                                             architecture=architecture))
 
 
 @component
-def prepare_training_data(snapshot: Input[Dataset], profile: str, seed: int, training_data: Output[Dataset]) -> None:
+def prepare_training_data(snapshot: Input[Dataset], profile: str, seed: int, training_data: Output[Dataset],
+                          architecture: str = "tree") -> None:
     """Pseudo-queries per item and the BM25 run of every training query (hard negatives)
     (``tandem.training.prepare.prepare_training_data``)."""
     from pathlib import Path
 
     from tandem_pipelines import steps
 
-    training_data.metadata.update(steps.prepare(Path(snapshot.path), profile, seed, Path(training_data.path)))
+    training_data.metadata.update(steps.prepare(Path(snapshot.path), profile, seed, Path(training_data.path),
+                                                  architecture=architecture))
 
 
 @component
 def train_generative(snapshot: Input[Dataset], id_map: Input[Artifact], training_data: Input[Dataset], profile: str,
                      model_size: str, seed: int, model: Output[Model], training: Output[Metrics],
-                     curve: Output[HTML]) -> None:
+                     curve: Output[HTML], architecture: str = "tree") -> None:
     """Staged generative training (``tandem.training.run.train_generative``), with the
     training curve and per-stage figures as an HTML page for the KFP UI."""
     from pathlib import Path
@@ -78,13 +84,17 @@ def train_generative(snapshot: Input[Dataset], id_map: Input[Artifact], training
     from tandem_pipelines import steps
 
     summary = steps.train(Path(snapshot.path), Path(id_map.path), profile, seed, Path(model.path),
-                          overrides=steps.size_overrides(model_size), prepared=Path(training_data.path))
+                          overrides=steps.size_overrides(model_size), prepared=Path(training_data.path),
+                          architecture=architecture)
     Path(curve.path).write_text(steps.training_report_html(Path(model.path)))
     memorisation = summary.get("final_memorisation") or {}
     for key in ("exact_match", "mean_prefix_match"):
         if key in memorisation:
             training.log_metric(f"memorisation_{key}", float(memorisation[key]))
     training.log_metric("train_seconds", float(summary["train_seconds"]))
+    for stage, figures in (summary.get("stages") or {}).items():
+        for key, value in (figures.get("dev") or {}).items():  # v2: dev figures at init and after each stage
+            training.log_metric(f"dev_{stage}_{key}", float(value))
     training.log_metric("parameters", float(summary["parameters"]))
     model.metadata.update({"profile": profile, "items": summary["items"], "device": summary["device"]})
 

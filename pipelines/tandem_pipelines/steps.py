@@ -41,8 +41,17 @@ def _fetch(uri: str, field: str, dest: Path) -> Path:
     return dest
 
 
+#: ``architecture`` values: ``tree`` = v2 (pretrained encoder + ID-tree decoder), ``t5`` = v1.
+ARCHITECTURES = ("tree", "t5")
+
+
+def _check_architecture(architecture: str) -> None:
+    if architecture not in ARCHITECTURES:
+        raise InvalidInput(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+
+
 def size_overrides(model_size: str) -> dict[str, Any]:
-    """Training overrides for the pipeline's ``model_size`` (empty = the profile's own size)."""
+    """Training overrides for the pipeline's ``model_size`` (empty = the profile's own size; v1 T5 only)."""
     from tandem.generative.model import SIZE_PRESETS
 
     if not model_size:
@@ -54,7 +63,7 @@ def size_overrides(model_size: str) -> dict[str, Any]:
 
 def snapshot(snapshot_uri: str, train_queries_uri: str, train_qrels_uri: str, dev_queries_uri: str,
              dev_qrels_uri: str, profile: str, ndcg_tolerance: float, min_exact_match: float,
-             out: Path, model_size: str = "") -> dict[str, Any]:
+             out: Path, model_size: str = "", architecture: str = "tree") -> dict[str, Any]:
     """Validate every parameter, then freeze the catalog and query sets into folder ``out``.
 
     The catalog goes through :func:`tandem.catalog.loaders.load_items`, so the snapshot holds
@@ -66,6 +75,9 @@ def snapshot(snapshot_uri: str, train_queries_uri: str, train_qrels_uri: str, de
 
     if profile not in PROFILES:
         raise InvalidInput(f"`profile` must be one of {', '.join(PROFILES)}, got {profile!r}")
+    _check_architecture(architecture)
+    if model_size and architecture != "t5":
+        raise InvalidInput("`model_size` sizes the v1 T5; leave it empty for `architecture` tree")
     size_overrides(model_size)
     validate_base_thresholds(ndcg_tolerance, min_exact_match)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,26 +99,40 @@ def snapshot(snapshot_uri: str, train_queries_uri: str, train_qrels_uri: str, de
               "train_queries": len(read_queries(out / TRAIN_QUERIES)),
               "train_qrels": len(read_qrels(out / TRAIN_QRELS)),
               "dev_queries": len(read_queries(out / DEV_QUERIES)), "dev_qrels": len(read_qrels(out / DEV_QRELS))}
-    summary = {"snapshot_uri": snapshot_uri, "profile": profile, **counts}
+    summary = {"snapshot_uri": snapshot_uri, "profile": profile, "architecture": architecture, **counts}
     (out / "snapshot.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def build_ids(snapshot_dir: Path, profile: str, seed: int, out: Path) -> dict[str, Any]:
-    """Semantic IDs of the snapshot's catalog with the profile's ID shape, saved to ``out``."""
+def build_ids(snapshot_dir: Path, profile: str, seed: int, out: Path, architecture: str = "tree") -> dict[str, Any]:
+    """Semantic IDs of the snapshot's catalog with the profile's ID shape, saved to ``out``
+    (v2: clusters of the pretrained encoder's title vectors)."""
     from tandem.catalog.loaders import load_items
     from tandem.ids import build_semantic_ids
     from tandem.training.config import id_config
+    from tandem.training.tree_config import tree_id_config, tree_profile
 
+    _check_architecture(architecture)
     items = load_items(snapshot_dir / CATALOG, strict=True).items
-    id_map = build_semantic_ids(items, id_config(profile).model_copy(update={"seed": seed}))
+    if architecture == "tree":
+        cfg = tree_id_config(tree_profile(profile, seed=seed), len(items))
+    else:
+        cfg = id_config(profile).model_copy(update={"seed": seed})
+    id_map = build_semantic_ids(items, cfg)
     id_map.save(str(out))
     return {"items": len(id_map), "code_space": id_map.code_space()}
 
 
-def prepare(snapshot_dir: Path, profile: str, seed: int, out: Path) -> dict[str, Any]:
+def prepare(snapshot_dir: Path, profile: str, seed: int, out: Path, architecture: str = "tree") -> dict[str, Any]:
     """Pseudo-queries of the snapshot's items and the BM25 run of all training queries
-    (:func:`tandem.training.prepare.prepare_training_data`), for the training step."""
+    (:func:`tandem.training.prepare.prepare_training_data`), for the training step.
+
+    v2 needs no BM25 run (its full-softmax loss has every item as a negative) and makes its
+    title-span pseudo-queries itself, so for ``tree`` the step records that and writes nothing."""
+    _check_architecture(architecture)
+    if architecture == "tree":
+        out.mkdir(parents=True, exist_ok=True)
+        return {"architecture": "tree", "pseudo_queries": 0, "bm25_queries": 0}
     from tandem.catalog.loaders import load_items
     from tandem.catalog.queries import read_queries
     from tandem.training.config import profile_config
@@ -119,11 +145,23 @@ def prepare(snapshot_dir: Path, profile: str, seed: int, out: Path) -> dict[str,
 
 
 def train(snapshot_dir: Path, ids_dir: Path, profile: str, seed: int, out: Path,
-          overrides: dict[str, Any] | None = None, prepared: Path | None = None) -> dict[str, Any]:
-    """Staged generative training (:func:`tandem.training.run.train_generative`) on the
-    snapshot with the given semantic IDs (and the prepared pseudo-queries / BM25 run);
-    the model folder is ``out``."""
+          overrides: dict[str, Any] | None = None, prepared: Path | None = None,
+          architecture: str = "tree") -> dict[str, Any]:
+    """Staged generative training on the snapshot with the given semantic IDs; the model
+    folder is ``out``. v2 (:func:`tandem.training.tree_run.train_tree_from_files`) reports dev
+    figures at init and after each stage; v1 (:func:`tandem.training.run.train_generative`)
+    uses the prepared pseudo-queries / BM25 run."""
     from tandem.training.run import train_generative
+
+    _check_architecture(architecture)
+    if architecture == "tree":
+        from tandem.training.tree_run import train_tree_from_files
+
+        with tempfile.TemporaryDirectory() as cache:
+            return train_tree_from_files(snapshot_dir / CATALOG, snapshot_dir / TRAIN_QUERIES,
+                                         snapshot_dir / TRAIN_QRELS, out, profile, seed=seed, overrides=overrides,
+                                         ids=ids_dir, dev_queries=snapshot_dir / DEV_QUERIES,
+                                         dev_qrels=snapshot_dir / DEV_QRELS, cache_dir=Path(cache))
 
     return train_generative(snapshot_dir / CATALOG, snapshot_dir / TRAIN_QUERIES, snapshot_dir / TRAIN_QRELS, out,
                             profile, ids=ids_dir, seed=seed, overrides=overrides, progress=False, prepared=prepared)
@@ -141,17 +179,19 @@ def training_report_html(model_dir: Path) -> str:
     rows = []
     for stage, s in summary.get("stages", {}).items():
         mem = s.get("memorisation") or {}
-        rows.append(f"<tr><td>{html.escape(stage)}</td><td>{s['epochs']}</td><td>{s['seconds']}</td>"
-                    f"<td>{s['final_loss']}</td><td>{mem.get('exact_match', '')}</td>"
+        dev = s.get("dev") or {}
+        rows.append(f"<tr><td>{html.escape(stage)}</td><td>{s.get('epochs', '')}</td><td>{s.get('seconds', '')}</td>"
+                    f"<td>{s.get('final_loss', '')}</td><td>{mem.get('exact_match', '')}</td>"
+                    f"<td>{dev.get('ndcg@10', '')}</td><td>{dev.get('r@100', '')}</td>"
                     f"<td>{html.escape(s.get('stop_reason', ''))}</td></tr>")
     curve = model_dir / CURVE_FILE
     img = (f'<img alt="training curve" src="data:image/png;base64,{base64.b64encode(curve.read_bytes()).decode()}">'
            if curve.is_file() else "<p>(no training curve was written)</p>")
     return ("<html><body><h1>Generative training</h1>"
             f"<p>{summary['items']} items, {summary['pairs']} pairs, {summary['parameters']:,} parameters, "
-            f"{summary['train_seconds']} s on {html.escape(str(summary['device']))}</p>{img}"
+            f"{summary['train_seconds']:.0f} s on {html.escape(str(summary['device']))}</p>{img}"
             "<table border=1><tr><th>stage</th><th>epochs</th><th>seconds</th><th>final loss</th>"
-            f"<th>exact-match</th><th>stop reason</th></tr>{''.join(rows)}</table></body></html>")
+            f"<th>exact-match</th><th>dev nDCG@10</th><th>dev R@100</th><th>stop reason</th></tr>{''.join(rows)}</table></body></html>")
 
 
 def evaluate(snapshot_dir: Path, model_dir: Path, num_beams: int = 10) -> dict[str, Any]:

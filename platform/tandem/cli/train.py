@@ -66,9 +66,9 @@ def generative(
         if architecture not in ("tree", "t5"):
             raise InvalidInput(f"`--architecture` must be `tree` or `t5`, got {architecture!r}")
         if architecture == "tree":
-            if pretrained is not None or resume or prepared is not None or ids is not None:
-                raise InvalidInput("`--pretrained`, `--resume`, `--prepared` and `--ids` belong to `--architecture t5`; "
-                                   "v2 starts from `--encoder` and reuses its encoder states from OUT/cache")
+            if pretrained is not None or resume or prepared is not None:
+                raise InvalidInput("`--pretrained`, `--resume` and `--prepared` belong to `--architecture t5`; "
+                                   "v2 starts from `--encoder` and reuses cached encoder states instead")
             import logging
 
             from tandem.training.tree_run import train_tree_from_files
@@ -77,7 +77,7 @@ def generative(
             tree = train_tree_from_files(catalog, train_queries, train_qrels, out, profile, encoder=encoder, seed=seed,
                                          device=device, min_grade=min_grade,
                                          overrides=key_values(set_ or [], "--set"), dev_queries=dev_queries,
-                                         dev_qrels=dev_qrels, echo=typer.echo)
+                                         dev_qrels=dev_qrels, ids=ids, echo=typer.echo)
             _print_tree_summary(tree, out)
             return
         from tandem.training.run import train_generative

@@ -20,13 +20,18 @@ from tandem.catalog.item import Item
 from tandem.training.tree_config import TreeTrainConfig
 
 log = logging.getLogger(__name__)
-CACHE_DIR = "cache"
 
 
-def _cached_states(encoder: Any, texts: list[str], path: Path, echo: Callable[[str], None], what: str) -> Any:
+def _cached_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callable[[str], None], what: str) -> Any:
+    import hashlib
+
+    from tandem.encoder import encoder_fingerprint
     from tandem.training.state_cache import StateCache
 
     want = list(dict.fromkeys(texts))
+    key = hashlib.sha256(encoder_fingerprint(encoder.path).encode() + f"|{encoder.max_length}|".encode()
+                         + "\n".join(want).encode()).hexdigest()[:20]
+    path = cache_dir / f"{key}.npz"
     if path.is_file():
         cache = StateCache.load(path)
         if cache.texts == want:
@@ -42,17 +47,23 @@ def _cached_states(encoder: Any, texts: list[str], path: Path, echo: Callable[[s
 
 def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, *,
                device: str = "cpu", dev: tuple[Mapping[str, str], Mapping[str, Mapping[str, int]]] | None = None,
+               id_map: Any = None, cache_dir: Path | None = None,
                echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train a v2 generative retriever on ``items`` and ``pairs`` (query text, item id) into ``out``.
 
     ``dev`` (queries, qrels) adds dev figures at init and after each stage to the summary.
+    ``id_map``: IDs built beforehand in this encoder's space (the pipeline's ID step); else
+    built here. ``cache_dir``: where encoder states are kept between runs (default
+    ``$TANDEM_HOME/cache/encoder-states``, keyed by encoder and texts).
     Returns the training summary (also written as ``out/training_summary.json``).
     """
     import json
 
     import torch
 
+    from tandem.config import get_settings
     from tandem.encoder import TextEncoder
+    from tandem.errors import InvalidInput
     from tandem.generative.model import pick_device
     from tandem.generative.tree_artifact import save_tree_model
     from tandem.ids import build_semantic_ids
@@ -68,15 +79,22 @@ def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, confi
     encoder = TextEncoder(config.encoder or None, device=dev_t, max_length=config.max_length)
     out.mkdir(parents=True, exist_ok=True)
     texts = [item_text(it) for it in items]
-    docs = _cached_states(encoder, texts, out / CACHE_DIR / "items.npz", echo, "item texts")
+    cache_dir = cache_dir or get_settings().home / "cache" / "encoder-states"
+    docs = _cached_states(encoder, texts, cache_dir, echo, "item texts")
     rng = random.Random(config.seed)
     spans = [s for t in texts for s in title_spans(t, config.spans_per_item, rng)]
     qtexts = [*spans, *(q for q, _ in pairs), *((dev[0].values()) if dev else ())]
-    queries = _cached_states(encoder, qtexts, out / CACHE_DIR / "queries.npz", echo, "queries and title spans")
+    queries = _cached_states(encoder, qtexts, cache_dir, echo, "queries and title spans")
     t0 = time.perf_counter()
     row = docs.index()
     embedder = PretrainedEmbedder(config.encoder).precomputed(texts, docs.pooled[[row[t] for t in texts]])
-    id_map = build_semantic_ids(items, tree_id_config(config, len(items)), embedder)
+    if id_map is None:
+        id_map = build_semantic_ids(items, tree_id_config(config, len(items)), embedder)
+    elif getattr(id_map.embedder, "fingerprint", None) != embedder.fingerprint:
+        raise InvalidInput("`ids` were built with another embedder than this encoder: v2 IDs must come from "
+                           "the same pretrained encoder (build them with the tree ID config)")
+    elif set(id_map.item_ids()) != {it.item_id for it in items}:
+        raise InvalidInput("`ids` do not cover exactly the catalog's items")
     stats = id_map.stats()
     echo(f"semantic IDs: {len(id_map)} items, code space {id_map.code_space()} ({time.perf_counter() - t0:.1f} s)")
     trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo)
@@ -99,6 +117,7 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
                           encoder: Path | None = None, seed: int | None = None, device: str | None = None,
                           min_grade: int | None = None, overrides: dict[str, Any] | None = None,
                           dev_queries: Path | None = None, dev_qrels: Path | None = None,
+                          ids: Path | None = None, cache_dir: Path | None = None,
                           echo: Callable[[str], None] = print) -> dict[str, Any]:
     """:func:`train_tree` from files (what ``tandem train generative`` and the pipelines call)."""
     from pydantic import ValidationError
@@ -129,4 +148,10 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
                                     {it.item_id for it in loaded.items}, config.min_grade)
     echo(f"training pairs: {len(pairs)} (grade >= {config.min_grade}); skipped {skipped}")
     dev = (read_queries(dev_queries), read_qrels(dev_qrels)) if dev_queries and dev_qrels else None
-    return train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev, echo=echo)
+    id_map = None
+    if ids is not None:
+        from tandem.ids.idmap import IdMap
+
+        id_map = IdMap.load(str(ids))
+    return train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev, id_map=id_map,
+                      cache_dir=cache_dir, echo=echo)
