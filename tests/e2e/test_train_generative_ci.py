@@ -1,4 +1,6 @@
-"""``tandem train generative --profile ci`` end to end on the synthetic ci catalog, then retrieval.
+"""``tandem train generative --profile ci --architecture t5`` (the v1 T5, kept for comparison)
+end to end on the synthetic ci catalog, then retrieval. The v2 default has its own tests
+(``test_train_tree_ci.py``).
 
 Pins the ci figures: memorisation exact-match >= 0.9 and dev R@10 as a golden figure
 (deterministic seed; the tolerance absorbs thread-count and CPU-kernel differences).
@@ -43,7 +45,7 @@ def test_ci_profile_memorises_and_retrieves(tmp_path: Path) -> None:
     out = tmp_path / "model"
     args = ["train", "generative", "--profile", "ci", "--catalog", str(catalog), "--train-queries", str(queries),
             "--train-qrels", str(qrels), "--out", str(out), "--seed", "13", "--device", "cpu", "--no-progress",
-            "--set", "threads=1"]
+            "--set", "threads=1", "--architecture", "t5"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "memorise" in result.output and "exact-match" in result.output

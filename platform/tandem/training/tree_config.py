@@ -47,8 +47,10 @@ class TreeTrainConfig(BaseModel):
     """Decoder learning rate (AdamW)."""
     node_lr: float = Field(default=2e-4, ge=0)
     """Learning rate of the cluster-node embeddings (0 freezes them at their centroids)."""
-    item_lr: float = Field(default=2e-4, ge=0)
-    """Learning rate of the item embeddings (0 keeps each at its title embedding)."""
+    item_lr: float = Field(default=0.0, ge=0)
+    """Learning rate of the item embeddings (0, the default, keeps each at its title embedding:
+    measured on a 3,000-item Home Depot slice, 2e-4 lowered dev nDCG@10 after stage 3 from
+    0.436 to 0.408 and doc→id exact-match from 0.987 to 0.903)."""
     memorise_epochs: int = Field(default=1, ge=0)
     """Stage 2: doc→id over titles and title spans (encoder frozen, states cached)."""
     align_epochs: int = Field(default=3, ge=0)
@@ -66,6 +68,8 @@ class TreeTrainConfig(BaseModel):
     """Beam kept at the cluster levels when decoding (the item level keeps ``k``)."""
     check_items: int | None = Field(default=4000, ge=1)
     """Items in the per-stage memorisation check (``None``: all); the final check uses all."""
+    threads: int | None = Field(default=None, ge=1)
+    """Torch CPU threads while training (``None``: torch's default)."""
     eval_every_stage: bool = True
     """With dev queries given: dev figures at initialisation and after each stage."""
 

@@ -57,9 +57,23 @@ def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, confi
     ``$TANDEM_HOME/cache/encoder-states``, keyed by encoder and texts).
     Returns the training summary (also written as ``out/training_summary.json``).
     """
-    import json
-
     import torch
+
+    t_start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train_tree(items, pairs, out, config, device, dev, id_map, cache_dir, echo, t_start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, device: str,
+                dev: Any, id_map: Any, cache_dir: Path | None, echo: Callable[[str], None],
+                t_start: float) -> dict[str, Any]:
+    import json
 
     from tandem.config import get_settings
     from tandem.encoder import TextEncoder
@@ -73,8 +87,6 @@ def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, confi
     from tandem.training.tree_data import title_spans
     from tandem.training.tree_trainer import TreeTrainer
 
-    t_start = time.perf_counter()
-    torch.manual_seed(config.seed)
     dev_t = pick_device(device)
     encoder = TextEncoder(config.encoder or None, device=dev_t, max_length=config.max_length)
     out.mkdir(parents=True, exist_ok=True)
