@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=640, help="dev queries timed (default 640 = 20 batches)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--beam", type=int, default=100, help="item-level beam = k")
-    ap.add_argument("--upper", type=int, default=300, help="beam at the cluster levels")
+    ap.add_argument("--upper", type=int, default=1000, help="beam at the cluster levels")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="auto", help="auto (bf16 where native), bf16 or fp32")
     args = ap.parse_args()

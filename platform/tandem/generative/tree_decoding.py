@@ -8,7 +8,10 @@ item (an ID from a leaf's reserved space) is appended without a rebuild.
 
 :func:`tree_beam_search` decodes a batch: per position it scores only the children of
 each beam's node, one ``topk`` per query picks the next beams, and nothing runs in Python
-per beam. ``rank="last"`` ranks beams by the current position's logit (comparable across
+per beam. When the decoder keeps one state per query and level (the default, see
+:class:`~tandem.generative.tree_model.TreeDecoderConfig`), a level's scores are one matrix
+product against its node table and the constraint is a gather of the children's scores —
+cheaper than gathering their embeddings per beam. ``rank="last"`` ranks beams by the current position's logit (comparable across
 parents because training uses a softmax over all nodes of a position); ``rank="path"``
 ranks by the summed per-level log-probabilities (a softmax over each node's children),
 the classic sequence score.
@@ -119,11 +122,16 @@ def tree_beam_search(model: TreeDecoder, index: TreeIndex, q: torch.Tensor, stat
     width = min(beams[0], score.shape[1])
     score, nodes = score.topk(width, dim=-1)
     neg = torch.finfo(score.dtype).min
+    shared_state = not model.decoder_config.condition_on_prefix
     for p in range(1, index.length):
-        h = model.step(p, nodes.clamp(min=0), q, kv, bias)  # [B, M, dim]
         cand = tables[p - 1][nodes.clamp(min=0)]  # [B, M, K]
         valid = (cand >= 0) & (nodes >= 0)[..., None]
-        lg = model.logits(p, h, cand).masked_fill(~valid, neg)
+        if shared_state:  # one state per query: score the whole level once, gather the candidates' scores
+            level = model.logits(p, model.step(p, None, q, kv, bias)[:, 0])  # [B, n_p]
+            lg = level.gather(1, cand.clamp(min=0).flatten(1)).view(cand.shape).masked_fill(~valid, neg)
+        else:
+            h = model.step(p, nodes.clamp(min=0), q, kv, bias)  # [B, M, dim]
+            lg = model.logits(p, h, cand).masked_fill(~valid, neg)
         if rank == "last":
             step = lg
         else:

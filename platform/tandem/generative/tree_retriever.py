@@ -34,7 +34,7 @@ class TreeRetriever(Retriever):
 
     name = "generative"
 
-    def __init__(self, model_dir: str | Path, *, device: str = "auto", num_beams: int = 100, upper_beam: int = 300,
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", num_beams: int = 100, upper_beam: int = 1000,
                  batch_size: int = 32, rank: Rank = "last", precision: str = "auto",
                  adapter: str | Path | None = None) -> None:
         """Load and verify ``model_dir`` (and ``adapter``, an hourly adapter folder trained on it:
@@ -125,7 +125,7 @@ class TreeRetriever(Retriever):
 
 
 def open_tree_retriever(model_dir: Path, *, adapter: str | Path | None = None, normalize: str | None = None,
-                        num_beams: int | str = 100, upper_beam: int | str = 300, batch_size: int | str = 32,
+                        num_beams: int | str = 100, upper_beam: int | str = 1000, batch_size: int | str = 32,
                         device: str = "auto", rank: str = "last", precision: str = "auto") -> TreeRetriever:
     """A :class:`TreeRetriever` from loader options (strings from CLI flags are converted).
 

@@ -122,7 +122,7 @@ class TreeTrainer:
     def _record(self, stage: str, **extra: Any) -> dict[str, Any]:
         cfg = self.config
         rec: dict[str, Any] = {**extra, "memorisation": memorisation(self.model, self.index, self.docs, self.check,
-                                                                     cfg.upper_beam)}
+                                                                     cfg.check_beam)}
         if self.dev is not None and cfg.eval_every_stage:
             rec["dev"] = dev_figures(self.model, self.index, self.queries, self.dev, self.item_ids, cfg.upper_beam)
         self.stages[stage] = rec
@@ -215,7 +215,7 @@ class TreeTrainer:
         self.memorise()
         self.align()
         self.adapt_encoder()
-        final = memorisation(self.model, self.index, self.docs, self.doc_samples, self.config.upper_beam)
+        final = memorisation(self.model, self.index, self.docs, self.doc_samples, self.config.check_beam)
         self.echo(f"[final] whole-catalog exact-match {final['exact_match']:.4f} over {final['items_checked']} items")
         return {"stages": self.stages, "final_memorisation": final, "train_seconds": time.monotonic() - t0,
                 "items": len(self.item_ids), "pairs": len(self.query_samples), "spans": len(self.span_samples),
