@@ -344,10 +344,13 @@ def register_adapter(adapter_dir: Path, summary: dict[str, Any], decision: dict[
     """Publish the adapter with its base as parent and its metrics; make it current when the
     gate passed (a rejected adapter stays in the registry, inspectable, never served)."""
     from tandem.generative.adapter_artifact import read_adapter_manifest
+    from tandem.generative.tree_adapter import FORMAT as TREE_ADAPTER, read_tree_adapter_manifest
     from tandem.registry import ArtifactKind, Registry
 
     reg = Registry(registry_uri or None)
-    base_ref = read_adapter_manifest(adapter_dir)["base"].get("ref", "")
+    kind = json.loads((adapter_dir / "manifest.json").read_text()).get("format")
+    read = read_tree_adapter_manifest if kind == TREE_ADAPTER else read_adapter_manifest
+    base_ref = read(adapter_dir)["base"].get("ref", "")
     metrics = {k: float(v) for k, v in summary["metrics"].items()}
     promoted = bool(decision["promote"])
     with tempfile.TemporaryDirectory() as tmp:

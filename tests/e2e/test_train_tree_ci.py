@@ -25,7 +25,7 @@ N_ITEMS = 300
 #: Measured with seed 13 on the 2-core build machine (the demo's BM25 scores 0.575 nDCG@10 on
 #: the Home Depot sample; the v1 T5 scored 0.137).
 GOLDEN_SYNTHETIC_R10 = 1.0
-GOLDEN_HD_NDCG10 = 0.516
+GOLDEN_HD_NDCG10 = 0.5745
 TOLERANCE = 0.04
 
 

@@ -75,6 +75,12 @@ def save_tree_adapter(directory: Path, lora_model: Any, new_rows: torch.Tensor, 
     return path
 
 
+def read_tree_adapter_manifest(directory: Path) -> dict[str, Any]:
+    """Parse and version-check a tree adapter folder's ``manifest.json``."""
+    return read_versioned_manifest(Path(directory), fmt=FORMAT, fmt_version=FORMAT_VERSION, known_keys=_KNOWN_KEYS,
+                                   what="generative adapter")
+
+
 def attach_tree_adapter(artifact: TreeArtifact, directory: Path) -> dict[str, Any]:
     """Verify ``directory`` and fold it into ``artifact`` (in place); returns the adapter manifest."""
     from peft import set_peft_model_state_dict
@@ -87,7 +93,8 @@ def attach_tree_adapter(artifact: TreeArtifact, directory: Path) -> dict[str, An
                                        what="generative adapter")
     verify_files(directory, manifest, required=WEIGHTS)
     want = base_identity(artifact.manifest, artifact.id_map)
-    if manifest.get("base") != want:
+    made_for = {k: v for k, v in (manifest.get("base") or {}).items() if k in want}
+    if made_for != want:
         raise CorruptArtifact(f"adapter {directory} was trained on another base ({manifest.get('base')}), "
                               f"not on this one ({want})")
     id_map = IdMap.load(str(directory / manifest["id_map"]["path"]))

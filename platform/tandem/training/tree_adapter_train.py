@@ -158,7 +158,8 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
                "check_seconds": round(check_s, 2), "samples_per_s": round(samples / max(train_s, 1e-9), 1),
                "id_map_version": id_map.version, "free_slots": id_map.free_slots(), "out": str(out),
                "metrics": metrics, "base_ref": base_ref}
-    save_tree_adapter(out, lora, items_table.data[n_base:], id_map, rank=cfg.peft.rank, base=identity,
+    save_tree_adapter(out, lora, items_table.data[n_base:], id_map, rank=cfg.peft.rank,
+                      base={**identity, "ref": base_ref},
                       new_items=[it.item_id for it in new], metrics=metrics,
                       training={k2: v for k2, v in summary.items() if k2 != "metrics"})
     return summary

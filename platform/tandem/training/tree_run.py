@@ -121,6 +121,7 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
                     training={k: v for k, v in summary.items() if k in ("profile", "items", "pairs", "stages",
                                                                          "final_memorisation", "total_seconds")})
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _plot_stages(summary, out)
     echo(f"done in {summary['total_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_mb']:.0f} MB")
     return summary
 
@@ -167,3 +168,27 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
         id_map = IdMap.load(str(ids))
     return train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev, id_map=id_map,
                       cache_dir=cache_dir, echo=echo)
+
+
+def _plot_stages(summary: dict[str, Any], out: Path) -> None:
+    """``training_curve.png``: exact-match and (with dev queries) dev figures after each stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tandem.training.report import CURVE_FILE
+
+    stages = list(summary["stages"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(stages, [summary["stages"][s]["memorisation"]["exact_match"] for s in stages], "o-", label="exact-match")
+    for key in ("ndcg@10", "r@10", "r@100"):
+        vals = [(summary["stages"][s].get("dev") or {}).get(key) for s in stages]
+        if all(v is not None for v in vals):
+            ax.plot(stages, vals, "o-", label=f"dev {key}")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"generative v2 — {summary['items']} items, {summary['total_seconds'] / 60:.1f} min")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / CURVE_FILE)
+    plt.close(fig)
