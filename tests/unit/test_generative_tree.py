@@ -134,7 +134,7 @@ def test_adapter_adds_items_and_is_refused_on_another_base(trained: Path, tmp_pa
     new = [it for it in items if it.item_id in HELD_OUT]
     old = [it for it in items if it.item_id not in HELD_OUT]
     out = tmp_path / "adapter"
-    summary = train_adapter(trained, new, old, out, adapter_config({"epochs": 5, "batch_size": 8}))
+    summary = train_adapter(trained, new, old, out, adapter_config({"tree_epochs": 5, "batch_size": 8}))
     m = summary["metrics"]
     assert summary["kind"] == "tree" and m["new_r10_before"] == 0.0
     assert m["new_r10_assigned"] >= 2 / 3 and m["new_r10"] >= 2 / 3 and m["forgetting"] <= 0.1

@@ -118,12 +118,12 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     keep_old[n_base:] = 1.0
     items_table.register_hook(lambda g: g * keep_old.to(g.dtype))
     trainable = [p for p in lora.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in trainable if p is not items_table], "lr": cfg.lr},
-                             {"params": [items_table], "lr": cfg.lr * 0.1}], weight_decay=0.0)
+    opt = torch.optim.AdamW([{"params": [p for p in trainable if p is not items_table], "lr": cfg.tree_lr},
+                             {"params": [items_table], "lr": cfg.tree_lr * 0.1}], weight_decay=0.0)
     from tandem.generative.tree_model import tree_loss
 
     t1, samples, epochs = time.perf_counter(), 0, 0
-    for epochs in range(1, cfg.epochs + 1):
+    for epochs in range(1, cfg.tree_epochs + 1):
         model.train()
         for batch, _ in batches(parts, cfg.batch_size, rng):
             q, st, mk = cache.batch(batch.rows)
