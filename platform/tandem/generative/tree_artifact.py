@@ -52,6 +52,21 @@ class TreeArtifact:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
+def append_items(artifact: TreeArtifact, codes: list[tuple[int, ...]], vectors: torch.Tensor) -> None:
+    """Add items (IDs under existing leaves) to the tree and their rows to the item table, in order.
+
+    The one way new items join a loaded model: at assignment (:meth:`TreeRetriever.add_items`),
+    in adapter training and when an adapter is attached.
+    """
+    for c in codes:
+        artifact.index.add(c)
+    table = artifact.model.nodes[-1]
+    grown = torch.cat([table.data, vectors.to(dtype=table.dtype, device=table.device)])
+    artifact.model.nodes[-1] = torch.nn.Parameter(grown, requires_grad=table.requires_grad)
+    if len(artifact.index.paths) != len(grown):
+        raise RuntimeError("item rows and the item-embedding table are out of step")
+
+
 def save_tree_model(directory: Path, model: TreeDecoder, encoder: TextEncoder, id_map: IdMap, *,
                     base_fingerprint: str, training: dict[str, Any] | None = None) -> Path:
     """Write a complete v2 folder (see the module docstring); returns the manifest path."""

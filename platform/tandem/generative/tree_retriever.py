@@ -105,13 +105,10 @@ class TreeRetriever(Retriever):
         new = [it for it in batch if it.item_id not in known]
         if not new:
             return codes
+        from tandem.generative.tree_artifact import append_items
+
         vecs, _ = art.encoder.encode([it.text() for it in new])
-        table = art.model.nodes[-1]
-        rows = [art.index.add(codes[it.item_id]) for it in new]
-        grown = torch.cat([table.data, torch.from_numpy(np.asarray(vecs)).to(table.dtype).to(table.device)])
-        if rows != list(range(len(table), len(grown))):
-            raise RuntimeError("item rows and the item-embedding table are out of step")
-        art.model.nodes[-1] = torch.nn.Parameter(grown, requires_grad=False)
+        append_items(art, [codes[it.item_id] for it in new], torch.from_numpy(np.asarray(vecs)))
         self._item_ids.extend(it.item_id for it in new)
         self._version = f"{art.id_map.version}-{self._version.split('-', 1)[1]}"
         return codes

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from tandem.catalog.item import Item
-from tandem.generative.tree_artifact import TreeArtifact, load_tree_model
+from tandem.generative.tree_artifact import TreeArtifact, append_items, load_tree_model
 from tandem.generative.tree_decoding import tree_beam_search
 from tandem.training.adapter import AdapterConfig, _split_items, pseudo_query_source
 from tandem.training.state_cache import StateCache
@@ -84,10 +84,7 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     fresh = [it for it in new if it.item_id not in known]
     vecs, _ = art.encoder.encode([it.text() for it in fresh]) if fresh else (np.zeros((0, art.encoder.dim)), None)
     n_base = len(art.model.nodes[-1])
-    for it in fresh:
-        art.index.add(codes[it.item_id])
-    table = art.model.nodes[-1]
-    art.model.nodes[-1] = torch.nn.Parameter(torch.cat([table.data, torch.from_numpy(np.asarray(vecs, np.float32))]))
+    append_items(art, [codes[it.item_id] for it in fresh], torch.from_numpy(np.asarray(vecs, np.float32)))
     assigned = _checks(art, new, new_eval, k, "new")
     check_s = time.perf_counter() - t0
     echo(f"IDs: {len(new)} new/changed items ({len(fresh)} new) in the reserved space; new-item R@{k} "
