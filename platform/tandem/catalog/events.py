@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tandem.catalog.item import Item
+from tandem.catalog.item import MAX_ITEM_ID_LEN, MAX_VERSION, Item, check_item_id
 from tandem.errors import InvalidInput
 
 FORMAT_OPS = ("upsert", "delete")
@@ -58,10 +58,10 @@ class ItemEvent(BaseModel):
 
     op: Literal["upsert", "delete"]
     """``upsert`` adds or replaces the item; ``delete`` removes it (a tombstone at ``version``)."""
-    item_id: str = Field(min_length=1)
+    item_id: str = Field(min_length=1, max_length=MAX_ITEM_ID_LEN)
     """The item's id; equals the record key."""
-    version: int = Field(ge=0)
-    """The item's version; an event older than (or equal to) the stored version changes nothing."""
+    version: int = Field(ge=0, le=MAX_VERSION)
+    """The item's version (``0..2**63-1``); an event older than (or equal to) the stored version changes nothing."""
     item: Item | None = None
     """The full item for upserts; ``None`` for deletes."""
 
@@ -111,9 +111,27 @@ def _text(raw: bytes | str | None, what: str) -> str | None:
 
 def _version(value: Any, field: str) -> int:
     # bool is an int in Python; a JSON true is not a version.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EventError(EventReason.BAD_VERSION, f"`{field}` must be an integer >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION:
+        raise EventError(EventReason.BAD_VERSION, f"`{field}` must be an integer in 0..{MAX_VERSION}, got {value!r:.40}")
     return value
+
+
+def _delete_id(value: Any) -> str:
+    """The ``item_id`` of a delete, held to the same rules as an item's (:class:`Item`)."""
+    try:
+        item_id = check_item_id(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    except ValueError:
+        raise EventError(EventReason.INVALID_ITEM, "`item.item_id` must not contain control characters") from None
+    if not item_id:
+        raise EventError(EventReason.INVALID_ITEM, "`item.item_id` must be a non-empty string")
+    if len(item_id) > MAX_ITEM_ID_LEN:
+        raise EventError(EventReason.INVALID_ITEM, f"`item.item_id` is {len(item_id)} characters; the limit is "
+                                                   f"{MAX_ITEM_ID_LEN}")
+    try:
+        item_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventError(EventReason.INVALID_ITEM, "`item.item_id` holds a lone surrogate") from None
+    return item_id
 
 
 def event_from_dict(body: Any, key: str | None) -> ItemEvent:
@@ -136,10 +154,7 @@ def event_from_dict(body: Any, key: str | None) -> ItemEvent:
     top_version = _version(body["version"], "version") if body.get("version") is not None else None
 
     if op == "delete":
-        item_id = raw_item["item_id"]
-        item_id = str(item_id).strip() if isinstance(item_id, (str, int)) and not isinstance(item_id, bool) else None
-        if not item_id:
-            raise EventError(EventReason.INVALID_ITEM, "`item.item_id` must be a non-empty string")
+        item_id = _delete_id(raw_item["item_id"])
         if top_version is None:
             raise EventError(EventReason.BAD_VERSION, "`version` is required for a delete")
         if "version" in raw_item and _version(raw_item["version"], "item.version") != top_version:

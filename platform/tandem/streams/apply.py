@@ -12,6 +12,10 @@ action ``dlq`` flagged upserts are refused before step 1 (returned in
 neutralised copy in step 2; with ``quarantine`` the item is stored but kept out of the index.
 Every indexed item is capped at the policy's ``term_cap`` occurrences per term and field.
 
+An event whose store write fails on its own data (:class:`~tandem.streams.store.RecordFailure`,
+reason ``apply_error``) is refused the same way, whatever the policy, so one bad record never
+stops the stream.
+
 The caller commits its source position (Kafka offset) only after ``apply`` returns. See
 :mod:`tandem.streams.store` for why every crash point converges on restart.
 """
@@ -23,7 +27,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
@@ -35,6 +39,21 @@ log = logging.getLogger(__name__)
 
 SYNC_BATCH = 2000
 """Changes pushed to the index per Lucene commit while catching up."""
+
+
+@runtime_checkable
+class Refusal(Protocol):
+    """Why one event of a batch was refused: a poisoning :class:`Verdict` or a store
+    :class:`~tandem.streams.store.RecordFailure`. The caller dead-letters the event with it."""
+
+    @property
+    def reason(self) -> str:
+        """Stable code: the dead-letter ``tandem-dlq-reason`` header and a metrics label."""
+        ...
+
+    def describe(self) -> str:
+        """One line of detail: the dead-letter ``tandem-dlq-error`` header."""
+        ...
 
 
 class LiveIndex(Protocol):
@@ -123,8 +142,9 @@ class BatchReport:
     stale: int
     indexed: int
     seconds: float
-    refused: list[tuple[int, Verdict]] = field(default_factory=list)
-    """With poisoning action ``dlq``: ``(position in the batch, verdict)`` of each refused event."""
+    refused: list[tuple[int, Refusal]] = field(default_factory=list)
+    """``(position in the batch, why)`` of each refused event, in batch order: flagged upserts
+    with poisoning action ``dlq`` and events whose store write failed (``apply_error``)."""
     quarantined: int = 0
     """Items kept out of the index by the ``quarantine`` action in this batch."""
 
@@ -174,12 +194,21 @@ class Applier:
     def apply(self, events: Sequence[ItemEvent]) -> BatchReport:
         """Screen ``events``, apply them (in order) to the store, then bring the index up to date."""
         t0 = time.perf_counter()
-        accepted, refused = self.screen(events)
+        accepted, screened = self.screen(events)
         result: ApplyResult = self.store.apply(accepted)
+        refused: list[tuple[int, Refusal]] = list(screened)
+        if result.failed:
+            # store positions index `accepted`; map them back to the batch
+            out = {pos for pos, _ in screened}
+            batch_pos = [pos for pos in range(len(events)) if pos not in out]
+            for failure in result.failed:
+                log.warning("apply failed for one event, dead-lettered: %s", failure.message)
+                refused.append((batch_pos[failure.position], failure))
+            refused.sort(key=lambda pair: pair[0])
         self._quarantined = 0
         indexed = self.sync_index()
         return BatchReport(
-            events=len(accepted), applied=len(result.applied), duplicates=result.duplicates,
+            events=len(accepted) - len(result.failed), applied=len(result.applied), duplicates=result.duplicates,
             stale=result.stale, indexed=indexed, seconds=time.perf_counter() - t0, refused=refused,
             quarantined=self._quarantined,
         )  # fmt: skip

@@ -4,8 +4,13 @@ Per poll: decode every record; malformed ones go to the dead-letter topic (ackno
 the broker before anything is committed, so a crash cannot lose them, and a broker outage is
 waited out with the letters resent, not dropped); the rest are applied as one batch
 (:class:`~tandem.streams.apply.Applier`); items its poisoning policy refuses (action ``dlq``)
-go to the dead-letter topic too, with reason ``poisoning:<rule>``; only then are the batch's
-offsets committed.
+and events whose store write fails on their own data (reason ``apply_error``) go to the
+dead-letter topic too; only then are the batch's offsets committed. No single record can stop
+the stream. A letter the dead-letter topic refuses as too large is sent again without its value
+(header ``tandem-dlq-truncated`` = the value's size; the source coordinates find the original);
+any other refusal that retrying cannot fix (authorisation, an invalid topic) ends the consumer
+with :class:`DeadLetterRefused` naming the fix, instead of retrying forever.
+Every loop turn beats :data:`tandem.streams.metrics.LOOP`, which the liveness probe follows.
 A crash before the commit replays the batch, which the store's ``(item_id, version)`` log
 turns into no-ops — so nothing is lost and nothing is doubled. Offsets are also committed
 on graceful shutdown (SIGTERM/SIGINT finish the batch in hand first) and when a rebalance
@@ -27,6 +32,17 @@ from typing import Any
 
 from tandem.catalog.events import EventError, ItemEvent, decode_event
 from tandem.errors import InvalidInput, Unavailable
+from tandem.streams import dead_letters
+from tandem.streams.dead_letters import (  # noqa: F401 - re-exported: the consumer's dead-letter API
+    DLQ_ERROR,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    DLQ_TRUNCATED,
+    DeadLetter,
+    DeadLetterRefused,
+)
 from tandem.streams import metrics
 from tandem.streams.apply import Applier, BatchReport
 from tandem.streams.config import StreamSettings
@@ -38,23 +54,6 @@ COMMIT_RETRY_S = 1.0
 """Seconds between retries of an offset commit that failed because Kafka was unreachable."""
 DLQ_FLUSH_S = 30.0
 """Seconds one wait for the dead-letter producer lasts before the letters are checked again."""
-
-#: Header names on dead-letter records (values are UTF-8).
-DLQ_REASON = "tandem-dlq-reason"
-DLQ_ERROR = "tandem-dlq-error"
-DLQ_TOPIC = "tandem-source-topic"
-DLQ_PARTITION = "tandem-source-partition"
-DLQ_OFFSET = "tandem-source-offset"
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A record bound for the dead-letter topic: its key and value as read, the reason in headers."""
-
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
 
 @dataclass
 class IngestTotals:
@@ -205,6 +204,7 @@ class IngestConsumer:
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
+                metrics.LOOP.beat()
                 try:
                     records = self._kafka.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
                 except KafkaError as e:
@@ -254,51 +254,14 @@ class IngestConsumer:
         return report
 
     def _dead_letter(self, rec: Any, reason: str, error: str) -> DeadLetter:
-        """The dead-letter copy of ``rec`` (the record itself, the reason in headers), counted."""
-        headers = [
-            (DLQ_REASON, reason.encode()),
-            (DLQ_ERROR, error.encode("utf-8", "replace")),
-            (DLQ_TOPIC, rec.topic.encode()),
-            (DLQ_PARTITION, str(rec.partition).encode()),
-            (DLQ_OFFSET, str(rec.offset).encode()),
-            *[(k, v) for k, v in (rec.headers or [])],
-        ]
+        """The dead-letter copy of ``rec`` (:func:`~tandem.streams.dead_letters.letter_for`), counted."""
         self.totals.reject(reason)
-        log.warning("dead-lettered %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset, reason, error)
-        return DeadLetter(rec.key, rec.value, headers)
+        log.warning("dead-lettered %s[%d]@%d: %s (%.300s)", rec.topic, rec.partition, rec.offset, reason, error)
+        return dead_letters.letter_for(rec, reason, error)
 
     def _deliver(self, letters: list[DeadLetter]) -> None:
-        """Send ``letters`` to the dead-letter topic and return once the broker acknowledged each.
-
-        A broker outage is waited out rather than raised out of the consume loop: a flush that
-        times out is retried, and a letter whose send failed (its delivery timed out while the
-        broker was away) is sent again, so none is dropped. The batch's offsets are committed
-        only after this returns. :meth:`stop` during an outage raises :class:`Unavailable` with
-        the batch uncommitted, so the next owner replays it and dead-letters it again.
-        """
-        from kafka.errors import KafkaError
-
-        in_flight: list[tuple[DeadLetter, Any]] = []
-        waiting = list(letters)
-        while waiting or in_flight:
-            for letter in waiting:
-                try:
-                    in_flight.append((letter, self._dlq.send(self.dlq_topic, key=letter.key, value=letter.value,
-                                                             headers=letter.headers)))
-                except KafkaError as e:  # no metadata for the topic within max_block_ms: the broker is away
-                    log.warning("dead-letter send failed (%s); retrying", e)
-                    in_flight.append((letter, None))
-            try:
-                self._dlq.flush(timeout=DLQ_FLUSH_S)
-            except KafkaError as e:
-                log.warning("dead-letter flush timed out (%s); waiting for the broker", e)
-            waiting = [letter for letter, fut in in_flight if fut is None or (fut.is_done and fut.failed())]
-            in_flight = [(letter, fut) for letter, fut in in_flight if fut is not None and not fut.is_done]
-            if waiting:
-                log.warning("%d dead letters were not delivered; sending them again", len(waiting))
-            if (waiting or in_flight) and self._stop.is_set():
-                raise Unavailable(f"{len(waiting) + len(in_flight)} dead letters not acknowledged by Kafka at "
-                                  "shutdown; the batch's offsets stay uncommitted, so it is replayed")
+        """Deliver ``letters`` before the batch is committed (:func:`~tandem.streams.dead_letters.deliver`)."""
+        dead_letters.deliver(self._dlq, self.dlq_topic, letters, self._stop, DLQ_FLUSH_S)
 
     def _commit(self) -> None:
         if not self._pending:

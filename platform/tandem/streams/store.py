@@ -80,6 +80,27 @@ class Change:
     item: Item | None = None
 
 
+@dataclass(frozen=True)
+class RecordFailure:
+    """One event the store could not apply (its data broke a write); the rest of the batch went on.
+
+    ``position`` is the event's index in the :meth:`CatalogStore.apply` input; ``reason`` is a
+    stable code (the dead-letter ``tandem-dlq-reason``); :meth:`describe` is the detail.
+    """
+
+    position: int
+    reason: str
+    message: str
+
+    def describe(self) -> str:
+        """The failure in one line, for logs and the dead-letter error header."""
+        return self.message
+
+
+APPLY_ERROR = "apply_error"
+"""Dead-letter reason of an event whose write failed in the store (:class:`RecordFailure`)."""
+
+
 @dataclass
 class ApplyResult:
     """What one :meth:`CatalogStore.apply` call did, per outcome."""
@@ -87,11 +108,27 @@ class ApplyResult:
     applied: list[Change] = field(default_factory=list)
     duplicates: int = 0
     stale: int = 0
+    failed: list[RecordFailure] = field(default_factory=list)
+    """Events whose own data made their write fail; nothing of them was stored."""
 
     @property
     def total(self) -> int:
         """Events looked at."""
-        return len(self.applied) + self.duplicates + self.stale
+        return len(self.applied) + self.duplicates + self.stale + len(self.failed)
+
+
+def is_environmental(exc: BaseException) -> bool:
+    """Whether ``exc`` is a fault of the store itself (disk, lock, corruption, memory), which
+    every event would meet, rather than of one event's data.
+
+    Environmental faults abort the whole batch (the caller retries it); any other exception
+    while writing one event is that event's :class:`RecordFailure`.
+    """
+    return (
+        isinstance(exc, (sqlite3.OperationalError, sqlite3.InternalError, OSError, MemoryError))
+        or type(exc) is sqlite3.DatabaseError  # "database disk image is malformed" and kin
+        or not isinstance(exc, Exception)  # KeyboardInterrupt, SystemExit
+    )
 
 
 class SnapshotManifest(BaseModel):
@@ -138,43 +175,67 @@ class CatalogStore:
     # -- writes ------------------------------------------------------------------------------
 
     def apply(self, events: Iterable[ItemEvent]) -> ApplyResult:
-        """Apply events in order in one transaction; duplicates and stale versions change nothing."""
+        """Apply events in order in one transaction; duplicates and stale versions change nothing.
+
+        Each event is written inside its own savepoint: when an event's data makes its write
+        fail (an integer SQLite cannot hold, text it cannot encode, an event built without
+        validation), that event is rolled back and reported in :attr:`ApplyResult.failed`
+        and the others are applied — one bad record never stops the stream. Faults of the
+        store itself (:func:`is_environmental`) roll the whole batch back and raise.
+        """
         result = ApplyResult()
         now = time.time()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             seq = self._get_int("seq", 0)
-            for ev in events:
-                if db.execute(
-                    "SELECT 1 FROM applied WHERE item_id=? AND version=?", (ev.item_id, ev.version)
-                ).fetchone():
-                    result.duplicates += 1
+            for pos, ev in enumerate(events):
+                db.execute("SAVEPOINT event")
+                try:
+                    change = self._apply_one(ev, seq + 1, now, result)
+                except Exception as exc:  # noqa: BLE001 - classified below; environmental ones re-raise
+                    db.execute("ROLLBACK TO event")
+                    db.execute("RELEASE event")
+                    if is_environmental(exc):
+                        raise
+                    result.failed.append(RecordFailure(pos, APPLY_ERROR, _describe(ev, exc)))
                     continue
-                row = db.execute("SELECT version FROM items WHERE item_id=?", (ev.item_id,)).fetchone()
-                if row is not None and row[0] >= ev.version:
-                    # Remember the stale event too, so its replay is a cheap duplicate.
-                    db.execute(
-                        "INSERT INTO applied VALUES (?,?,?,?,NULL,?)", (ev.item_id, ev.version, ev.op, "stale", now)
-                    )
-                    result.stale += 1
-                    continue
-                seq += 1
-                body = ev.item.model_dump_json() if ev.item is not None else None
-                db.execute(
-                    "INSERT INTO items(item_id, version, deleted, body, seq) VALUES (?,?,?,?,?) "
-                    "ON CONFLICT(item_id) DO UPDATE SET version=excluded.version, deleted=excluded.deleted, "
-                    "body=excluded.body, seq=excluded.seq",
-                    (ev.item_id, ev.version, int(ev.op == "delete"), body, seq),
-                )
-                db.execute("INSERT INTO applied VALUES (?,?,?,?,?,?)", (ev.item_id, ev.version, ev.op, "applied", seq, now))
-                result.applied.append(Change(seq, ev.op, ev.item_id, ev.version, ev.item))
+                db.execute("RELEASE event")
+                if change is not None:
+                    seq = change.seq
+                    result.applied.append(change)
             self._set("seq", seq)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return result
+
+    def _apply_one(self, ev: ItemEvent, seq: int, now: float, result: ApplyResult) -> Change | None:
+        """Write one event at sequence ``seq``; ``None`` (and a count in ``result``) when it
+        is a duplicate or stale."""
+        db = self._db
+        item_id, version, op = ev.item_id, ev.version, ev.op
+        if op not in ("upsert", "delete") or (op == "upsert") != (ev.item is not None):
+            raise InvalidInput(f"`op` {op!r:.40} does not match the event's body")
+        if db.execute("SELECT 1 FROM applied WHERE item_id=? AND version=?", (item_id, version)).fetchone():
+            result.duplicates += 1
+            return None
+        row = db.execute("SELECT version FROM items WHERE item_id=?", (item_id,)).fetchone()
+        if row is not None and row[0] >= version:
+            # Remember the stale event too, so its replay is a cheap duplicate.
+            db.execute("INSERT INTO applied VALUES (?,?,?,?,NULL,?)", (item_id, version, op, "stale", now))
+            result.stale += 1
+            return None
+        body = ev.item.model_dump_json() if ev.item is not None else None
+        db.execute(
+            "INSERT INTO items(item_id, version, deleted, body, seq) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(item_id) DO UPDATE SET version=excluded.version, deleted=excluded.deleted, "
+            "body=excluded.body, seq=excluded.seq",
+            (item_id, version, int(op == "delete"), body, seq),
+        )
+        db.execute("INSERT INTO applied VALUES (?,?,?,?,?,?)", (item_id, version, op, "applied", seq, now))
+        return Change(seq, op, item_id, version, ev.item)
 
     def mark_indexed(self, seq: int) -> None:
         """Record that the index has durably absorbed every change up to ``seq``."""
@@ -334,6 +395,12 @@ class _Tx:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _describe(ev: Any, exc: BaseException) -> str:
+    """``<item_id> v<version>: <ExceptionType>: <message>``, each part bounded for a header."""
+    item_id = getattr(ev, "item_id", None)
+    return f"{item_id!r:.80} v{getattr(ev, 'version', None)!r:.30}: {type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _sha256(path: Path) -> str:
