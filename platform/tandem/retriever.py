@@ -46,6 +46,27 @@ class Retriever(ABC):
         """
         return "0"
 
+    def refresh(self) -> bool:
+        """Pick up newer data or a newer model in place, when there is one; ``True`` when what
+        is served changed (and with it :meth:`version`).
+
+        A declared capability, see :attr:`refreshable`: the Admin ``Reload`` RPC and
+        :meth:`tandem.search.HybridSearcher.reload` call it on every source that declares it,
+        and on no other. It must not interrupt searches in flight, and a bad new artifact is
+        logged and skipped (the current data keeps serving), not raised.
+
+        The base has nothing to refresh. Sources written before this method existed named it
+        ``reload()``; such a method is still honoured (and counts as declaring the capability).
+        """
+        legacy = getattr(self, "reload", None)
+        return bool(legacy()) if callable(legacy) else False
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether this source can :meth:`refresh`: it overrides it (or defines the older ``reload``)."""
+        cls = type(self)
+        return cls.refresh is not Retriever.refresh or callable(getattr(cls, "reload", None))
+
     def close(self) -> None:
         """Release resources (JVM searchers, GPU memory). Idempotent."""
 
@@ -59,3 +80,14 @@ def validate_queries(queries: Sequence[str], k: int) -> None:
     for i, q in enumerate(queries):
         if not isinstance(q, str) or not q.strip():
             raise InvalidInput(f"`queries[{i}]` is empty; a query needs at least one non-space character")
+
+
+def refresh_sources(sources: Sequence[Retriever], names: Sequence[str] = ()) -> list[str]:
+    """:meth:`Retriever.refresh` every :attr:`~Retriever.refreshable` source named in ``names``
+    (all when empty), in order; returns the names refreshed. What the Admin ``Reload`` runs."""
+    done = []
+    for r in sources:
+        if (not names or r.name in names) and r.refreshable:
+            r.refresh()
+            done.append(r.name)
+    return done

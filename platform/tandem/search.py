@@ -26,7 +26,7 @@ from tandem.cache import ResultCache, cache_key, normalize_query
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput, Unavailable
 from tandem.fusion import RRF, FusedHit, Fuser, RankedList
-from tandem.retriever import Hit, Retriever
+from tandem.retriever import Hit, Retriever, refresh_sources
 
 FILTER_FIELDS = ("brand", "category", "price")
 #: Kind of an :class:`Intent` that constrains instead of retrieving: text ``price>=A price<=B``.
@@ -417,6 +417,16 @@ class SerializedRetriever(Retriever):
         thread-safe, and event loops call it (waiting here for a long retrieval would stall them)."""
         return self.inner.version()
 
+    def refresh(self) -> bool:
+        """``inner.refresh`` under the lock."""
+        with self._lock:
+            return self.inner.refresh()
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether ``inner`` can refresh."""
+        return self.inner.refreshable
+
     def close(self) -> None:
         """``inner.close`` under the lock."""
         with self._lock:
@@ -642,16 +652,12 @@ class HybridSearcher:
                          provenance=[(e.source, e.rank, e.score) for e in h.provenance])
 
     def reload(self, sources: Sequence[str] = ()) -> list[str]:
-        """Call ``reload()`` on the named sources (all when empty) that support it; returns them."""
+        """:meth:`~tandem.retriever.Retriever.refresh` the named sources (all when empty) that
+        are :attr:`~tandem.retriever.Retriever.refreshable`; returns the names refreshed."""
         unknown = set(sources) - {r.name for r in self.retrievers}
         if unknown:
             raise InvalidInput(f"`sources` names unknown sources {sorted(unknown)}")
-        done = []
-        for r in self.retrievers:
-            if (not sources or r.name in sources) and callable(getattr(r, "reload", None)):
-                r.reload()
-                done.append(r.name)
-        return done
+        return refresh_sources(self.retrievers, sources)
 
     def close(self) -> None:
         """Stop the thread pool (retrievers and cache are the caller's to close)."""

@@ -137,8 +137,13 @@ def load_factory(spec: str, *args: Any) -> Any:
     return fn(*args)
 
 
-def load_sparse(index_dir: str, name: str = "bm25") -> Retriever:
-    """The BM25 retriever over a Lucene index built by ``tandem index``."""
+SPARSE_FOLLOW_S = 0.25
+"""How often a served BM25 index checks for a newer commit by the ingest writer."""
+
+
+def load_sparse(index_dir: str, name: str = "bm25", follow_s: float | None = SPARSE_FOLLOW_S) -> Retriever:
+    """The BM25 retriever over a Lucene index built by ``tandem index``, read-only, following
+    the writer's commits every ``follow_s`` seconds (``None``: only on an Admin ``Reload``)."""
     from tandem.jvm import ensure_jvm
 
     ensure_jvm()
@@ -146,7 +151,7 @@ def load_sparse(index_dir: str, name: str = "bm25") -> Retriever:
         from tandem.sparse import SparseRetriever
     except ImportError as exc:
         raise Unavailable(f"the sparse retriever is not available in this build: {exc}") from None
-    retriever = SparseRetriever(index_dir, writable=False)
+    retriever = SparseRetriever(index_dir, writable=False, follow_s=follow_s)
     retriever.name = name
     # Safe to share: SparseRetriever runs every JVM call on its one JVM thread.
     return retriever

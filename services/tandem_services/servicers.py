@@ -11,7 +11,7 @@ from concurrent.futures import Executor
 import grpc
 
 from tandem.errors import InvalidInput
-from tandem.retriever import Retriever, validate_queries
+from tandem.retriever import Retriever, refresh_sources, validate_queries
 from tandem.search import HybridSearcher, IntentDecomposer, RecentMemo, SearchResult
 from tandem.v1 import (
     admin_pb2,
@@ -195,18 +195,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
 
 def retriever_reloader(sources: Sequence[Retriever]) -> Callable[[Sequence[str]], list[str]]:
-    """A reload function for :class:`AdminServicer` over plain retrievers (those with ``reload()``)."""
-    by_name = {r.name: r for r in sources}
+    """A reload function for :class:`AdminServicer` over plain retrievers: it refreshes those
+    that declare the capability (:attr:`~tandem.retriever.Retriever.refreshable`)."""
+    names = {r.name for r in sources}
 
-    def reload(names: Sequence[str]) -> list[str]:
-        unknown = set(names) - set(by_name)
+    def reload(wanted: Sequence[str]) -> list[str]:
+        unknown = set(wanted) - names
         if unknown:
             raise InvalidInput(f"`sources` names unknown sources {sorted(unknown)}")
-        done = []
-        for name, r in by_name.items():
-            if (not names or name in names) and callable(getattr(r, "reload", None)):
-                r.reload()
-                done.append(name)
-        return done
+        return refresh_sources(sources, wanted)
 
     return reload

@@ -143,14 +143,18 @@ def test_generative_follows_the_registry_when_asked() -> None:
     assert "--registry=s3://bucket/tandem" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
-def test_object_store_mode_uses_no_pvc_and_opens_egress() -> None:
-    objs = render(sets=["artifacts.uri=s3://bucket/tandem", "artifacts.objectStoreSecret=tandem-s3"])
-    assert not of_kind(objs, "PersistentVolumeClaim")
+def test_object_store_mode_keeps_the_index_on_the_pvc_and_opens_egress() -> None:
+    # Issue 19: models come from the object store, but the live index and ingest's catalog
+    # store must survive a restart, so ingest and sparse (only) keep the claim.
+    objs = render(sets=["artifacts.uri=s3://bucket/tandem", "artifacts.objectStoreSecret=tandem-s3",
+                        "ingest.enabled=true", "kafka.bootstrapServers=kafka:9092"])
+    assert len(of_kind(objs, "PersistentVolumeClaim")) == 1
     (cm,) = of_kind(objs, "ConfigMap")
     assert cm["data"]["TANDEM_ARTIFACTS_URI"] == "s3://bucket/tandem"
     for dep in of_kind(objs, "Deployment"):
         pod = dep["spec"]["template"]["spec"]
-        assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
+        claimed = any("persistentVolumeClaim" in v for v in pod["volumes"])
+        assert claimed == (component(dep) in ("ingest", "sparse")), component(dep)
         assert {"secretRef": {"name": "tandem-s3"}} in pod["containers"][0]["envFrom"]
         kv_validate(dep)
     sparse_np = next(p for p in of_kind(objs, "NetworkPolicy") if p["metadata"]["name"].endswith("-sparse"))

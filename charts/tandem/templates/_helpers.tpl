@@ -84,6 +84,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* A path on the artifact volume: absolute paths pass through. Argument: (dict "root" $ "path" P). */}}
+{{/* Absolute path of the live Lucene index: ingest writes it, sparse serves it (one value: sparse.indexDir). */}}
+{{- define "tandem.indexPath" -}}
+{{- include "tandem.artifactPath" (dict "root" .root "path" .root.Values.sparse.indexDir) }}
+{{- end }}
+
 {{- define "tandem.artifactPath" -}}
 {{- if isAbs .path }}{{ .path }}{{ else }}{{ printf "%s/%s" .root.Values.artifacts.mountPath .path }}{{ end }}
 {{- end }}
@@ -235,16 +240,19 @@ Argument: (dict "root" $ "name" ENV-NAME).
 
 {{/*
 Volumes of a Tandem pod: writable /tmp, the artifact volume, auth tokens and TLS material.
-Argument: (dict "root" $ "shared" BOOL): only pods that read or write indexes and models
-(sparse, generative, ingest) mount the shared PVC; the others get an emptyDir TANDEM_HOME,
-which keeps ReadWriteOnce claims usable.
+Argument: (dict "root" $ "shared" BOOL "index" BOOL): only pods that read or write indexes
+and models (sparse, generative, ingest) mount the shared PVC; the others get an emptyDir
+TANDEM_HOME, which keeps ReadWriteOnce claims usable. In object-store mode (artifacts.uri)
+models come from the object store, but the pods holding the live index ("index": ingest's
+catalog store and Lucene index, and sparse, which serves that index) still mount the PVC:
+an emptyDir there would drop every applied event on a restart (validate.yaml requires it).
 */}}
 {{- define "tandem.volumes" -}}
 {{- $v := .root.Values }}
 - name: tmp
   emptyDir: {}
 - name: artifacts
-  {{- if and .shared $v.artifacts.persistence.enabled (not $v.artifacts.uri) }}
+  {{- if and .shared $v.artifacts.persistence.enabled (or (not $v.artifacts.uri) .index) }}
   persistentVolumeClaim:
     claimName: {{ include "tandem.artifactsClaimName" .root }}
   {{- else }}

@@ -1,7 +1,8 @@
 {{/*
 One long-running Tandem gRPC workload: Deployment + Service (+ HPA and PDB in their own
 templates). Argument: (dict "root" $ "component" NAME "values" .Values.NAME "args" LIST
-"env" YAML-STRING "port" PORT "sharedArtifacts" BOOL), optionally with "resources" (replaces
+"env" YAML-STRING "port" PORT "sharedArtifacts" BOOL), optionally with "indexVolume" (the pod
+serves the live index, so it keeps the PVC in object-store mode), "resources" (replaces
 .values.resources, e.g. with GPUs added) and "noSurge" (for pods that cannot surge). Every
 container gets the restricted security context, resource requests and native gRPC probes
 from _helpers.tpl, so they cannot drift between services.
@@ -92,7 +93,7 @@ spec:
           volumeMounts:
             {{- include "tandem.volumeMounts" $root | trim | nindent 12 }}
       volumes:
-        {{- include "tandem.volumes" (dict "root" $root "shared" .sharedArtifacts) | trim | nindent 8 }}
+        {{- include "tandem.volumes" (dict "root" $root "shared" .sharedArtifacts "index" .indexVolume) | trim | nindent 8 }}
 {{- end }}
 
 {{/* The ClusterIP (or configured) Service of one gRPC workload. */}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,15 +71,18 @@ def _reader_counts(reader: Any) -> dict[str, Any]:
 class SparseRetriever(Retriever):
     """BM25 (optionally + RM3) over a Tandem Lucene index; safe to share between threads.
 
-    ``writable=False`` opens a read-only view (any number may share an index; call
-    :meth:`refresh` to pick up another process's commits). The writable default holds
-    Lucene's write lock: one retriever per index owns its updates.
+    ``writable=False`` opens a read-only view (any number may share an index) that picks up
+    another process's commits on :meth:`refresh` — by itself every ``follow_s`` seconds when
+    given (a daemon thread polls the commit generation, which reads only ``segments_N``), so
+    a serving replica follows the ingest writer within about ``follow_s``. The writable
+    default holds Lucene's write lock: one retriever per index owns its updates.
     """
 
     name = "bm25"
 
     @java_errors("opening the BM25 index")
-    def __init__(self, index_dir: str | Path, config: SparseConfig | None = None, *, writable: bool = True) -> None:
+    def __init__(self, index_dir: str | Path, config: SparseConfig | None = None, *, writable: bool = True,
+                 follow_s: float | None = None) -> None:
         self.index_dir = Path(index_dir)
         self.config = config or SparseConfig()
         self.meta = IndexMeta.load(self.index_dir)
@@ -97,6 +101,7 @@ class SparseRetriever(Retriever):
             for name, boost in self.config.fields.items():
                 self._fields.put(name, j.Float(float(boost)))
         self._closed = False
+        self._stop_following = threading.Event()
         self._writer = None
         if writable:
             cfg = j.IndexWriterConfig(self._analyzer)
@@ -120,6 +125,21 @@ class SparseRetriever(Retriever):
             if self._writer is not None:  # do not leave the write lock behind
                 self._writer.close()
             raise
+        if follow_s is not None:
+            if follow_s <= 0:
+                raise InvalidInput(f"`follow_s` must be > 0, got {follow_s}")
+            threading.Thread(target=self._follow, args=(follow_s,), name="tandem-bm25-follow", daemon=True).start()
+
+    def _follow(self, every_s: float) -> None:
+        """Refresh every ``every_s`` seconds until closed; a failed check is logged, never fatal."""
+        while not self._stop_following.wait(every_s):
+            try:
+                if self.refresh():
+                    log.info("BM25 index %s: now serving commit %s", self.index_dir, self.version())
+            except Unavailable:  # closed under us
+                return
+            except Exception:  # noqa: BLE001 - the follower must survive anything; searches go on
+                log.exception("BM25 index %s: refresh failed; retrying in %.1f s", self.index_dir, every_s)
 
     def _open_searcher(self) -> None:
         """Open a searcher on the latest commit and swap it in (caller holds the JNI lock)."""
@@ -248,7 +268,8 @@ class SparseRetriever(Retriever):
 
     @java_errors("refreshing the BM25 searcher")
     def refresh(self) -> bool:
-        """Reopen the searcher if the index has a newer commit (another process wrote it)."""
+        """Reopen the searcher if the index has a newer commit (another process wrote it);
+        ``True`` when it did. The :class:`~tandem.retriever.Retriever` refresh capability."""
         self._check_open()
         if self._commit_version() == self._reader_version:
             return False
@@ -269,6 +290,8 @@ class SparseRetriever(Retriever):
 
     def close(self) -> None:
         """Release the searcher, and the writer with its lock (pending work is committed)."""
+        self._stop_following.set()
+
         def close_on_jvm() -> None:
             if self._closed:
                 return

@@ -1,0 +1,45 @@
+"""Issue 19 in the chart: ingest writes the very index sparse serves (one value), and object-store
+mode refuses to render without the persistent volume the catalog store and index need."""
+
+from __future__ import annotations
+
+import pytest
+from test_chart import component, of_kind, render, render_raw
+
+KAFKA = ["ingest.enabled=true", "kafka.bootstrapServers=kafka:9092"]
+
+
+def _args(objs: list[dict], name: str) -> list[str]:
+    (dep,) = [d for d in of_kind(objs, "Deployment") if component(d) == name]
+    return dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def _flag(args: list[str], flag: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+    return value
+
+
+@pytest.mark.parametrize("index_dir", ["indexes/sparse", "/data/live-bm25"])
+def test_ingest_writes_the_index_sparse_serves(index_dir: str) -> None:
+    objs = render(sets=[*KAFKA, f"sparse.indexDir={index_dir}"])
+    served = _flag(_args(objs, "sparse"), "--index")
+    assert _flag(_args(objs, "ingest"), "--index") == served
+    assert served.endswith(index_dir) and served.startswith("/")
+
+
+@pytest.mark.parametrize("sets", [["artifacts.uri=s3://bucket/tandem", "artifacts.persistence.enabled=false"],
+                                  ["artifacts.uri=s3://bucket/tandem", "artifacts.persistence.enabled=false", *KAFKA],
+                                  ["artifacts.persistence.enabled=false", *KAFKA]])
+def test_no_persistent_volume_for_the_index_fails_the_render_naming_the_fix(sets: list[str]) -> None:
+    proc = render_raw(sets=sets)
+    assert proc.returncode != 0
+    assert "artifacts.persistence.enabled=true" in proc.stderr and "persistent volume" in proc.stderr
+
+
+def test_object_store_mode_with_an_existing_claim_mounts_it_for_ingest_and_sparse() -> None:
+    objs = render(sets=["artifacts.uri=s3://bucket/tandem", "artifacts.persistence.existingClaim=live-index", *KAFKA])
+    assert not of_kind(objs, "PersistentVolumeClaim")  # the existing one is used, none created
+    for dep in of_kind(objs, "Deployment"):
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in dep["spec"]["template"]["spec"]["volumes"]
+                  if "persistentVolumeClaim" in v]
+        assert claims == (["live-index"] if component(dep) in ("ingest", "sparse") else []), component(dep)
