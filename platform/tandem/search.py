@@ -75,6 +75,14 @@ class SearchConfig(BaseModel):
     """How long a miss that lost the fill lock waits for the winner's result before computing."""
     max_workers: int = Field(default=16, ge=1)
     """Threads that run retrievers in parallel."""
+    max_filters: int = Field(default=16, ge=0)
+    """Most filters one request may carry (each costs a pass over every candidate)."""
+    max_field_chars: int = Field(default=256, ge=1)
+    """Longest filter string (``field``, ``prefix``, ``equals``) and ``user_id``, in characters."""
+    source_depth: dict[str, int] = Field(default_factory=lambda: {"generative": 100})
+    """Most hits asked of the named source per intent, whatever ``top_k``: a beam-search
+    source's cost grows with its depth, and batched with others, one deep request would widen
+    the beam of every query in its batch. Sources not named get ``max(candidates, top_k)``."""
 
 
 # --------------------------------------------------------------------------- requests
@@ -107,6 +115,12 @@ def _path(parts: Iterable[str]) -> str:
     return "/".join(p.strip().casefold() for p in parts if p.strip())
 
 
+def check_filter_count(n: int, config: SearchConfig) -> None:
+    """Refuse more than ``config.max_filters`` filters; cheap enough to run before converting them."""
+    if n > config.max_filters:
+        raise InvalidInput(f"`filters` has {n} entries; the limit is {config.max_filters}")
+
+
 def validate_request(request: SearchRequest, config: SearchConfig) -> tuple[str, int]:
     """Check every field; returns the normalised query and the effective ``top_k``.
 
@@ -122,8 +136,15 @@ def validate_request(request: SearchRequest, config: SearchConfig) -> tuple[str,
     top_k = config.default_top_k if request.top_k is None else request.top_k
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= config.max_top_k:
         raise InvalidInput(f"`top_k` must be in 1..{config.max_top_k}, got {request.top_k}")
+    check_filter_count(len(request.filters), config)
+    if isinstance(request.user_id, str) and len(request.user_id) > config.max_field_chars:
+        raise InvalidInput(f"`user_id` is {len(request.user_id)} characters; the limit is {config.max_field_chars}")
     for i, f in enumerate(request.filters):
         name = f"filters[{i}]"
+        for part in ("field", "prefix", "equals"):
+            value = getattr(f, part)
+            if isinstance(value, str) and len(value) > config.max_field_chars:
+                raise InvalidInput(f"`{name}.{part}` is {len(value)} characters; the limit is {config.max_field_chars}")
         if f.field not in FILTER_FIELDS:
             raise InvalidInput(f"`{name}.field` {f.field!r} is unknown; known fields: {', '.join(FILTER_FIELDS)}")
         given = {k for k in ("min", "max", "prefix", "equals") if getattr(f, k) is not None}
@@ -586,6 +607,7 @@ class HybridSearcher:
         intents = [i for i in all_intents if i.kind != FILTER_INTENT] or [Intent(text=query)]
         texts = [i.text for i in intents]
         depth = max(self.config.candidates, top_k)
+        caps = self.config.source_depth
         futures: dict[Future, Retriever] = {}
         # One source that bounds its own call (DeadlineAware) runs on this thread: a thread
         # hand-off less per search, which matters under GIL contention.
@@ -595,14 +617,16 @@ class HybridSearcher:
         for r in self.retrievers:
             if r is inline:
                 continue
+            k = min(depth, caps.get(r.name, depth))
             if hasattr(r, "retrieve_within"):  # a remote call ends at the deadline instead of running on
-                futures[self._pool.submit(_timed, r.name, r.retrieve_within, texts, depth, max(timeout, 0.001))] = r
+                futures[self._pool.submit(_timed, r.name, r.retrieve_within, texts, k, max(timeout, 0.001))] = r
             else:
-                futures[self._pool.submit(_timed, r.name, r.retrieve, texts, depth)] = r
+                futures[self._pool.submit(_timed, r.name, r.retrieve, texts, k)] = r
         if inline is not None:
             fut: Future = Future()
+            k = min(depth, caps.get(inline.name, depth))
             try:
-                fut.set_result(_timed(inline.name, inline.retrieve_within, texts, depth, max(timeout, 0.001)))
+                fut.set_result(_timed(inline.name, inline.retrieve_within, texts, k, max(timeout, 0.001)))
             except Exception as exc:  # noqa: BLE001 - judged below with the pooled sources
                 fut.set_exception(exc)
             futures[fut] = inline
@@ -669,5 +693,5 @@ __all__ = [
     "ItemLookup", "ItemMeta", "PreparedSearch", "RecentMemo", "ResultHit", "SearchConfig", "SearchRequest", "SearchResult", "SerializedRetriever",
     "StoredFieldsLookup",
     "WholeQuery",
-    "intent_filters", "validate_request",
+    "check_filter_count", "intent_filters", "validate_request",
 ]

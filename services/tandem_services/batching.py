@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ class MicroBatcher:
     """Collects :meth:`submit` calls into batches for ``fn(queries, k)`` (a ``Retriever.retrieve``).
 
     One batch runs at a time (a model on one device gains nothing from overlapping calls);
-    requests arriving meanwhile form the next batch. Each batch asks for the largest ``k``
-    among its requests and every request gets its own prefix back. A failing batch fails
-    each of its requests with the same error.
+    requests arriving meanwhile form the next batch. A batch holds requests of one ``k`` only
+    (batches are grouped by depth): for a beam search ``k`` is the beam width, so one deep
+    request must not widen the beam, and the cost, of every query batched with it. Requests of
+    another ``k`` wait, in arrival order, for a batch of their own. A failing batch fails each
+    of its requests with the same error.
     """
 
     def __init__(
@@ -67,29 +70,35 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        carry: _Pending | None = None
+        held: deque[_Pending] = deque()  # arrived, not yet batched: another k, or no room left
         while True:
-            first = carry or await self._queue.get()
-            carry = None
-            batch, size = [first], len(first.queries)
+            first = held.popleft() if held else await self._queue.get()
+            batch, size, later = [first], len(first.queries), deque()
             until = time.monotonic() + self.max_wait_s
             while size < self.max_batch:
-                remaining = until - time.monotonic()
-                try:
-                    nxt = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
-                        self._queue.get(), remaining)
-                except (asyncio.QueueEmpty, TimeoutError):
-                    break
-                if size + len(nxt.queries) > self.max_batch:
-                    carry = nxt  # would overflow: it opens the next batch
+                if held:
+                    nxt = held.popleft()
+                else:
+                    remaining = until - time.monotonic()
+                    try:
+                        nxt = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
+                            self._queue.get(), remaining)
+                    except (asyncio.QueueEmpty, TimeoutError):
+                        break
+                if nxt.k != first.k:  # another depth: a batch of its own
+                    later.append(nxt)
+                    continue
+                if size + len(nxt.queries) > self.max_batch:  # would overflow: it opens the next batch
+                    later.append(nxt)
                     break
                 batch.append(nxt)
                 size += len(nxt.queries)
+            held = later + held
             batch = [p for p in batch if not p.future.cancelled()]  # callers that gave up
             if not batch:
                 continue
             queries = [q for p in batch for q in p.queries]
-            k = max(p.k for p in batch)
+            k = first.k
             self.batch_sizes.append(len(queries))
             BATCH_SIZE.labels(self.source).observe(len(queries))
             try:

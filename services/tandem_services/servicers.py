@@ -12,7 +12,7 @@ import grpc
 
 from tandem.errors import InvalidInput
 from tandem.retriever import Retriever, refresh_sources, validate_queries
-from tandem.search import HybridSearcher, IntentDecomposer, RecentMemo, SearchResult
+from tandem.search import HybridSearcher, IntentDecomposer, RecentMemo, SearchResult, check_filter_count
 from tandem.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -74,6 +74,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         return response
 
     async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext):
+        # Before converting: a flood of filters must not cost event-loop time (issue 19).
+        check_filter_count(len(request.filters), self.searcher.config)
         prepared = self.searcher.prepare(request_from_proto(request))
         cache = self.searcher.cache
         # A hit in an in-process cache is answered right here: handing it to a thread and back

@@ -35,7 +35,7 @@ CONFIG = SearchConfig()
 """Limits the request properties check against (the production defaults)."""
 
 #: A refusal must name one of the request's fields in backticks.
-_REQUEST_FIELD = re.compile(r"`(query|top_k|filters\[\d+\](\.(field|min|max|prefix|equals))?)`")
+_REQUEST_FIELD = re.compile(r"`(query|top_k|user_id|filters(\[\d+\](\.(field|min|max|prefix|equals))?)?)`")
 
 
 class FuzzFailure(AssertionError):
@@ -95,7 +95,8 @@ def search_requests(text: st.SearchStrategy[str] = full_text) -> st.SearchStrate
     top_k = st.one_of(st.none(), st.integers(-3, 1003), st.integers(), st.sampled_from([True, False]))
     return st.builds(
         SearchRequest, query=_queries(text), top_k=top_k,
-        filters=st.lists(_filter_specs(text), max_size=3).map(tuple), user_id=text, debug=st.booleans(),
+        filters=(st.lists(_filter_specs(text), max_size=3) | st.lists(_filter_specs(text), min_size=15, max_size=18))
+        .map(tuple), user_id=text | st.integers(250, 260).map(lambda n: "u" * n), debug=st.booleans(),
     )
 
 
@@ -262,7 +263,11 @@ def check_search_request(request: SearchRequest, config: SearchConfig = CONFIG) 
         problems.append(f"query {query!r:.60}")
     if isinstance(top_k, bool) or not 1 <= top_k <= config.max_top_k:
         problems.append(f"top_k {top_k!r}")
+    if len(request.filters) > config.max_filters:
+        problems.append(f"{len(request.filters)} filters")
     for f in request.filters:
+        if len(f.prefix or "") > config.max_field_chars or len(f.equals or "") > config.max_field_chars:
+            problems.append("filter string over the limit")
         if f.field not in FILTER_FIELDS:
             problems.append(f"field {f.field!r}")
         for bound in (f.min, f.max):
