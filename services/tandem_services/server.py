@@ -50,6 +50,9 @@ class ServerOptions(BaseModel):
     """Refuse to start when no token is configured (so a missing secret fails loudly)."""
     max_message_bytes: int = Field(default=1 << 20, ge=1024)
     """Largest request or response message; larger ones are rejected by gRPC (RESOURCE_EXHAUSTED)."""
+    max_concurrent_rpcs: int = Field(default=256, ge=1)
+    """Calls one server runs at once; more are refused at once with RESOURCE_EXHAUSTED (clients
+    retry elsewhere) instead of queueing without bound behind the worker threads."""
     drain_s: float = Field(default=1.0, ge=0)
     """On shutdown: seconds of NOT_SERVING before the listener closes, so load balancers move away."""
     grace_s: float = Field(default=10.0, ge=0)
@@ -134,7 +137,8 @@ class TandemServer:
             sys.setswitchinterval(opts.gil_switch_interval_ms / 1000)
         limits = [("grpc.max_receive_message_length", opts.max_message_bytes),
                   ("grpc.max_send_message_length", opts.max_message_bytes)]
-        server = grpc.aio.server(interceptors=self._interceptors(), options=limits)
+        server = grpc.aio.server(interceptors=self._interceptors(), options=limits,
+                                 maximum_concurrent_rpcs=opts.max_concurrent_rpcs)
         for svc in self.services:
             svc.add_to_server(svc.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -89,3 +89,54 @@ def test_the_micro_batcher_groups_requests_by_depth() -> None:
     out = asyncio.run(main())
     assert sorted(calls) == [(2, 1000), (4, 10)]  # one batch per depth, never k=1000 for the k=10 queries
     assert all(len(res) == 1 for res in out)
+
+
+# --------------------------------------------------------------------------- memory and concurrency
+
+
+def test_the_result_cache_is_bounded_in_bytes() -> None:
+    from tandem.cache.lru import LruCache
+
+    c = LruCache(max_entries=10_000, max_bytes=1_000_000)
+    debug_sized = b"x" * 400_000  # a debug response, issue 19
+    for i in range(10):
+        c.set(f"k{i}", debug_sized, 60)
+    assert len(c) == 2 and c.bytes <= 1_000_000
+    assert c.get("k9") == debug_sized and c.get("k0") is None
+    c.set("huge", b"y" * 2_000_000, 60)  # larger than the whole bound: not stored, nothing evicted
+    assert c.get("huge") is None and len(c) == 2
+    c.set("k9", b"small", 60)  # replacing an entry releases its bytes
+    assert c.bytes == len("k8") + 400_000 + len("k9") + 5
+
+
+def test_every_server_caps_concurrent_calls() -> None:
+    import threading
+
+    from tandem.search import SearchConfig
+    from tandem.v1 import search_pb2, search_pb2_grpc
+    from tandem_services.app import gateway_server
+    from tandem_services.runner import BackgroundServer
+    from tandem_services.server import ServerOptions
+
+    slow = TermOverlapRetriever(ITEMS, name="bm25", delay_s=0.5)
+    searcher = HybridSearcher([slow], config=SearchConfig(deadline_s=5))
+    opts = ServerOptions(drain_s=0, grace_s=0.5, max_concurrent_rpcs=1)
+    codes: list[grpc.StatusCode] = []
+    with BackgroundServer(lambda: gateway_server(searcher, opts)) as srv:
+        with grpc.insecure_channel(srv.address) as ch:
+            stub = search_pb2_grpc.SearchServiceStub(ch)
+
+            def call(q: str) -> None:
+                try:
+                    stub.Search(search_pb2.SearchRequest(query=q), timeout=5)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+
+            threads = [threading.Thread(target=call, args=(q,)) for q in ("drill", "saw", "hammer")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    assert codes.count(grpc.StatusCode.OK) >= 1
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes

@@ -74,7 +74,7 @@ class HealthServer:
 
         self._pb2 = health_pb2
         self._servicer = health.HealthServicer()
-        self._server: Any = grpc.server(ThreadPoolExecutor(max_workers=2))
+        self._server: Any = grpc.server(ThreadPoolExecutor(max_workers=2), maximum_concurrent_rpcs=8)
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, self._server)
         self.port = self._server.add_insecure_port(f"[::]:{port}")
         self.heartbeat = heartbeat or LOOP
