@@ -602,7 +602,14 @@ class HybridSearcher:
 
     def _compute(self, query: str, top_k: int, request: SearchRequest,
                  versions: dict[str, str], deadline: float) -> SearchResult:
-        all_intents = self.intents.decompose(query)
+        reasons: list[str] = []
+        try:
+            all_intents = self.intents.decompose(query)
+        except InvalidInput:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an intent outage degrades to the whole query
+            reasons.append(f"intents: {type(exc).__name__}: {exc}"[:300])
+            all_intents = [Intent(text=query)]
         implied = intent_filters(all_intents) if self.catalog is not None else []
         intents = [i for i in all_intents if i.kind != FILTER_INTENT] or [Intent(text=query)]
         texts = [i.text for i in intents]
@@ -633,7 +640,7 @@ class HybridSearcher:
         done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic() - self.config.reserve_s))
 
         lists: list[RankedList] = []
-        reasons: list[str] = []
+        answered = 0
         for fut, r in futures.items():
             if fut not in done:
                 fut.cancel()
@@ -645,10 +652,11 @@ class HybridSearcher:
                     raise exc
                 reasons.append(f"{r.name}: {type(exc).__name__}: {exc}"[:300])
                 continue
+            answered += 1
             for intent, hits in zip(intents, fut.result(), strict=True):
                 lists.append(RankedList(source=r.name, hits=hits, intent=intent.text, intent_weight=intent.weight,
                                         intent_kind=intent.kind))
-        if len(reasons) == len(self.retrievers):
+        if not answered:
             raise Unavailable("no source answered: " + "; ".join(reasons))
 
         fused = self.fuser.fuse(lists, k=depth if request.filters or implied else top_k)

@@ -140,3 +140,17 @@ def test_every_server_caps_concurrent_calls() -> None:
                 t.join()
     assert codes.count(grpc.StatusCode.OK) >= 1
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+
+
+def test_an_intent_outage_degrades_to_the_whole_query() -> None:
+    from tandem.errors import Unavailable
+    from tandem.search import IntentDecomposer, Intent
+
+    class Down(IntentDecomposer):
+        def decompose(self, query: str) -> list[Intent]:
+            raise Unavailable("intent service: connection refused")
+
+    searcher = HybridSearcher([TermOverlapRetriever(ITEMS, name="bm25")], intents=Down())
+    result = searcher.search(SearchRequest("cordless drill", top_k=3))
+    assert result.hits and result.degraded and result.degraded_reasons[0].startswith("intents: Unavailable")
+    assert [i.text for i in result.intents] == ["cordless drill"]
