@@ -11,7 +11,10 @@ of every column are in :mod:`tandem.testing.faults` and :mod:`tandem.testing.ing
   load, restarted after an outage;
 * ``corrupt_artifact`` — a promoted registry artifact damaged on disk, offered to a live
   service by a reload;
-* ``slow_retriever`` — the generative service slower than the search deadline.
+* ``slow_retriever`` — the generative service slower than the search deadline;
+* ``poison_version``, ``oversized_dead_letter``, ``filter_flood``, ``topk_inflation`` and
+  ``intent_down`` — issue 19: no record or request can stop the stream or burn the gateway
+  (:mod:`tandem.testing.bounded_faults`).
 
 ``python -m bench.faults [--quick] --out FILE.json`` prints one table and writes
 ``{"figures": {"<scenario>": {"requests"|"events": n, "failures", "lost", "duplicated",
@@ -31,13 +34,18 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = ["kafka_broker_restart", "consumer_sigkill", "redis_restart", "generative_killed",
-             "corrupt_artifact", "slow_retriever"]  # fmt: skip
+             "corrupt_artifact", "slow_retriever", "poison_version", "oversized_dead_letter", "filter_flood",
+             "topk_inflation", "intent_down"]  # fmt: skip
+KAFKA_SCENARIOS = {"consumer_sigkill", "poison_version", "oversized_dead_letter"}
+"""Scenarios that share one broker started for them (kafka_broker_restart starts its own)."""
 
 
 def run(quick: bool, only: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the chosen scenarios; returns (figures, config)."""
+    from contextlib import ExitStack
+
     from tandem.jvm import ensure_jvm
-    from tandem.testing import faults, ingest_faults
+    from tandem.testing import bounded_faults, faults, ingest_faults
     from tandem.testing.infra import KafkaBroker
 
     ensure_jvm()
@@ -47,26 +55,37 @@ def run(quick: bool, only: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     figures: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     chosen = only or SCENARIOS
-    for name in chosen:
-        t0 = time.monotonic()
-        d = work / name
-        d.mkdir()
-        if name == "kafka_broker_restart":
-            r = ingest_faults.kafka_broker_restart(d, n_items=n_items, publish_s=3.0 if quick else 15.0)
-        elif name == "consumer_sigkill":
-            with KafkaBroker(data_dir=d / "kafka") as broker:
-                r = ingest_faults.consumer_sigkill(d, broker.bootstrap, n_items=n_items)
-        elif name == "redis_restart":
-            r = faults.redis_restart(seconds=secs)
-        elif name == "generative_killed":
-            r = faults.generative_killed(d, seconds=secs + 2, outage_s=1.5 if quick else 5.0)
-        elif name == "corrupt_artifact":
-            r = faults.corrupt_artifact(d, seconds=secs)
-        else:
-            r = faults.slow_retriever(seconds=secs, deadline_s=0.3, slow_s=1.0)
-        figures[name] = {k: v for k, v in r.figures().items() if k != "errors"}
-        seconds[name] = round(time.monotonic() - t0, 1)
+    stack = ExitStack()
+    broker = stack.enter_context(KafkaBroker(data_dir=work / "kafka")) if KAFKA_SCENARIOS & set(chosen) else None
+    with stack:
+        for name in chosen:
+            t0 = time.monotonic()
+            d = work / name
+            d.mkdir()
+            r = _scenario(name, d, broker, quick, n_items, secs, faults, ingest_faults, bounded_faults)
+            figures[name] = {k: v for k, v in r.figures().items() if k != "errors"}
+            seconds[name] = round(time.monotonic() - t0, 1)
     return figures, {"quick": quick, "items": n_items, "load_s": secs, "scenario_wall_s": seconds}
+
+
+def _scenario(name: str, d: Path, broker: Any, quick: bool, n_items: int, secs: float, faults: Any,
+              ingest_faults: Any, bounded_faults: Any) -> Any:
+    """Run one scenario; returns its :class:`~tandem.testing.faults.ScenarioResult`."""
+    if name == "kafka_broker_restart":
+        return ingest_faults.kafka_broker_restart(d, n_items=n_items, publish_s=3.0 if quick else 15.0)
+    if name == "consumer_sigkill":
+        return ingest_faults.consumer_sigkill(d, broker.bootstrap, n_items=n_items)
+    if name in ("poison_version", "oversized_dead_letter"):
+        return getattr(bounded_faults, name)(d, broker.bootstrap, n_items=n_items)
+    if name in ("filter_flood", "topk_inflation", "intent_down"):
+        return getattr(bounded_faults, name)(seconds=secs)
+    if name == "redis_restart":
+        return faults.redis_restart(seconds=secs)
+    if name == "generative_killed":
+        return faults.generative_killed(d, seconds=secs + 2, outage_s=1.5 if quick else 5.0)
+    if name == "corrupt_artifact":
+        return faults.corrupt_artifact(d, seconds=secs)
+    return faults.slow_retriever(seconds=secs, deadline_s=0.3, slow_s=1.0)
 
 
 def main() -> None:

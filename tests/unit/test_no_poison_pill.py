@@ -272,3 +272,29 @@ def test_liveness_follows_loop_progress() -> None:
             assert status() == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop()
+
+
+class StuckAfterRefusal(AckingProducer):
+    """Like kafka-python's idempotent producer: after the broker refused a record as too large,
+    every later send to the partition fails the same way."""
+
+    def send(self, topic: str, *, key: bytes | None, value: bytes, headers: list[Any]) -> Future:
+        if getattr(self, "stuck", False):
+            self.sends += 1
+            return Future().failure(MessageSizeTooLargeError())
+        fut = super().send(topic, key=key, value=value, headers=headers)
+        self.stuck = fut.failed()
+        return fut
+
+
+def test_the_producer_is_renewed_after_a_broker_side_refusal() -> None:
+    first, fresh = StuckAfterRefusal(limit=100), AckingProducer(limit=100)
+    renewed: list[Any] = []
+
+    def renew(old: Any) -> Any:
+        renewed.append(old)
+        return fresh
+
+    big = DeadLetter(b"k", b"x" * 5000, [(DLQ_REASON, b"malformed_json")])
+    assert deliver(first, "items.dlq", [big], threading.Event(), 0.01, renew=renew) is fresh
+    assert renewed == [first] and dict(fresh.acked[0].headers)[DLQ_TRUNCATED] == b"5000"

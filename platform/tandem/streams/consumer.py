@@ -164,10 +164,9 @@ class IngestConsumer:
         }
         try:
             self._kafka = KafkaConsumer(**conf)
-            self._dlq = KafkaProducer(
-                bootstrap_servers=servers, client_id="tandem-ingest-dlq", enable_idempotence=True, acks="all",
-                **security,
-            )  # fmt: skip
+            self._dlq_conf = {"bootstrap_servers": servers, "client_id": "tandem-ingest-dlq",
+                              "enable_idempotence": True, "acks": "all", **security}
+            self._dlq = KafkaProducer(**self._dlq_conf)
         except KafkaError as e:
             raise Unavailable(f"Kafka at {self.settings.kafka_bootstrap} is unreachable: {e}") from e
 
@@ -261,7 +260,15 @@ class IngestConsumer:
 
     def _deliver(self, letters: list[DeadLetter]) -> None:
         """Deliver ``letters`` before the batch is committed (:func:`~tandem.streams.dead_letters.deliver`)."""
-        dead_letters.deliver(self._dlq, self.dlq_topic, letters, self._stop, DLQ_FLUSH_S)
+        self._dlq = dead_letters.deliver(self._dlq, self.dlq_topic, letters, self._stop, DLQ_FLUSH_S,
+                                         renew=self._renew_dlq)
+
+    def _renew_dlq(self, old: Any) -> Any:
+        """A fresh dead-letter producer (new producer id) in place of ``old``, which is closed."""
+        from kafka import KafkaProducer
+
+        old.close(timeout=1)
+        return KafkaProducer(**self._dlq_conf)
 
     def _commit(self) -> None:
         if not self._pending:

@@ -9,7 +9,10 @@ letter, because the consumer commits the batch's offsets right after:
 * a letter refused as too large (``MessageSizeTooLargeError``, from the producer's
   ``max_request_size`` or the topic's ``max.message.bytes``) is sent again without its value
   and the source's own headers (:func:`truncated`); header ``tandem-dlq-truncated`` holds the
-  value's size and the source topic/partition/offset headers find the original record;
+  value's size and the source topic/partition/offset headers find the original record. A
+  broker-side refusal leaves an idempotent producer unable to send to that partition again
+  (every later send fails the same way; found by ``bench.faults oversized_dead_letter``), so
+  the producer is replaced (``renew``) before the resend;
 * any other refusal that retrying cannot fix (authorisation, an invalid topic, a truncated
   letter still too large) raises :class:`DeadLetterRefused`, which ends the consumer with the
   batch uncommitted and a message naming the fix, instead of retrying forever.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,12 +110,14 @@ def _retry_or_raise(letter: DeadLetter, error: BaseException | None, topic: str)
     return letter
 
 
-def deliver(producer: Any, topic: str, letters: list[DeadLetter], stop: threading.Event, flush_s: float) -> None:
+def deliver(producer: Any, topic: str, letters: list[DeadLetter], stop: threading.Event, flush_s: float,
+            renew: Callable[[Any], Any] | None = None) -> Any:
     """Send ``letters`` to ``topic`` and return once the broker acknowledged each (see the
-    module docstring for what is retried, truncated or raised). ``stop`` set during an outage
+    module docstring for what is retried, truncated or raised); returns the producer in use,
+    which ``renew(old)`` replaced after a broker-side refusal. ``stop`` set during an outage
     raises :class:`Unavailable`, with the batch uncommitted, so the next owner replays it and
     dead-letters it again."""
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, MessageSizeTooLargeError
 
     in_flight: list[tuple[DeadLetter, Any]] = []
     waiting = list(letters)
@@ -127,11 +133,20 @@ def deliver(producer: Any, topic: str, letters: list[DeadLetter], stop: threadin
             producer.flush(timeout=flush_s)
         except KafkaError as e:
             log.warning("dead-letter flush timed out (%s); waiting for the broker", e)
+        refused = any(fut is not None and fut.is_done and isinstance(fut.exception, MessageSizeTooLargeError)
+                      for _, fut in in_flight)
         waiting = [letter if fut is None else _retry_or_raise(letter, fut.exception, topic)
                    for letter, fut in in_flight if fut is None or (fut.is_done and fut.failed())]
         in_flight = [(letter, fut) for letter, fut in in_flight if fut is not None and not fut.is_done]
+        if refused and renew is not None:
+            log.warning("dead-letter producer replaced after a broker refusal; resending %d letters",
+                        len(waiting) + len(in_flight))
+            producer = renew(producer)
+            waiting += [letter for letter, _ in in_flight]  # the old producer's sends are abandoned
+            in_flight = []
         if waiting:
             log.warning("%d dead letters were not delivered; sending them again", len(waiting))
         if (waiting or in_flight) and stop.is_set():
             raise Unavailable(f"{len(waiting) + len(in_flight)} dead letters not acknowledged by Kafka at "
                               "shutdown; the batch's offsets stay uncommitted, so it is replayed")
+    return producer
