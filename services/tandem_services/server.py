@@ -1,11 +1,17 @@
 """One gRPC server shape for every Tandem service: interceptors, health, reflection, TLS,
-limits and graceful shutdown."""
+limits, graceful shutdown, and the health of optional dependencies (the result cache).
+
+Ports are bound exclusively: gRPC Python turns ``SO_REUSEPORT`` on by default, which lets a
+second server bind a port already in use and silently split the traffic with the first.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,10 +20,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tandem.errors import InvalidInput
+from tandem.errors import InvalidInput, Unavailable
 from tandem_services.interceptors import (
     AuthInterceptor,
     ErrorMappingInterceptor,
@@ -27,6 +33,51 @@ from tandem_services.interceptors import (
 )
 
 log = logging.getLogger("tandem_services.server")
+
+#: ``grpc.reflection.v1``: what current clients (grpcurl, grpcui, Postman) ask first. Its
+#: messages are field-for-field those of ``v1alpha``, which is all grpcio-reflection < 1.82
+#: ships, so the same servicer answers both names.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+#: Channel options of every listener: one process per port (see the module docstring).
+EXCLUSIVE_PORT = ("grpc.so_reuseport", 0)
+
+
+class PortInUse(Unavailable):
+    """The port to listen on is taken (usually by another server); the message names it."""
+
+
+def bind_error(host: str, port: int, what: str = "port") -> Unavailable:
+    """Why ``host:port`` could not be bound, as a domain error naming the port.
+
+    gRPC reports only that binding failed; a plain bind of the same address says why.
+    """
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host.strip("[]"), port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return PortInUse(f"{what} {port} on {host} is already in use (another `tandem serve`?): "
+                             f"stop that process or choose another port")
+        return Unavailable(f"could not bind {what} {port} on {host}: {exc.strerror or exc}")
+    return Unavailable(f"could not bind {what} {port} on {host}")
+
+
+def add_port(server: grpc.aio.Server, host: str, port: int, creds: grpc.ServerCredentials | None = None,
+             what: str = "port") -> int:
+    """Listen on ``host:port`` (TLS with ``creds``); the bound port, or :class:`PortInUse`.
+
+    The server must have been created with :data:`EXCLUSIVE_PORT`.
+    """
+    address = f"{host}:{port}"
+    try:
+        bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    except RuntimeError:  # grpcio >= 1.60 raises instead of returning 0
+        bound = 0
+    if bound == 0:
+        raise bind_error(host, port, what)
+    return bound
 
 
 class ServerOptions(BaseModel):
@@ -69,6 +120,8 @@ class ServerOptions(BaseModel):
     health_port: int | None = Field(default=None, ge=0, le=65535)
     """Second, plaintext port serving only ``grpc.health.v1`` (kubelet's gRPC probes cannot
     speak TLS); ``None`` = off, 0 picks a free one (tests)."""
+    dependency_check_s: float = Field(default=5.0, gt=0)
+    """Seconds between checks of the optional dependencies (see :class:`Dependency`)."""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerOptions:
@@ -98,6 +151,46 @@ class Service:
     name: str
 
 
+def _enable_reflection(names: Sequence[str], server: grpc.aio.Server) -> None:
+    """Server reflection under ``grpc.reflection.v1alpha`` and ``grpc.reflection.v1``: one
+    grpcio-reflection servicer registered under both names (their messages are identical)."""
+    servicer = reflection.aio.ReflectionServicer([*names, reflection.SERVICE_NAME, REFLECTION_V1])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),))
+
+
+#: Health-service name prefix of the optional dependencies (``tandem.dependency.cache``).
+DEPENDENCY_PREFIX = "tandem.dependency."
+#: Dependency names a server may watch (what ``tandem health`` asks about).
+KNOWN_DEPENDENCIES = ("cache",)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A backend the server runs without, at a cost: the Redis result cache (every search
+    then misses). Its ``grpc.health.v1`` status is served under :attr:`health_name`, checked
+    every ``dependency_check_s``, while the server itself ("") stays SERVING: degraded, not
+    down, so probes do not restart a server that can still answer."""
+
+    name: str
+    """Short name, e.g. ``cache``."""
+    check: Callable[[], bool]
+    """``True`` when the dependency answers; runs in a worker thread; exceptions count as down."""
+    describe: str = ""
+    """What it is, for the logs (``redis at 127.0.0.1:6379/0``; no credentials)."""
+
+    @property
+    def health_name(self) -> str:
+        """The name a health client checks: ``tandem.dependency.<name>``."""
+        return DEPENDENCY_PREFIX + self.name
+
+
 class TandemServer:
     """A started-on-demand ``grpc.aio`` server hosting ``services``.
 
@@ -107,10 +200,14 @@ class TandemServer:
     """
 
     def __init__(self, services: Sequence[Service], options: ServerOptions | None = None,
-                 on_stop: Sequence[Callable[[], Any]] = ()) -> None:
+                 on_stop: Sequence[Callable[[], Any]] = (), dependencies: Sequence[Dependency] = ()) -> None:
         self.options = options or ServerOptions()
         self.services = list(services)
         self.on_stop = list(on_stop)
+        self.dependencies = list(dependencies)
+        self.dependency_up: dict[str, bool] = {}
+        """Last check of each dependency, by :attr:`Dependency.name`."""
+        self._watcher: asyncio.Task | None = None
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.health_port: int | None = None
@@ -136,7 +233,7 @@ class TandemServer:
         if opts.gil_switch_interval_ms is not None:
             sys.setswitchinterval(opts.gil_switch_interval_ms / 1000)
         limits = [("grpc.max_receive_message_length", opts.max_message_bytes),
-                  ("grpc.max_send_message_length", opts.max_message_bytes)]
+                  ("grpc.max_send_message_length", opts.max_message_bytes), EXCLUSIVE_PORT]
         server = grpc.aio.server(interceptors=self._interceptors(), options=limits,
                                  maximum_concurrent_rpcs=opts.max_concurrent_rpcs)
         for svc in self.services:
@@ -144,19 +241,18 @@ class TandemServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [s.name for s in self.services]
         if opts.reflection:
-            reflection.enable_server_reflection(
-                [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
-        address = f"{opts.host}:{opts.port}"
+            _enable_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
         creds = opts.credentials()
-        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-        if port == 0:
-            raise OSError(f"could not bind {address}")
+        port = add_port(server, opts.host, opts.port, creds)
         await server.start()
         self._server, self.port = server, port
         if opts.health_port is not None:
             await self._start_health_port()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.dependencies:
+            await self.check_dependencies()
+            self._watcher = asyncio.ensure_future(self._watch_dependencies())
         log.info("serving", extra={"address": f"{opts.host}:{port}", "services": names, "tls": creds is not None,
                                    "health_port": self.health_port})
         return port
@@ -166,15 +262,44 @@ class TandemServer:
 
         It shares :attr:`health` with the main server, so draining shows on both at once.
         """
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=[EXCLUSIVE_PORT])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        address = f"{self.options.host}:{self.options.health_port}"
-        port = server.add_insecure_port(address)
-        if port == 0:
+        try:
+            port = add_port(server, self.options.host, self.options.health_port, what="health port")
+        except Unavailable:
             await self._server.stop(0)
-            raise OSError(f"could not bind the health port {address}")
+            raise
         await server.start()
         self._health_server, self.health_port = server, port
+
+    def add_dependency(self, dependency: Dependency) -> None:
+        """Watch ``dependency`` too (before :meth:`start`)."""
+        if self._server is not None:
+            raise RuntimeError("add dependencies before start()")
+        self.dependencies.append(dependency)
+
+    async def check_dependencies(self) -> dict[str, bool]:
+        """Check every dependency once, publish its health, log each change of state."""
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        for dep in self.dependencies:
+            try:
+                up = bool(await asyncio.to_thread(dep.check))
+            except Exception:  # noqa: BLE001 - contract: a failing check means "down"
+                up = False
+            before = self.dependency_up.get(dep.name)
+            self.dependency_up[dep.name] = up
+            await self.health.set(dep.health_name, serving if up else not_serving)
+            if not up and before is not False:
+                log.warning("dependency unreachable: serving degraded", extra={
+                    "dependency": dep.name, "target": dep.describe, "health_service": dep.health_name})
+            elif up and before is False:
+                log.info("dependency reachable again", extra={"dependency": dep.name, "target": dep.describe})
+        return dict(self.dependency_up)
+
+    async def _watch_dependencies(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.dependency_check_s)
+            await self.check_dependencies()
 
     async def stop(self) -> None:
         """Graceful shutdown (see the class docstring). Idempotent."""
@@ -185,6 +310,8 @@ class TandemServer:
     async def _stop(self) -> None:
         if self._server is None:
             return
+        if self._watcher is not None:  # it must not flip a dependency back to SERVING
+            self._watcher.cancel()
         await self.health.enter_graceful_shutdown()  # every service → NOT_SERVING
         log.info("draining", extra={"drain_s": self.options.drain_s, "grace_s": self.options.grace_s})
         await asyncio.sleep(self.options.drain_s)
