@@ -16,6 +16,11 @@ CACHE_LOOKUPS = Counter(
 CACHE_HIT_RATIO = Gauge(
     "tandem_cache_hit_ratio", "Hits / lookups of the process's result cache since it started.", ["backend"],
 )
+CACHE_BACKEND_UP = Gauge(
+    "tandem_cache_backend_up",
+    "1 while the result-cache backend answers, 0 while it is unreachable (searches then run uncached).",
+    ["backend"],
+)
 
 
 class ResultCache(ABC):
@@ -100,6 +105,18 @@ class ResultCache(ABC):
         if not ttl_s > 0:
             raise InvalidInput(f"`ttl_s` must be > 0, got {ttl_s}")
         return ttl_s * (1.0 + random.uniform(-self.ttl_jitter, self.ttl_jitter))
+
+    def ping(self) -> bool:
+        """Whether the backend answers now; never raises. Updates ``tandem_cache_backend_up``.
+
+        In-process backends always answer; networked ones make one short round trip.
+        """
+        CACHE_BACKEND_UP.labels(self.backend).set(1.0)
+        return True
+
+    def describe(self) -> str:
+        """Which cache this is, for logs (backend and address; never credentials)."""
+        return self.backend
 
     def close(self) -> None:
         """Release connections. Idempotent."""

@@ -90,6 +90,10 @@ class LruCache(ResultCache):
         with self._mu:
             self._locks.pop(key, None)
 
+    def describe(self) -> str:
+        """``in-process lru (max N entries)``."""
+        return f"in-process lru (max {self.max_entries} entries)"
+
     def __len__(self) -> int:
         with self._mu:
             return len(self._data)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
+from urllib.parse import urlparse
 
 from prometheus_client import Gauge
 
-from tandem.cache.base import ResultCache
+from tandem.cache.base import CACHE_BACKEND_UP, ResultCache
 from tandem.cache.breaker import CircuitBreaker
 from tandem.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 CACHE_CIRCUIT_OPEN = Gauge("tandem_cache_circuit_open", "1 while the Redis cache's circuit breaker is open.")
 
@@ -54,6 +58,36 @@ class RedisCache(ResultCache):
         self.breaker = CircuitBreaker(failure_threshold=failure_threshold, reset_after_s=reset_after_s)
         self._unlock = self._redis.register_script(_UNLOCK)
         self._tokens: dict[str, str] = {}
+        self._up: bool | None = None  # last known state; None until the first answer or failure
+
+    def describe(self) -> str:
+        """``redis at host:port/db`` (the password, if any, left out)."""
+        parsed = urlparse(self.url)
+        if parsed.scheme == "unix":
+            return f"redis at {parsed.path}"
+        return f"redis at {parsed.hostname}:{parsed.port or 6379}{parsed.path or '/0'}"
+
+    def _mark(self, up: bool, error: BaseException | None = None) -> None:
+        """Record whether Redis answered; warn once when it goes away, note when it is back."""
+        if up == self._up:
+            return
+        CACHE_BACKEND_UP.labels(self.backend).set(1.0 if up else 0.0)
+        if not up:
+            log.warning("result cache unreachable (%s: %s): searches run uncached until it answers",
+                        self.describe(), error or "no answer")
+        elif self._up is not None:
+            log.info("result cache reachable again (%s)", self.describe())
+        self._up = up
+
+    def ping(self) -> bool:
+        """``PING`` within the socket timeout, outside the breaker (so recovery is seen)."""
+        try:
+            self._redis.ping()
+        except self._errors as exc:
+            self._mark(False, exc)
+            return False
+        self._mark(True)
+        return True
 
     def _call(self, fn, *args, **kwargs):
         """Run one Redis command through the breaker; raises :class:`CacheUnavailable` when skipped."""
@@ -61,12 +95,14 @@ class RedisCache(ResultCache):
             raise CacheUnavailable("redis circuit open")
         try:
             result = fn(*args, **kwargs)
-        except self._errors:
+        except self._errors as exc:
             self.breaker.record_failure()
             CACHE_CIRCUIT_OPEN.set(1.0 if self.breaker.state != "closed" else 0.0)
+            self._mark(False, exc)
             raise
         self.breaker.record_success()
         CACHE_CIRCUIT_OPEN.set(0.0)
+        self._mark(True)
         return result
 
     def _get(self, key: str) -> bytes | None:
