@@ -29,7 +29,7 @@ def _root() -> None:
 NOUNS: list[str] = [
     "index", "eval",
     "stream", "registry",
-    "doctor", "demo", "serve", "search", "ids", "train", "intent", "fusion", "pipelines",
+    "doctor", "health", "demo", "serve", "search", "ids", "train", "intent", "fusion", "pipelines",
 ]
 
 for _noun in NOUNS:

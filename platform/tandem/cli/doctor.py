@@ -62,6 +62,19 @@ def _tcp_reachable(host: str, port: int, timeout: float) -> str | None:
         return f"{host}:{port} unreachable ({exc.strerror or exc})"
 
 
+def _admin_config(client: type, hosts: list[str], timeout: float) -> dict[str, object]:
+    """``KafkaAdminClient`` options bounding every wait by ``timeout``, in the names the
+    installed kafka-python knows: 2.x calls the version probe's limit
+    ``api_version_auto_timeout_ms``, 3.x ``bootstrap_timeout_ms``, and each refuses the other's."""
+    ms = int(timeout * 1000)
+    known = getattr(client, "DEFAULT_CONFIG", {})
+    conf: dict[str, object] = {"bootstrap_servers": hosts, "request_timeout_ms": ms, "client_id": "tandem-doctor"}
+    for name in ("api_version_auto_timeout_ms", "bootstrap_timeout_ms"):
+        if name in known:
+            conf[name] = ms
+    return conf
+
+
 def check_kafka(bootstrap: str | None, timeout: float) -> Check:
     if not bootstrap:
         return Check("kafka", True, "not configured (TANDEM_KAFKA_BOOTSTRAP): JSONL file source", required=False)
@@ -80,10 +93,7 @@ def check_kafka(bootstrap: str | None, timeout: float) -> Check:
         from kafka import KafkaAdminClient
 
         started = time.monotonic()
-        admin = KafkaAdminClient(
-            bootstrap_servers=hosts, request_timeout_ms=int(timeout * 1000),
-            api_version_auto_timeout_ms=int(timeout * 1000), client_id="tandem-doctor",
-        )
+        admin = KafkaAdminClient(**_admin_config(KafkaAdminClient, hosts, timeout))
         try:
             topics = admin.list_topics()
         finally:

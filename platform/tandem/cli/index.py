@@ -8,15 +8,11 @@ from typing import Annotated
 
 import typer
 
+from tandem.cli._options import default_index
+
 app = typer.Typer(help="Build and update the BM25 (Lucene) index.", no_args_is_help=True)
 
 IndexDir = Annotated[Path, typer.Option("--index", help="Index directory (default: <home>/indexes/bm25).")]
-
-
-def _default_index() -> Path:
-    from tandem.config import get_settings
-
-    return get_settings().home / "indexes" / "bm25"
 
 
 def _fail(e: Exception) -> typer.Exit:
@@ -44,7 +40,7 @@ def build(
     from tandem.sparse import SparseConfig, build_index
 
     console = Console()
-    target = index or _default_index()
+    target = index or default_index()
     try:
         loaded = load_items(catalog, format=format, strict=strict)
         for err in loaded.errors[:10]:
@@ -85,7 +81,7 @@ def upsert(
         for err in loaded.errors[:10]:
             console.print(f"[yellow]skipped[/yellow] {err}")
         start = time.perf_counter()
-        with SparseRetriever(index or _default_index()) as retriever:
+        with SparseRetriever(index or default_index()) as retriever:
             n = retriever.upsert(loaded.items)
             stats = retriever.stats()
     except (TandemError, ValueError) as e:
@@ -106,7 +102,7 @@ def delete(
     from tandem.sparse import SparseRetriever
 
     try:
-        with SparseRetriever(index or _default_index()) as retriever:
+        with SparseRetriever(index or default_index()) as retriever:
             before = retriever.stats().documents
             retriever.delete(item_ids)
             after = retriever.stats().documents
@@ -127,7 +123,7 @@ def stats(
     from tandem.sparse import SparseRetriever
 
     try:
-        with SparseRetriever(index or _default_index(), writable=False) as retriever:
+        with SparseRetriever(index or default_index(), writable=False) as retriever:
             s = retriever.stats()
     except (TandemError, ValueError) as e:
         raise _fail(e) from None

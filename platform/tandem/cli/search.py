@@ -49,7 +49,8 @@ def search(
     server: Annotated[Optional[str], typer.Option(help="host:port of a running gateway.")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="TANDEM_TOKEN", help="Bearer token for --server.")] = None,
     tls_ca: Annotated[Optional[Path], typer.Option(help="PEM CA of --server (turns TLS on).")] = None,
-    index: Annotated[Optional[Path], typer.Option(help="Local Lucene index (without --server).")] = None,
+    index: Annotated[Optional[Path], typer.Option(
+        help="Local Lucene index, without --server (default: <home>/indexes/bm25, what `tandem index build` writes).")] = None,
     source: Annotated[str, typer.Option(help="Local sources: `sparse` (BM25) or `hybrid` (+ generative).")] = "sparse",
     generative_factory: Annotated[Optional[str], typer.Option(
         help="module:callable returning the generative Retriever (hybrid without a model dir).")] = None,
@@ -64,10 +65,12 @@ def search(
     """Search from the command line (a running gateway, or a local index): hits with their sources."""
     from tandem.errors import TandemError
 
+    from tandem.cli._options import server_address
+
     filters = _filters(price_min, price_max, category, brand)
     try:
         if server:
-            _remote(query, top_k, filters, server, token, tls_ca, timeout_ms)
+            _remote(query, top_k, filters, server_address(server), token, tls_ca, timeout_ms)
         else:
             _local(query, top_k, filters, index, source, generative_factory, generative_arg, model, timeout_ms)
     except TandemError as exc:
@@ -86,6 +89,10 @@ def _remote(query: str, top_k: int, filters: list, server: str, token: Optional[
             r = client.search(query, top_k=top_k, filters=filters, timeout_s=timeout_ms / 1000)
         except grpc.RpcError as exc:
             typer.echo(f"tandem search: {exc.code().name}: {exc.details()}", err=True)
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                from tandem.cli._options import NO_SERVER_HINT
+
+                typer.echo(f"tandem search: {server}: {NO_SERVER_HINT}", err=True)
             raise typer.Exit(1) from None
     _print(query, [(h.item_id, h.score, h.title, [(p.source, p.rank, p.score) for p in h.provenance]) for h in r.hits],
            took_ms=r.took_ms, cache_hit=r.cache_hit, degraded_reasons=list(r.degraded_reasons),
@@ -100,7 +107,12 @@ def _local(query: str, top_k: int, filters: list, index: Optional[Path], source:
     if source not in ("sparse", "hybrid"):
         raise typer.BadParameter("must be `sparse` or `hybrid`", param_hint="--source")
     if index is None:
-        raise typer.BadParameter("give --index DIR (or --server HOST:PORT)", param_hint="--index")
+        from tandem.cli._options import default_index
+
+        index = default_index()
+    if not index.is_dir():
+        raise typer.BadParameter(f"no index at {index}: build one with `tandem index build CATALOG --index "
+                                 f"{index}`, or give --index DIR (or --server HOST:PORT)", param_hint="--index")
     from tandem.jvm import ensure_jvm
 
     ensure_jvm()

@@ -27,7 +27,8 @@ MaxBatch = Annotated[int, typer.Option(help="Micro-batching: most queries per fo
 MaxWaitMs = Annotated[float, typer.Option(help="Micro-batching: longest wait for a batch to fill, ms.")]
 RedisUrl = Annotated[Optional[str], typer.Option(
     envvar="TANDEM_REDIS_URL", help="Redis result cache (redis://host:port/db); unset = in-process LRU.")]
-Index = Annotated[Optional[Path], typer.Option(help="Lucene index built by `tandem index` (BM25 source).")]
+Index = Annotated[Optional[Path], typer.Option(
+    help="Lucene index built by `tandem index build` (BM25 source; default: <home>/indexes/bm25).")]
 Catalog = Annotated[Optional[Path], typer.Option(
     help="Items JSONL for titles and filters (default: the index's stored fields).")]
 Factory = Annotated[Optional[str], typer.Option(
@@ -83,7 +84,11 @@ def _run(build, metrics_port: int, log_level: str) -> None:
     if metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port)
+        try:
+            start_http_server(metrics_port)
+        except OSError as exc:
+            typer.echo(f"tandem serve: `--metrics-port` {metrics_port}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
 
     async def main() -> None:
         server = build()
@@ -91,6 +96,9 @@ def _run(build, metrics_port: int, log_level: str) -> None:
         typer.echo(f"tandem: serving {', '.join(s.name for s in server.services)} on "
                    f"{server.options.host}:{port}"
                    + (f" (health on {server.health_port})" if server.health_port else ""), err=True)
+        for dep in server.dependencies:
+            state = "ok" if server.dependency_up.get(dep.name) else "UNREACHABLE, serving degraded"
+            typer.echo(f"tandem: {dep.name}: {dep.describe} ({state}; health service {dep.health_name})", err=True)
         await server.serve_forever()
 
     try:
@@ -98,6 +106,16 @@ def _run(build, metrics_port: int, log_level: str) -> None:
     except TandemError as exc:
         typer.echo(f"tandem serve: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _watch_cache(server: Any, cache: Any) -> Any:
+    """Report the searcher's result cache through health (``tandem.dependency.cache``): an
+    unreachable Redis then shows as a degraded dependency, with a warning in the log."""
+    from tandem_services.server import Dependency
+
+    if cache is not None:
+        server.add_dependency(Dependency("cache", cache.ping, describe=cache.describe()))
+    return server
 
 
 def _fuser(fusion: str, fusion_model: Optional[Path], lookup: Any, intents: Any = None) -> Any:
@@ -164,10 +182,22 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     if not all_in_one:
-        typer.echo(ctx.get_help())
+        given = [f"--{p.name.replace('_', '-')}" for p in ctx.command.params
+                 if getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
+        # Bare `tandem serve`: the help is the answer; with options, the mistake is.
+        typer.echo(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n" if given else ctx.get_help(),
+                   err=True)
+        typer.echo("Error: name a service (gateway, sparse, generative, intent) or pass --all-in-one"
+                   + (f"; {', '.join(given)} given without either" if given else ""), err=True)
         raise typer.Exit(2)
     if index is None:
-        raise typer.BadParameter("--all-in-one needs --index (the BM25 source)", param_hint="--index")
+        from tandem.cli._options import default_index
+
+        index = default_index()
+        if not index.is_dir():
+            raise typer.BadParameter(f"--all-in-one needs a BM25 index and there is none at {index} (the default): "
+                                     "build it with `tandem index build CATALOG`, or give --index DIR",
+                                     param_hint="--index")
     opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
@@ -178,8 +208,9 @@ def serve(
             retrievers.append(_generative(model, generative_factory, generative_arg, adapter, registry, poll_s))
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, _intents(intent_model), fusion,
                              fusion_model)
-        return all_in_one_server(searcher, opts, batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms),
-                                 batched=["generative"])
+        return _watch_cache(all_in_one_server(searcher, opts, batched=["generative"],
+                                              batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms)),
+                            searcher.cache)
 
     _run(build, metrics_port, log_level)
 
@@ -214,8 +245,8 @@ def gateway(
         if generative:
             retrievers.append(RemoteRetriever(generative, "generative", options=ch, timeout_s=deadline_ms / 1000))
         intents = RemoteIntents(intent, options=ch) if intent else _intents(intent_model)
-        return gateway_server(_searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model),
-                              opts)
+        searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model)
+        return _watch_cache(gateway_server(searcher, opts), searcher.cache)
 
     _run(build, metrics_port, log_level)
 

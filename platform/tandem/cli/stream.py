@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,6 +24,42 @@ def _fail(e: Exception) -> typer.Exit:
 
     Console(stderr=True).print(f"[red]error:[/red] {e}")
     return typer.Exit(2)
+
+
+class StatusLine:
+    """A background thread printing ``totals``' counts every ``every_s`` seconds, so a
+    long-running consumer shows it is alive (and whether events arrive) between summaries."""
+
+    def __init__(self, totals: Callable[[], Any], every_s: float, where: str, echo: Callable[[str], None]) -> None:
+        import threading
+
+        self._totals, self.every_s, self.where, self._echo = totals, every_s, where, echo
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="consume-status", daemon=True)
+        self._last_events = 0
+
+    def line(self) -> str:
+        """One status line: counts so far and the events since the previous line."""
+        t = self._totals()
+        events = t.events + t.dead_lettered
+        new, self._last_events = events - self._last_events, events
+        return (f"consume {self.where}: {events} events ({new} new in the last {self.every_s:g} s): "
+                f"applied {t.applied}, duplicates {t.duplicates}, stale {t.stale}, refused {t.dead_lettered}, "
+                f"quarantined {t.quarantined}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._echo(self.line())
+
+    def __enter__(self) -> StatusLine:
+        if self.every_s > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
 
 def _settings(bootstrap: str | None = None, topic: str | None = None):  # type: ignore[no-untyped-def]
@@ -81,6 +118,8 @@ def consume(
     health_port: Annotated[int | None, typer.Option("--health-port", help="Serve grpc.health.v1 here.")] = None,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics here.")] = None,
     rejects: Annotated[Path | None, typer.Option("--rejects", help="With --from-file: write refused lines here.")] = None,
+    status_every: Annotated[float, typer.Option(
+        "--status-every", min=0, help="Print a status line (counts so far) every this many seconds; 0 = off.")] = 30.0,
 ) -> None:
     """Apply item events to the catalog store and the live BM25 index until SIGTERM/SIGINT.
 
@@ -122,7 +161,11 @@ def consume(
                 consumer.install_signal_handlers()
                 if health:
                     health.set(True)
-                totals = consumer.run(max_idle_s=idle_exit)
+                where = f"{consumer.topic} @ {settings.kafka_bootstrap}"
+                console.print(f"consuming {where} into {live.index_dir if live else 'the store only'}; "
+                              "Ctrl-C stops after the current batch")
+                with StatusLine(lambda: consumer.totals, status_every, where, console.print):
+                    totals = consumer.run(max_idle_s=idle_exit)
             counts = cstore.counts()
     except TandemError as e:
         raise _fail(e) from None
