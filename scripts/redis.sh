@@ -3,7 +3,8 @@
 #
 #   scripts/redis.sh install            redis-server from Debian (apt) when it is missing
 #   scripts/redis.sh start [--port N]   a loopback Redis without persistence, data in
-#                                       $TANDEM_HOME/infra/redis (default port 6379)
+#                                       $TANDEM_HOME/infra/redis (default port 6379;
+#                                       TANDEM_HOME as `tandem` resolves it: scripts/_home.sh)
 #   scripts/redis.sh stop               shut it down
 #   scripts/redis.sh status
 #
@@ -12,9 +13,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-home=${TANDEM_HOME:-.tandem}
-[[ $home = /* ]] || home="$ROOT/$home"
-DATA="$home/infra/redis"
+source "$ROOT/scripts/_home.sh"
+DATA="$(tandem_home)/infra/redis"
 PIDFILE="$DATA/redis.pid"
 
 die() { echo "redis: $*" >&2; exit 1; }

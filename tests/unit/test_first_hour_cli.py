@@ -175,3 +175,27 @@ def test_health_lists_the_server_and_a_degraded_cache(cache_up: bool, exit_code:
     assert "server" in out and "SERVING" in out
     assert re.search(rf"^dependency cache +{'SERVING' if cache_up else 'NOT_SERVING'}$", out, re.M), out
     assert ("degraded: cache unreachable" in out) is not cache_up
+
+
+def test_health_wait_s_waits_for_a_server_that_is_still_starting() -> None:
+    from tandem_services.server import ServerOptions, TandemServer
+
+    port = _closed_port()
+    server = TandemServer([], ServerOptions(port=port, drain_s=0, grace_s=0))
+    started: list[float] = []
+
+    def start_later() -> None:
+        time.sleep(1.0)
+        started.append(time.monotonic())
+        background.__enter__()
+
+    background = _Background(server)
+    threading.Thread(target=start_later, daemon=True).start()
+    try:
+        code, out = _run("health", "--server", f"127.0.0.1:{port}", "--wait-s", "30", "--timeout-s", "0.5")
+    finally:
+        if started:
+            background.__exit__()
+    assert started, "the server never started"
+    assert code == 0, out
+    assert re.search(r"^server +SERVING$", out, re.M), out

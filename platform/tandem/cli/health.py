@@ -81,11 +81,33 @@ def check_server(server: str, options: Any, timeout_s: float) -> tuple[int, list
     return (EXIT_DEGRADED if degraded else EXIT_SERVING), rows
 
 
+def _check_until_serving(server: str, options: Any, timeout_s: float, wait_s: float) -> tuple[int, list]:
+    """:func:`check_server`, repeated every half second for up to ``wait_s`` while the server
+    does not answer or is not SERVING yet; the last answer (or error) stands."""
+    import time
+
+    import grpc
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            code, rows = check_server(server, options, timeout_s)
+            if code != EXIT_DOWN or time.monotonic() >= deadline:
+                return code, rows
+        except grpc.RpcError as exc:
+            retry = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            if not retry or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
+
+
 def health(
     server: Annotated[str, typer.Option(help="host:port of a running `tandem serve` (gateway or any service).")],
     token: Annotated[Optional[str], typer.Option(envvar="TANDEM_TOKEN", help="Bearer token, if the server wants one.")] = None,
     tls_ca: Annotated[Optional[Path], typer.Option(help="PEM CA of --server (turns TLS on).")] = None,
     timeout_s: Annotated[float, typer.Option(help="Deadline of each check, seconds.")] = 3.0,
+    wait_s: Annotated[float, typer.Option(
+        help="Keep asking for up to this many seconds until the server is SERVING (a server starting up).")] = 0.0,
 ) -> None:
     """Check a running server over grpc.health.v1: the server, its services and its dependencies.
 
@@ -100,13 +122,15 @@ def health(
 
     if not timeout_s > 0:
         raise typer.BadParameter("must be > 0", param_hint="--timeout-s")
+    if wait_s < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--wait-s")
     try:
         target = server_address(server)
     except InvalidInput as exc:
         typer.echo(f"tandem health: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     try:
-        code, rows = check_server(target, ChannelOptions(token=token, tls_ca=tls_ca), timeout_s)
+        code, rows = _check_until_serving(target, ChannelOptions(token=token, tls_ca=tls_ca), timeout_s, wait_s)
     except grpc.RpcError as exc:
         typer.echo(f"tandem health: {target}: {exc.code().name}: {exc.details()}", err=True)
         if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
