@@ -199,3 +199,13 @@ def test_health_wait_s_waits_for_a_server_that_is_still_starting() -> None:
     assert started, "the server never started"
     assert code == 0, out
     assert re.search(r"^server +SERVING$", out, re.M), out
+
+
+def test_consume_summary_is_one_line_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"op": "upsert", "version": 1, "item": {"item_id": "900001", "title": "Solar Gazebo Lantern"}}\n')
+    code, out = _run("stream", "consume", "--from-file", str(events), "--no-index",
+                     "--store", str(tmp_path / "catalog.sqlite"))
+    assert code == 0, out
+    assert ("events 1: applied 1, duplicates 0, stale 0, refused 0, quarantined 0; "
+            "store: 1 items, 0 tombstones, seq 1") in out.splitlines(), out

@@ -135,7 +135,8 @@ def consume(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    console = Console(stderr=True)
+    # soft_wrap: a log line stays one line when stderr is a file or a pipe (80 columns there).
+    console = Console(stderr=True, soft_wrap=True)
     settings = _settings(bootstrap, topic)
     live = None if no_index else LazyBM25Index(index or settings.index_dir)
     health = None
@@ -177,7 +178,7 @@ def consume(
             live.close()
     console.print(
         f"events {totals.events + totals.dead_lettered}: applied {totals.applied}, duplicates {totals.duplicates}, "
-        f"stale {totals.stale}, refused {totals.dead_lettered} {totals.reasons or ''}, "
+        f"stale {totals.stale}, refused {totals.dead_lettered}{f' {totals.reasons}' if totals.reasons else ''}, "
         f"quarantined {totals.quarantined}; store: {counts['items']} items, {counts['tombstones']} tombstones, seq {counts['seq']}"
     )
 
