@@ -67,6 +67,22 @@ class Retriever(ABC):
         cls = type(self)
         return cls.refresh is not Retriever.refresh or callable(getattr(cls, "reload", None))
 
+    #: Names of the per-item scores :meth:`score_items` returns, in order; empty (the
+    #: default) declares that this source cannot score items it did not retrieve.
+    score_names: tuple[str, ...] = ()
+
+    def score_items(self, query: str, item_ids: Sequence[str]) -> list[tuple[float, ...] | None]:
+        """This source's scores of *any* items for ``query`` (one batched call), e.g. the
+        generative model's log-probability of each item's ID: features for fusion of
+        candidates that other sources found.
+
+        Contract: one entry per item id, in order: a tuple in :attr:`score_names` order, or
+        ``None`` for an item this source does not know. Raises :class:`InvalidInput` for a
+        blank query or more than :data:`MAX_SCORED_ITEMS` ids; a source without
+        :attr:`score_names` raises :class:`NotImplementedError`.
+        """
+        raise NotImplementedError(f"source {self.name!r} does not score items")
+
     def close(self) -> None:
         """Release resources (JVM searchers, GPU memory). Idempotent."""
 
@@ -80,6 +96,20 @@ def validate_queries(queries: Sequence[str], k: int) -> None:
     for i, q in enumerate(queries):
         if not isinstance(q, str) or not q.strip():
             raise InvalidInput(f"`queries[{i}]` is empty; a query needs at least one non-space character")
+
+
+#: Items one :meth:`Retriever.score_items` call may score (the fused candidates of one query).
+MAX_SCORED_ITEMS = 1000
+
+
+def validate_scoring(query: str, item_ids: Sequence[str]) -> None:
+    """Shared argument checks of :meth:`Retriever.score_items` implementations."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("`query` is empty; scoring needs at least one non-space character")
+    if isinstance(item_ids, str):
+        raise InvalidInput("`item_ids` must be a sequence of strings, not one string")
+    if len(item_ids) > MAX_SCORED_ITEMS:
+        raise InvalidInput(f"`item_ids` holds {len(item_ids)} ids; at most {MAX_SCORED_ITEMS} per call")
 
 
 def refresh_sources(sources: Sequence[Retriever], names: Sequence[str] = ()) -> list[str]:

@@ -26,6 +26,7 @@ from tandem.cache import ResultCache, cache_key, normalize_query
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput, Unavailable
 from tandem.fusion import RRF, FusedHit, Fuser, RankedList
+from tandem.fusion.scoring import score_candidates
 from tandem.retriever import Hit, Retriever, refresh_sources
 
 FILTER_FIELDS = ("brand", "category", "price")
@@ -659,7 +660,12 @@ class HybridSearcher:
         if not answered:
             raise Unavailable("no source answered: " + "; ".join(reasons))
 
-        fused = self.fuser.fuse(lists, k=depth if request.filters or implied else top_k)
+        item_scores = None
+        if self.fuser.score_names:  # e.g. learned fusion over generative log-probabilities of every candidate
+            failed = {r.name for fut, r in futures.items() if fut not in done or fut.exception() is not None}
+            item_scores = score_candidates([r for r in self.retrievers if r.name not in failed], self.fuser.score_names,
+                                           query, lists, self._pool, deadline - self.config.reserve_s, reasons)
+        fused = self.fuser.fuse(lists, k=depth if request.filters or implied else top_k, item_scores=item_scores)
         meta = self.catalog.lookup([h.item_id for h in fused]) if self.catalog is not None else {}
         if request.filters:
             fused = [h for h in fused if _matches(meta.get(h.item_id), request.filters)]

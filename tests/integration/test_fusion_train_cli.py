@@ -66,10 +66,11 @@ def test_recorder_keeps_the_last_lists_and_delegates() -> None:
     from tandem.fusion.base import RankedList
     from tandem.retriever import Hit
 
-    rec = ListRecorder(RRF())
+    rec = ListRecorder(RRF(), ("gen_logprob",))
     lists = [RankedList("bm25", [Hit("a", 2.0, "bm25"), Hit("b", 1.0, "bm25")], "q", 1.0, "query")]
-    assert [h.item_id for h in rec.fuse(lists, 1)] == ["a"]
-    assert rec.take() == lists
+    assert rec.score_names == ("gen_logprob",)  # the searcher fetches these for every candidate
+    assert [h.item_id for h in rec.fuse(lists, 1, {"b": {"gen_logprob": -1.0}})] == ["a"]
+    assert rec.take() == (lists, {"b": {"gen_logprob": -1.0}})
     with pytest.raises(RuntimeError):
         rec.take()
 

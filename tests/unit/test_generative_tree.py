@@ -87,6 +87,23 @@ def test_trained_folder_serves_titles_and_queries(trained: Path) -> None:
     assert r.version().startswith("1-")
 
 
+def test_scores_any_item_for_fusion(trained: Path) -> None:
+    from tandem.generative.tree_retriever import TreeRetriever
+    from tandem.retriever import MAX_SCORED_ITEMS
+
+    r = TreeRetriever(trained, num_beams=5, device="cpu")
+    ids = ["t01", "t18", "nope", "t13"]
+    got = r.score_items("garden hose", ids)
+    assert got[2] is None and all(len(v) == 2 for v in (got[0], got[1], got[3]))
+    (lp_drill, cos_drill), (lp_hose, cos_hose) = got[0], got[1]
+    assert lp_hose > lp_drill and cos_hose > cos_drill and lp_hose <= 0.0 and -1.0 <= cos_drill <= 1.0
+    assert r.retrieve(["garden hose"], 1)[0][0].item_id == "t18"  # agrees with decoding
+    with pytest.raises(InvalidInput, match="query"):
+        r.score_items("  ", ids)
+    with pytest.raises(InvalidInput, match="at most"):
+        r.score_items("hose", ["t01"] * (MAX_SCORED_ITEMS + 1))
+
+
 def test_new_items_are_findable_at_assignment(trained: Path) -> None:
     from tandem.generative.tree_retriever import TreeRetriever
 
@@ -97,6 +114,7 @@ def test_new_items_are_findable_at_assignment(trained: Path) -> None:
     hits = r.retrieve([it.title for it in new], 3)
     assert [h[0].item_id for h in hits] == list(HELD_OUT)
     assert r.add_items(new) == codes  # replaying the same event changes nothing
+    assert all(v is not None for v in r.score_items("drill", list(HELD_OUT)))  # and scorable at once
 
 
 def _rehash(folder: Path) -> None:

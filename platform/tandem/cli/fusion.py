@@ -1,5 +1,10 @@
 """``tandem fusion train``: fit the learned (LambdaMART) fusion the gateway uses with ``--fusion-model``.
 
+With ``--model`` the generative source adds its list and, for every candidate of either
+source, its forced-decoding log-probability and encoder cosine (item scores); the report
+holds the ablation (BM25 only → + generative list → + forced decoding → + cosine → +
+intents, one model per row on the same split) and the shipped model's feature importances.
+
 The candidate lists are recorded from the same hybrid searcher ``tandem eval --system
 hybrid`` and ``tandem serve`` build (see :mod:`tandem.fusion.fit`), so the model is trained on
 what it will rank. Serve it with ``tandem serve ... --fusion-model FILE`` (``--fusion auto``
@@ -45,7 +50,7 @@ def train(
     from tandem.config import get_settings
     from tandem.errors import TandemError
     from tandem.eval.systems import SystemSpec, build_system
-    from tandem.fusion.fit import collect_lists, fit_learned_fusion
+    from tandem.fusion.fit import collect_candidates, fit_learned_fusion
     from tandem.fusion.learned import catalog_titles, read_events
 
     try:
@@ -65,13 +70,13 @@ def train(
         hybrid = build_system("hybrid", spec)
         started = time.perf_counter()
         try:
-            lists = collect_lists(hybrid, {q: qs[q] for q in ids}, candidates)
+            lists, scores = collect_candidates(hybrid, {q: qs[q] for q in ids}, candidates)
             titles = catalog_titles(hybrid.searcher.catalog) if hybrid.searcher.catalog is not None else None
             collect_s = time.perf_counter() - started
             fitted, report = fit_learned_fusion(
                 lists, judged, titles=titles, selection_share=selection_share, seed=seed,
                 events=read_events(events) if events is not None else None, click_weight=click_weight,
-                purchase_weight=purchase_weight, depth=candidates)
+                purchase_weight=purchase_weight, depth=candidates, scores=scores)
         finally:
             hybrid.close()
         path = fitted.save(out)

@@ -5,8 +5,8 @@
 on demand rather than here.
 """
 
-from tandem.fusion.base import Evidence, FusedHit, Fuser, RankedList
+from tandem.fusion.base import Evidence, FusedHit, Fuser, ItemScores, RankedList
 from tandem.fusion.normalized import ScoreFusion, normalize_scores
 from tandem.fusion.rrf import RRF
 
-__all__ = ["RRF", "Evidence", "FusedHit", "Fuser", "RankedList", "ScoreFusion", "normalize_scores"]
+__all__ = ["RRF", "Evidence", "FusedHit", "Fuser", "ItemScores", "RankedList", "ScoreFusion", "normalize_scores"]

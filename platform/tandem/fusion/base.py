@@ -7,7 +7,7 @@ fusion plugs in behind the same interface.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tandem.retriever import Hit
@@ -23,6 +23,11 @@ class RankedList:
     intent_weight: float = 1.0
     #: The sub-intent's kind (``query`` = the whole query, ``product_type``, ``brand``...).
     intent_kind: str = "query"
+
+
+#: Per-item scores a source gave for candidates it may not have retrieved itself
+#: (:meth:`tandem.retriever.Retriever.score_items`): ``{item_id: {score name: value}}``.
+ItemScores = Mapping[str, Mapping[str, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +53,14 @@ class Fuser(ABC):
 
     #: Short name, reported in versions and cache keys.
     name: str = "fuser"
+    #: Item scores this fuser uses (:data:`ItemScores` names); the searcher asks the sources
+    #: that give them for every candidate. Empty: ranks from the lists alone.
+    score_names: tuple[str, ...] = ()
 
     @abstractmethod
-    def fuse(self, lists: Sequence[RankedList], k: int) -> list[FusedHit]:
-        """Return at most ``k`` fused hits, best first.
+    def fuse(self, lists: Sequence[RankedList], k: int, item_scores: ItemScores | None = None) -> list[FusedHit]:
+        """Return at most ``k`` fused hits, best first. ``item_scores``: item scores of the
+        candidates (see :attr:`score_names`; an item or a name may be missing).
 
         Contract: item ids are unique; every hit's provenance names each source that
         returned the item exactly once, with its best rank; ties break deterministically.

@@ -6,7 +6,11 @@ Per *slot* — a ``(source, intent kind)`` pair such as ``(bm25, query)`` or
 presence. Then agreement (lists and sources returning the item), the RRF score and the best
 reciprocal rank; with titles, the share of query words in the title, the best share of any
 sub-intent's words in the title (sub-intent match), whether the product-type sub-query is
-fully in the title, and the title length.
+fully in the title, and the title length. With item scores (``score_names``, e.g. the
+generative model's log-probability of the item's ID and the encoder's cosine, given for
+*every* candidate by :meth:`~tandem.retriever.Retriever.score_items`): per score its value and
+its gap to the best candidate of the query, and one flag saying whether the item was scored
+(a missing score is 0 with the flag 0, never a failed search).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from tandem.fusion.base import RankedList
+from tandem.fusion.base import ItemScores, RankedList
 from tandem.fusion.normalized import normalize_scores
 
 Slot = tuple[str, str]
@@ -29,23 +33,27 @@ def _stems(text: str) -> set[str]:
     return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in _WORD.findall(text.lower())}
 
 
-def feature_names(slots: Sequence[Slot], with_titles: bool) -> list[str]:
+def feature_names(slots: Sequence[Slot], with_titles: bool, score_names: Sequence[str] = ()) -> list[str]:
     """Column names, in order (stored with the model so a mismatch is detected)."""
     names = [f"{s}__{k}__{f}" for s, k in slots for f in ("rr", "norm", "present")]
-    return names + list(AGGREGATES) + (list(TITLE_FEATURES) if with_titles else [])
+    names += list(AGGREGATES) + (list(TITLE_FEATURES) if with_titles else [])
+    if score_names:
+        names += [f"score__{n}__{f}" for n in score_names for f in ("value", "gap")] + ["score__present"]
+    return names
 
 
 class FeatureBuilder:
     """Builds the candidate × feature matrix for one query's ranked lists."""
 
     def __init__(self, slots: Sequence[Slot], titles: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
-                 rrf_k: float = 60.0) -> None:
+                 rrf_k: float = 60.0, score_names: Sequence[str] = ()) -> None:
         self.slots = [tuple(s) for s in slots]
+        self.score_names = tuple(score_names)
         self._index = {s: i for i, s in enumerate(self.slots)}
         self.titles = titles
         self.rrf_k = rrf_k
         self._title_cache: dict[str, tuple[set[str], int]] = {}
-        self.names = feature_names(self.slots, titles is not None)
+        self.names = feature_names(self.slots, titles is not None, self.score_names)
 
     def _title_stems(self, item_ids: Sequence[str]) -> list[tuple[set[str], int]]:
         missing = [i for i in item_ids if i not in self._title_cache]
@@ -58,12 +66,12 @@ class FeatureBuilder:
                 self._title_cache[i] = (_stems(t), len(t.split()))
         return [self._title_cache[i] for i in item_ids]
 
-    def build(self, lists: Sequence[RankedList]) -> tuple[list[str], np.ndarray]:
+    def build(self, lists: Sequence[RankedList], item_scores: ItemScores | None = None) -> tuple[list[str], np.ndarray]:
         """Candidate ids (first-seen order) and their feature matrix (``float32``)."""
-        ids, X, _ = self.build_with_evidence(lists)
+        ids, X, _ = self.build_with_evidence(lists, item_scores)
         return ids, X
 
-    def build_with_evidence(self, lists: Sequence[RankedList]
+    def build_with_evidence(self, lists: Sequence[RankedList], item_scores: ItemScores | None = None
                             ) -> tuple[list[str], np.ndarray, dict[str, dict[str, tuple[int, float]]]]:
         """:meth:`build` plus each item's best ``(rank, score)`` per source (for provenance).
 
@@ -119,5 +127,19 @@ class FeatureBuilder:
                 row[t0 + 1] = max((len(sb & stems) / len(sb) for sb in subs), default=0.0)
                 row[t0 + 2] = float(bool(typ) and typ <= stems)
                 row[t0 + 3] = length
+        if self.score_names and ids:
+            self._fill_scores(ids, rows, item_scores or {}, width - 1 - 2 * len(self.score_names))
         X = np.array([rows[i] for i in ids], dtype=np.float32).reshape(len(ids), width)
         return ids, X, evidence
+
+    def _fill_scores(self, ids: Sequence[str], rows: dict[str, list[float]], item_scores: ItemScores,
+                     start: int) -> None:
+        """Item-score columns from ``start``: per name value and gap to the query's best; a presence flag."""
+        for j, name in enumerate(self.score_names):
+            vals = {i: float(v) for i in ids if (v := (item_scores.get(i) or {}).get(name)) is not None}
+            best = max(vals.values(), default=0.0)
+            for i, v in vals.items():
+                rows[i][start + 2 * j] = v
+                rows[i][start + 2 * j + 1] = v - best
+        for i in ids:
+            rows[i][-1] = float(bool(item_scores.get(i)))

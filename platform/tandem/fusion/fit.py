@@ -6,9 +6,15 @@ a recording fuser in front of RRF: every list the searcher hands its fuser for a
 query is kept. So the slots (source × intent kind), depths and scores the model learns from
 are the ones it ranks at serve time, not a re-implementation of the searcher's fan-out.
 
+The recorder also asks every source that can score items (the generative model:
+log-probability of an item's ID, encoder cosine) for all candidates, as the served searcher
+does for a fuser that uses them, and keeps those item scores.
+
 Judged queries are split (seeded) into a training part and a selection part; LightGBM's
 early stopping and grid choice use the selection part, which is also where the report
-compares learned fusion with RRF and with the whole-query BM25 list.
+compares learned fusion with RRF and with the whole-query BM25 list, and the ablation
+(:data:`ABLATION`: BM25 only → + generative list → + forced-decoding score → + cosine → +
+intents) trains one model per row on the same split.
 """
 
 from __future__ import annotations
@@ -18,50 +24,56 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tandem.errors import InvalidInput
-from tandem.fusion.base import FusedHit, Fuser, RankedList
+from tandem.fusion.base import FusedHit, Fuser, ItemScores, RankedList
 
 MEASURES = ("nDCG@10", "R(rel=4)@10", "R(rel=4)@100", "RR(rel=4)@10")
 
 
 class ListRecorder(Fuser):
-    """A fuser that keeps the lists of its last call and lets ``inner`` rank them (one
-    search at a time: :func:`collect_lists` runs the queries sequentially)."""
+    """A fuser that keeps the lists and item scores of its last call and lets ``inner`` rank
+    them (one search at a time: :func:`collect_candidates` runs the queries sequentially).
+    ``score_names``: the item scores to have the searcher fetch for every candidate."""
 
     name = "recorder"
 
-    def __init__(self, inner: Fuser) -> None:
+    def __init__(self, inner: Fuser, score_names: Sequence[str] = ()) -> None:
         self.inner = inner
-        self._last: list[RankedList] | None = None
+        self.score_names = tuple(score_names)
+        self._last: tuple[list[RankedList], ItemScores] | None = None
 
-    def fuse(self, lists: Sequence[RankedList], k: int) -> list[FusedHit]:
-        self._last = list(lists)
-        return self.inner.fuse(lists, k)
+    def fuse(self, lists: Sequence[RankedList], k: int, item_scores: ItemScores | None = None) -> list[FusedHit]:
+        self._last = (list(lists), dict(item_scores or {}))
+        return self.inner.fuse(lists, k, item_scores)
 
-    def take(self) -> list[RankedList]:
-        """The lists of the last fusion (and forget them)."""
+    def take(self) -> tuple[list[RankedList], ItemScores]:
+        """The lists and item scores of the last fusion (and forget them)."""
         if self._last is None:
             raise RuntimeError("no fusion was recorded since the last take()")
-        lists, self._last = self._last, None
-        return lists
+        last, self._last = self._last, None
+        return last
 
     def version(self) -> str:
         return self.inner.version()
 
 
-def collect_lists(hybrid: Any, queries: Mapping[str, str], depth: int = 100) -> dict[str, list[RankedList]]:
-    """Per query id: the lists ``hybrid`` (an eval ``HybridRetriever``) gives its fuser."""
+def collect_candidates(hybrid: Any, queries: Mapping[str, str], depth: int = 100
+                       ) -> tuple[dict[str, list[RankedList]], dict[str, ItemScores]]:
+    """Per query id: the lists ``hybrid`` (an eval ``HybridRetriever``) gives its fuser, and
+    the item scores of every candidate from each source that can score items."""
     searcher = hybrid.searcher
     original = searcher.fuser
-    recorder = ListRecorder(original)
+    names = tuple(n for r in searcher.retrievers for n in r.score_names)
+    recorder = ListRecorder(original, names)
     searcher.fuser = recorder
-    out: dict[str, list[RankedList]] = {}
+    lists: dict[str, list[RankedList]] = {}
+    scores: dict[str, ItemScores] = {}
     try:
         for qid, text in queries.items():
             hybrid.retrieve([text], depth)
-            out[qid] = recorder.take()
+            lists[qid], scores[qid] = recorder.take()
     finally:
         searcher.fuser = original
-    return out
+    return lists, scores
 
 
 def split_queries(qids: Sequence[str], selection_share: float, seed: int) -> tuple[list[str], list[str]]:
@@ -76,40 +88,96 @@ def split_queries(qids: Sequence[str], selection_share: float, seed: int) -> tup
     return ids[n_sel:], ids[:n_sel]
 
 
+#: Rows of the fusion ablation: (name, which lists it sees, which item scores it uses).
+#: ``lists``: ``bm25`` = the whole-query BM25 list, ``query`` = every source's whole-query
+#: list, ``all`` = every list (sub-intents too).
+ABLATION: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("bm25 only", "bm25", ()),
+    ("+ generative list", "query", ()),
+    ("+ forced-decoding score", "query", ("gen_logprob",)),
+    ("+ cosine", "query", ("gen_logprob", "gen_cosine")),
+    ("+ intents", "all", ("gen_logprob", "gen_cosine")),
+)
+
+
+def _keep(lists: Sequence[RankedList], which: str) -> list[RankedList]:
+    if which == "all":
+        return list(lists)
+    return [rl for rl in lists if rl.intent_kind == "query" and (which == "query" or rl.source == "bm25")]
+
+
+def _ablation_rows(lists: Mapping[str, Sequence[RankedList]], scores: Mapping[str, ItemScores],
+                   judged: Sequence[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The :data:`ABLATION` rows this data can fill (a row that adds nothing new is left out)."""
+    sources = {rl.source for q in judged for rl in lists[q]}
+    intents = any(rl.intent_kind != "query" for q in judged for rl in lists[q])
+    names = {n for q in judged for per in scores.get(q, {}).values() for n in per}
+    rows, seen = [], set()
+    for name, which, wanted in ABLATION:
+        if which == "all" and not intents:
+            which = "query"
+        if which == "query" and "generative" not in sources:
+            which = "bm25"
+        key = (which, tuple(n for n in wanted if n in names))
+        if key not in seen:
+            seen.add(key)
+            rows.append((name, *key))
+    return rows
+
+
 def fit_learned_fusion(lists: Mapping[str, Sequence[RankedList]], qrels: Mapping[str, Mapping[str, int]], *,
                        titles: Any = None, selection_share: float = 0.2, seed: int = 13,
                        events: Mapping[str, Mapping[str, set[str]]] | None = None, click_weight: float = 0.0,
-                       purchase_weight: float = 0.0, depth: int = 100) -> tuple[Any, dict[str, Any]]:
-    """Train LambdaMART on ``lists`` of the judged queries; returns the model and a report:
-    the selection part's measures for learned fusion, RRF and the whole-query BM25 list."""
+                       purchase_weight: float = 0.0, depth: int = 100,
+                       scores: Mapping[str, ItemScores] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train LambdaMART on ``lists`` (and item ``scores``) of the judged queries; returns the
+    model with everything the data has (the ablation's last row) and a report: the selection
+    part's measures for each ablation row, RRF and the whole-query BM25 list, and the shipped
+    model's feature importances (gain)."""
     from tandem.eval.metrics import evaluate
     from tandem.fusion.learned import LearnedFusion, examples
     from tandem.fusion.rrf import RRF
 
+    scores = scores or {}
     judged = [q for q in lists if q in qrels and any(g > 0 for g in qrels[q].values())]
     if len(judged) < 10:
         raise InvalidInput(f"only {len(judged)} judged queries with candidate lists; learned fusion needs >= 10")
     train_ids, sel_ids = split_queries(judged, selection_share, seed)
-    model, info = LearnedFusion.train(
-        examples({q: lists[q] for q in train_ids}, qrels, events, click_weight, purchase_weight),
-        examples({q: lists[q] for q in sel_ids}, qrels, events, click_weight, purchase_weight),
-        titles=titles, seed=seed)
+    sel_qrels = {q: qrels[q] for q in sel_ids}
 
-    def whole_query_bm25(ls: Sequence[RankedList]) -> list[Any]:
-        first = next((rl for rl in ls if rl.source == "bm25"), None)
+    def measure(fn: Any) -> dict[str, float]:
+        run = {q: [(h.item_id, float(h.score)) for h in fn(q)] for q in sel_ids}
+        res = evaluate(run, sel_qrels, list(MEASURES))
+        return {m: round(float(res.metrics[m]), 4) for m in MEASURES}
+
+    def whole_query_bm25(q: str) -> list[Any]:
+        first = next((rl for rl in lists[q] if rl.source == "bm25"), None)
         return list(first.hits[:depth]) if first is not None else []
 
-    systems = {"learned": lambda ls: model.fuse(ls, depth), "rrf": lambda ls: RRF().fuse(ls, depth),
-               "bm25 (whole query)": whole_query_bm25}
     report: dict[str, Any] = {"train_queries": len(train_ids), "selection_queries": len(sel_ids),
                               "slots": sorted({f"{rl.source}/{rl.intent_kind}" for q in judged for rl in lists[q]}),
-                              "selected": info}
-    sel_qrels = {q: qrels[q] for q in sel_ids}
-    for name, fn in systems.items():
-        run = {q: [(h.item_id, float(h.score)) for h in fn(lists[q])] for q in sel_ids}
-        res = evaluate(run, sel_qrels, list(MEASURES))
-        report[name] = {m: round(float(res.metrics[m]), 4) for m in MEASURES}
+                              "bm25 (whole query)": measure(whole_query_bm25),
+                              "rrf": measure(lambda q: RRF().fuse(lists[q], depth)), "ablation": {}}
+    rows = _ablation_rows(lists, scores, judged)
+    model: Any = None
+    for n, (name, which, names) in enumerate(rows):
+        last = n == len(rows) - 1
+        part = {q: _keep(lists[q], which) for q in judged}
+        model, info = LearnedFusion.train(
+            examples({q: part[q] for q in train_ids}, qrels, events, click_weight, purchase_weight, scores),
+            examples({q: part[q] for q in sel_ids}, qrels, events, click_weight, purchase_weight, scores),
+            titles=titles, seed=seed, score_names=names,
+            grid=None if last else [{"num_leaves": 15, "learning_rate": 0.05, "min_data_in_leaf": 50}])
+        fitted = model
+        report["ablation"][name] = {"lists": which, "scores": list(names),
+                                    **measure(lambda q, m=fitted, pt=part: m.fuse(pt[q], depth, scores.get(q)))}
+        if last:
+            report["selected"] = info
+    report["learned"] = report["ablation"][rows[-1][0]]
+    gains = model.booster.feature_importance("gain")
+    report["feature_importance"] = {f: round(float(g), 1) for f, g in sorted(
+        zip(model.builder.names, gains, strict=True), key=lambda kv: -kv[1]) if g > 0}
     return model, report
 
 
-__all__ = ["ListRecorder", "collect_lists", "fit_learned_fusion", "split_queries"]
+__all__ = ["ABLATION", "ListRecorder", "collect_candidates", "fit_learned_fusion", "split_queries"]

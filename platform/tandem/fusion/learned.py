@@ -10,7 +10,8 @@ rounded to an integer (LambdaMART needs graded integer labels). The logs are JSO
 per line: ``{"qid": "q1", "item_id": "100001", "event": "click" | "purchase"}``; quality is
 still measured on qrels only.
 
-Stored as JSON (``tandem.fusion.learned/1``): slots, feature names and LightGBM's text model.
+Stored as JSON (``tandem.fusion.learned/1``): slots, item-score names (``scores``, absent in
+models from before item scores), feature names and LightGBM's text model.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem.errors import CorruptArtifact, InvalidInput
-from tandem.fusion.base import Evidence, FusedHit, Fuser, RankedList
+from tandem.fusion.base import Evidence, FusedHit, Fuser, ItemScores, RankedList
 from tandem.fusion.features import FeatureBuilder, Slot
 
 FORMAT = "tandem.fusion.learned/1"
@@ -33,10 +34,11 @@ FORMAT = "tandem.fusion.learned/1"
 
 @dataclass
 class Example:
-    """One training query: its candidate lists and graded labels by item id."""
+    """One training query: its candidate lists, graded labels and item scores by item id."""
 
     lists: Sequence[RankedList]
     labels: Mapping[str, float]
+    scores: ItemScores | None = None
 
 
 def read_events(path: str | Path) -> dict[str, dict[str, set[str]]]:
@@ -77,12 +79,14 @@ class LearnedFusion(Fuser):
     name = "learned"
 
     def __init__(self, model: str, slots: Sequence[Slot], names: Sequence[str], *,
-                 titles: Callable[[Sequence[str]], Mapping[str, str]] | None = None) -> None:
+                 titles: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
+                 score_names: Sequence[str] = ()) -> None:
         import lightgbm as lgb
 
         self.model_text = model
         self.slots = [tuple(s) for s in slots]
-        self.builder = FeatureBuilder(self.slots, titles)
+        self.score_names = tuple(score_names)
+        self.builder = FeatureBuilder(self.slots, titles, score_names=self.score_names)
         if list(names) != self.builder.names:
             raise CorruptArtifact("the model's features do not match this build's (or titles are missing): "
                                   f"{len(names)} stored vs {len(self.builder.names)} computed")
@@ -97,9 +101,10 @@ class LearnedFusion(Fuser):
     def train(cls, train: Sequence[Example], dev: Sequence[Example], *, slots: Sequence[Slot] | None = None,
               titles: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
               grid: Sequence[Mapping[str, float]] | None = None, seed: int = 0,
-              num_threads: int = 1) -> tuple[LearnedFusion, dict[str, float]]:
+              num_threads: int = 1, score_names: Sequence[str] = ()) -> tuple[LearnedFusion, dict[str, float]]:
         """Fit one model per ``grid`` point (early-stopped on dev nDCG@10); keep the best on dev.
 
+        ``score_names``: item scores (in the examples' ``scores``) to use as features.
         Returns the model and its dev nDCG@10 over the candidates (a selection signal, not the
         reported figure: that comes from the evaluation harness over the final rankings).
         One thread by default: LightGBM's OpenMP workers spin, and on a shared small machine
@@ -111,12 +116,12 @@ class LearnedFusion(Fuser):
             raise InvalidInput("`train` and `dev` must both hold examples")
         slots = list(slots) if slots is not None else sorted({(rl.source, rl.intent_kind)
                                                               for ex in train for rl in ex.lists})
-        builder = FeatureBuilder(slots, titles)
+        builder = FeatureBuilder(slots, titles, score_names=score_names)
 
         def matrix(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray, list[int]]:
             xs, ys, groups = [], [], []
             for ex in examples:
-                ids, X = builder.build(ex.lists)
+                ids, X = builder.build(ex.lists, ex.scores)
                 if not ids:
                     continue
                 xs.append(X)
@@ -142,16 +147,16 @@ class LearnedFusion(Fuser):
                 best = (score, booster.model_to_string(num_iteration=booster.best_iteration),
                         {**point, "rounds": booster.best_iteration})
         assert best is not None  # the grid is non-empty
-        model = cls(best[1], slots, builder.names, titles=titles)
+        model = cls(best[1], slots, builder.names, titles=titles, score_names=score_names)
         return model, {"dev_ndcg@10_candidates": best[0], **{k: float(v) for k, v in best[2].items()}}
 
     # ------------------------------------------------------------------ ranking
 
-    def fuse(self, lists: Sequence[RankedList], k: int) -> list[FusedHit]:
+    def fuse(self, lists: Sequence[RankedList], k: int, item_scores: ItemScores | None = None) -> list[FusedHit]:
         """Rank every candidate of ``lists`` by the model; at most ``k`` (see :meth:`Fuser.fuse`)."""
         if k < 1:
             raise InvalidInput(f"`k` must be >= 1, got {k}")
-        ids, X, evidence = self.builder.build_with_evidence(lists)
+        ids, X, evidence = self.builder.build_with_evidence(lists, item_scores)
         if not ids:
             return []
         scores = self.booster.predict(X, num_threads=1).tolist()
@@ -171,8 +176,8 @@ class LearnedFusion(Fuser):
         """Write the model as JSON (atomically)."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"format": FORMAT, "slots": [list(s) for s in self.slots], "features": self.builder.names,
-                   "model": self.model_text}
+        payload = {"format": FORMAT, "slots": [list(s) for s in self.slots], "scores": list(self.score_names),
+                   "features": self.builder.names, "model": self.model_text}
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".fusion-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh)
@@ -191,7 +196,8 @@ class LearnedFusion(Fuser):
             raise CorruptArtifact(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise CorruptArtifact(f"{path} is not a {FORMAT} model")
-        return cls(d["model"], [tuple(s) for s in d["slots"]], d["features"], titles=titles)
+        return cls(d["model"], [tuple(s) for s in d["slots"]], d["features"], titles=titles,
+                   score_names=[str(n) for n in d.get("scores", [])])
 
 
 def title_lookup(titles: Mapping[str, str]) -> Callable[[Sequence[str]], Mapping[str, str]]:
@@ -206,9 +212,10 @@ def catalog_titles(catalog: object) -> Callable[[Sequence[str]], Mapping[str, st
 
 def examples(lists_by_query: Mapping[str, Sequence[RankedList]], qrels: Mapping[str, Mapping[str, float]],
              events: Mapping[str, Mapping[str, set[str]]] | None = None, click_weight: float = 0.0,
-             purchase_weight: float = 0.0) -> list[Example]:
-    """Training examples of the judged queries among ``lists_by_query``."""
-    return [Example(lists, combine_labels(qrels[q], (events or {}).get(q), click_weight, purchase_weight))
+             purchase_weight: float = 0.0, scores: Mapping[str, ItemScores] | None = None) -> list[Example]:
+    """Training examples of the judged queries among ``lists_by_query`` (``scores``: item scores per query)."""
+    return [Example(lists, combine_labels(qrels[q], (events or {}).get(q), click_weight, purchase_weight),
+                    (scores or {}).get(q))
             for q, lists in lists_by_query.items() if q in qrels]
 
 

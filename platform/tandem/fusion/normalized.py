@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from tandem.errors import InvalidInput
-from tandem.fusion.base import Evidence, FusedHit, Fuser, RankedList
+from tandem.fusion.base import Evidence, FusedHit, Fuser, ItemScores, RankedList
 
 METHODS = ("minmax", "zscore")
 
@@ -57,7 +57,7 @@ class ScoreFusion(Fuser):
         self.weights = weights
         self.name = method
 
-    def fuse(self, lists: Sequence[RankedList], k: int) -> list[FusedHit]:
+    def fuse(self, lists: Sequence[RankedList], k: int, item_scores: ItemScores | None = None) -> list[FusedHit]:
         """Fuse ``lists`` into at most ``k`` hits (see :meth:`Fuser.fuse`)."""
         if k < 1:
             raise InvalidInput(f"`k` must be >= 1, got {k}")

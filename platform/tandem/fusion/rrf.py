@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Mapping, Sequence
 
 from tandem.errors import InvalidInput
-from tandem.fusion.base import Evidence, FusedHit, Fuser, RankedList
+from tandem.fusion.base import Evidence, FusedHit, Fuser, ItemScores, RankedList
 
 
 class RRF(Fuser):
@@ -34,7 +34,7 @@ class RRF(Fuser):
         self.k = float(k)
         self.weights = weights
 
-    def fuse(self, lists: Sequence[RankedList], k: int) -> list[FusedHit]:
+    def fuse(self, lists: Sequence[RankedList], k: int, item_scores: ItemScores | None = None) -> list[FusedHit]:
         """Fuse ``lists`` into at most ``k`` hits (see :meth:`Fuser.fuse`)."""
         if k < 1:
             raise InvalidInput(f"`k` must be >= 1, got {k}")

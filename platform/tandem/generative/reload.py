@@ -200,6 +200,19 @@ class HotSwapRetriever(Retriever):
         finally:
             self._release(slot)
 
+    @property  # type: ignore[override]
+    def score_names(self) -> tuple[str, ...]:
+        """The served model's :attr:`~tandem.retriever.Retriever.score_names` (v1 T5 models: none)."""
+        return tuple(self._slot.retriever.score_names)
+
+    def score_items(self, query: str, item_ids: Any) -> list[tuple[float, ...] | None]:
+        """Score on the model current when the call started, like :meth:`retrieve`."""
+        slot = self._acquire()
+        try:
+            return slot.retriever.score_items(query, item_ids)
+        finally:
+            self._release(slot)
+
     def version(self) -> str:
         """``base-model:<v>+adapter:<v>`` (or ``+adapter:none``): changes with every swap.
 

@@ -141,3 +141,33 @@ def tree_beam_search(model: TreeDecoder, index: TreeIndex, q: torch.Tensor, stat
         score, pick = flat.topk(width, dim=-1)
         nodes = flat_nodes.gather(1, pick).masked_fill(score <= neg / 2, -1)
     return nodes, score
+
+
+@torch.inference_mode()
+def forced_log_probs(model: TreeDecoder, index: TreeIndex, q: torch.Tensor, states: torch.Tensor,
+                     mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each given item's whole ID for one query: ``[M]`` for item ``rows`` ``[M]``.
+
+    Forced decoding of the items' paths, scored the way the model was trained: per position,
+    the gold node's log-softmax over *all* nodes of that position (with a shared state per
+    level, the default); for a parent-conditioned decoder, over the parent's children (the
+    trie-constrained step). The sum is the model's own relevance judgement of an item that
+    any source proposed, not only of its own hits. ``q`` ``[1, dim]``, ``states`` ``[1, T, dim]``.
+    """
+    if q.shape[0] != 1:
+        raise InvalidInput(f"`forced_log_probs` scores one query at a time, got {q.shape[0]}")
+    paths = torch.from_numpy(index.paths).to(q.device)[rows]  # [M, L]
+    kv, bias = model.memory(states, mask)
+    total = torch.zeros(len(rows), dtype=torch.float32, device=q.device)
+    tables = [t.to(q.device) for t in index.tables()]
+    for p in range(index.length):
+        if p == 0 or not model.decoder_config.condition_on_prefix:
+            level = model.logits(p, model.step(p, None, q, kv, bias)[:, 0])[0].float()  # [n_p]
+            total += level[paths[:, p]] - level.logsumexp(-1)
+        else:
+            parents = paths[None, :, p - 1]  # [1, M]
+            cand = tables[p - 1][parents]  # [1, M, K]
+            lg = model.logits(p, model.step(p, parents, q, kv, bias), cand).float().masked_fill(cand < 0, -1e9)
+            gold = (cand == paths[None, :, p, None]).float().argmax(-1)  # [1, M]
+            total += (lg.gather(-1, gold[..., None]).squeeze(-1) - lg.logsumexp(-1))[0]
+    return total

@@ -22,8 +22,8 @@ import torch
 
 from tandem.errors import InvalidInput
 from tandem.generative.tree_artifact import load_tree_model
-from tandem.generative.tree_decoding import Rank, tree_beam_search
-from tandem.retriever import Hit, Retriever, validate_queries
+from tandem.generative.tree_decoding import Rank, forced_log_probs, tree_beam_search
+from tandem.retriever import Hit, Retriever, validate_queries, validate_scoring
 
 #: Characters of a query that reach the tokenizer; far above the encoder's token limit.
 MAX_QUERY_CHARS = 4096
@@ -33,6 +33,9 @@ class TreeRetriever(Retriever):
     """Constrained decoding over the ID tree of a v2 model folder."""
 
     name = "generative"
+    #: :meth:`score_items`: log-probability of the item's whole ID (forced decoding) and the
+    #: cosine of the query's pooled vector with the item's embedding.
+    score_names = ("gen_logprob", "gen_cosine")
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", num_beams: int = 100, upper_beam: int = 1000,
                  batch_size: int = 32, rank: Rank = "last", precision: str = "auto",
@@ -57,6 +60,7 @@ class TreeRetriever(Retriever):
         self.dtype = torch.bfloat16 if use_bf16(precision, self.device) else torch.float32
         self.artifact.model.to(self.dtype)
         self._item_ids = self.artifact.id_map.item_ids()
+        self._row_of = {iid: row for row, iid in enumerate(self._item_ids)}
         files = self.artifact.manifest.get("files", {})
         self._version = f"{self.artifact.id_map.version}-{str(files.get('decoder.safetensors', ''))[:12]}{adapter_sha}"
         self.truncated = 0
@@ -90,6 +94,28 @@ class TreeRetriever(Retriever):
                 out.append(hits[:k])
         return out
 
+    def score_items(self, query: str, item_ids: Sequence[str]) -> list[tuple[float, ...] | None]:
+        """``(gen_logprob, gen_cosine)`` of each known item for ``query``; ``None`` for unknown ids.
+
+        One encoder pass and one forced decoding of all the items' IDs (see
+        :func:`~tandem.generative.tree_decoding.forced_log_probs`): the model's judgement of
+        candidates other sources found, for learned fusion.
+        """
+        validate_scoring(query, item_ids)
+        rows = [self._row_of.get(i, -1) for i in item_ids]
+        known = [r for r in rows if r >= 0]
+        if not known:
+            return [None] * len(rows)
+        art = self.artifact
+        q, states, mask = self._encode([query])
+        idx = torch.tensor(known, dtype=torch.long, device=q.device)
+        logp = forced_log_probs(art.model, art.index, q, states, mask, idx).tolist()
+        with torch.inference_mode():
+            emb = art.model.nodes[-1][idx].float()
+            cos = (torch.nn.functional.normalize(emb, dim=-1) @ q[0].float()).tolist()
+        it = iter(zip(logp, cos, strict=True))
+        return [next(it) if r >= 0 else None for r in rows]
+
     def add_items(self, items: Sequence[Any]) -> dict[str, tuple[int, ...]]:
         """Give new items IDs in the reserved space and make them decodable at once.
 
@@ -100,16 +126,17 @@ class TreeRetriever(Retriever):
 
         art = self.artifact
         batch = coerce_items(items)
-        known = set(self._item_ids)
         codes = art.id_map.assign(batch)
-        new = [it for it in batch if it.item_id not in known]
+        new = [it for it in batch if it.item_id not in self._row_of]
         if not new:
             return codes
         from tandem.generative.tree_artifact import append_items
 
         vecs, _ = art.encoder.encode([it.text() for it in new])
         append_items(art, [codes[it.item_id] for it in new], torch.from_numpy(np.asarray(vecs)))
-        self._item_ids.extend(it.item_id for it in new)
+        for it in new:
+            self._row_of[it.item_id] = len(self._item_ids)
+            self._item_ids.append(it.item_id)
         self._version = f"{art.id_map.version}-{self._version.split('-', 1)[1]}"
         return codes
 
