@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import pytest
@@ -22,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 pytestmark = pytest.mark.integration
 
 TANDEM = [sys.executable, "-m", "tandem.cli"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -111,3 +113,26 @@ def test_a_gateway_with_redis_up_is_healthy_everywhere(redis_url: str) -> None:
                                 text=True, timeout=60, env=_env())
     assert health.returncode == 0, health.stdout + health.stderr
     assert re.search(r"^dependency cache +SERVING$", health.stdout, re.M), health.stdout
+
+
+def test_scripts_and_the_cli_agree_on_a_relative_tandem_home(tmp_path: Path) -> None:
+    """A relative TANDEM_HOME is taken from the current directory by `tandem` and `scripts/` alike."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = _env(TANDEM_HOME="myhome")
+    cli_home = subprocess.run([sys.executable, "-c", "from tandem.config import get_settings; "
+                               "print(get_settings().home.resolve())"], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=60, check=True).stdout.strip()
+    assert Path(cli_home) == work / "myhome"
+    redis = [str(REPO / "scripts" / "redis.sh")]
+    started = subprocess.run(["bash", *redis, "start", "--port", str(_free_port())], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=60)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert (work / "myhome" / "infra" / "redis" / "redis.pid").exists(), list(work.rglob("*"))
+    finally:
+        subprocess.run(["bash", *redis, "stop"], cwd=work, env=env, capture_output=True, timeout=60)
+    # Tools `make setup` put under the repository root's home are still found from here.
+    helm = subprocess.run(["bash", str(REPO / "scripts" / "helm.sh"), "path"], cwd=work, env=_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert helm.returncode == 0 and helm.stdout.startswith(str(REPO)), helm.stdout + helm.stderr
