@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from tandem.errors import InvalidInput, TandemError, Unavailable
-from tandem.retriever import Hit, Retriever, validate_queries
+from tandem.retriever import Hit, Retriever, validate_queries, validate_scoring
 from tandem.search import FilterSpec, Intent, IntentDecomposer
 from tandem.v1 import (
     intent_pb2,
@@ -125,6 +125,7 @@ class RemoteRetriever(Retriever):
         self._channel = self.options.channel(target)
         self._stub = retriever_pb2_grpc.RetrieverServiceStub(self._channel)
         self._version = "unknown"
+        self._score_names: tuple[str, ...] = ()
         self._poller: threading.Thread | None = None
         self._closed = threading.Event()
         self._mu = threading.Lock()
@@ -144,6 +145,25 @@ class RemoteRetriever(Retriever):
         self._remember(response.version)
         return [[Hit(item_id=h.item_id, score=h.score, source=self.name) for h in hl.hits]
                 for hl in response.results]
+
+    @property  # type: ignore[override]
+    def score_names(self) -> tuple[str, ...]:
+        """What the server's source scores (from its ``Info``, refreshed with the version)."""
+        self.version()  # the first call fetches Info
+        return self._score_names
+
+    def score_items(self, query: str, item_ids: Sequence[str]) -> list[tuple[float, ...] | None]:
+        """See :meth:`Retriever.score_items`; bounded by ``timeout_s`` (the searcher stops
+        waiting at its own deadline and flags the scores missing)."""
+        validate_scoring(query, item_ids)
+        request = retriever_pb2.ScoreRequest(query=query, item_ids=list(item_ids), source=self.source)
+        try:
+            response = self._stub.Score(request, timeout=self.timeout_s, metadata=self.options.metadata())
+        except grpc.RpcError as exc:
+            raise _translate(exc, f"{self.name} at {self.target}") from None
+        self._remember(response.version)
+        self._score_names = tuple(response.names)
+        return [tuple(s.values) if s.known else None for s in response.scores]
 
     def _remember(self, version: str) -> None:
         self._version = version
@@ -173,6 +193,7 @@ class RemoteRetriever(Retriever):
         for s in info.sources:
             if not self.source or s.name == self.source:
                 self._version = s.version
+                self._score_names = tuple(s.score_names)
                 return
 
     def _poll(self) -> None:

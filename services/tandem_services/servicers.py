@@ -11,7 +11,7 @@ from concurrent.futures import Executor
 import grpc
 
 from tandem.errors import InvalidInput
-from tandem.retriever import Retriever, refresh_sources, validate_queries
+from tandem.retriever import Retriever, refresh_sources, validate_queries, validate_scoring
 from tandem.search import HybridSearcher, IntentDecomposer, RecentMemo, SearchResult, check_filter_count
 from tandem.v1 import (
     admin_pb2,
@@ -157,7 +157,24 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
 
     async def Info(self, request: retriever_pb2.InfoRequest, context: grpc.aio.ServicerContext):
         return retriever_pb2.InfoResponse(
-            sources=[retriever_pb2.SourceInfo(name=n, version=r.version()) for n, r in self.sources.items()])
+            sources=[retriever_pb2.SourceInfo(name=n, version=r.version(), score_names=list(r.score_names))
+                     for n, r in self.sources.items()])
+
+    async def Score(self, request: retriever_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
+        """One source's scores of the requested items (:meth:`Retriever.score_items`), in the executor."""
+        retriever = self._source(request.source)
+        if not retriever.score_names:
+            raise InvalidInput(f"source {retriever.name!r} does not score items")
+        if len(request.query) > self.max_query_chars:
+            raise InvalidInput(f"`query` is {len(request.query)} characters; the limit is {self.max_query_chars}")
+        ids = list(request.item_ids)
+        validate_scoring(request.query, ids)
+        names = tuple(retriever.score_names)
+        got = await asyncio.get_running_loop().run_in_executor(self.executor, retriever.score_items,
+                                                               request.query, ids)
+        return retriever_pb2.ScoreResponse(
+            names=list(names), source=retriever.name, version=retriever.version(),
+            scores=[retriever_pb2.ItemScore(known=v is not None, values=list(v or ())) for v in got])
 
 
 class IntentServicer(intent_pb2_grpc.IntentServiceServicer):

@@ -46,12 +46,44 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SourceInfo(_message.Message):
-    __slots__ = ("name", "version")
+    __slots__ = ("name", "version", "score_names")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_NAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    score_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., score_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("query", "item_ids", "source")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    source: str
+    def __init__(self, query: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ItemScore(_message.Message):
+    __slots__ = ("known", "values")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, known: _Optional[bool] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("names", "scores", "source", "version")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    scores: _containers.RepeatedCompositeFieldContainer[ItemScore]
+    source: str
+    version: str
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[_Union[ItemScore, _Mapping]]] = ..., source: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("sources",)

@@ -46,6 +46,11 @@ class RetrieverServiceStub:
                 request_serializer=tandem_dot_v1_dot_retriever__pb2.InfoRequest.SerializeToString,
                 response_deserializer=tandem_dot_v1_dot_retriever__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/tandem.v1.RetrieverService/Score',
+                request_serializer=tandem_dot_v1_dot_retriever__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=tandem_dot_v1_dot_retriever__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class RetrieverServiceServicer:
@@ -66,6 +71,15 @@ class RetrieverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Score(self, request, context):
+        """One source's scores of any given items for one query (features for learned fusion,
+        e.g. the generative model's log-probability of each item's ID). A source that cannot
+        score items answers INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrieverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +92,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=tandem_dot_v1_dot_retriever__pb2.InfoRequest.FromString,
                     response_serializer=tandem_dot_v1_dot_retriever__pb2.InfoResponse.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=tandem_dot_v1_dot_retriever__pb2.ScoreRequest.FromString,
+                    response_serializer=tandem_dot_v1_dot_retriever__pb2.ScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +154,33 @@ class RetrieverService:
             '/tandem.v1.RetrieverService/Info',
             tandem_dot_v1_dot_retriever__pb2.InfoRequest.SerializeToString,
             tandem_dot_v1_dot_retriever__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.RetrieverService/Score',
+            tandem_dot_v1_dot_retriever__pb2.ScoreRequest.SerializeToString,
+            tandem_dot_v1_dot_retriever__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,
