@@ -209,3 +209,12 @@ def test_consume_summary_is_one_line_when_stderr_is_not_a_terminal(tmp_path: Pat
     assert code == 0, out
     assert ("events 1: applied 1, duplicates 0, stale 0, refused 0, quarantined 0; "
             "store: 1 items, 0 tombstones, seq 1") in out.splitlines(), out
+
+
+@pytest.mark.parametrize("option", ["--sparse", "--generative", "--intent"])
+def test_gateway_downstream_addresses_need_a_port(option: str) -> None:
+    args = ["serve", "gateway", "--sparse", "127.0.0.1:50052"]
+    args = [*args, option, "retriever-host"] if option != "--sparse" else ["serve", "gateway", "--sparse", "sparse-host"]
+    code, out = _run(*args)
+    assert code == 2, out
+    assert f"`{option}`expectsHOST:PORT" in _flat(out), out

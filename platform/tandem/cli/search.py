@@ -63,9 +63,8 @@ def search(
     timeout_ms: Annotated[float, typer.Option(help="Deadline of the search, ms.")] = 5000.0,
 ) -> None:
     """Search from the command line (a running gateway, or a local index): hits with their sources."""
-    from tandem.errors import TandemError
-
     from tandem.cli._options import server_address
+    from tandem.errors import TandemError
 
     filters = _filters(price_min, price_max, category, brand)
     try:

@@ -108,6 +108,17 @@ def _run(build, metrics_port: int, log_level: str) -> None:
         raise typer.Exit(2) from None
 
 
+def _target(value: Optional[str], option: str) -> Optional[str]:
+    """A downstream ``HOST:PORT`` checked (a bare host would dial port 443); a usage error if not."""
+    from tandem.cli._options import server_address
+    from tandem.errors import InvalidInput
+
+    try:
+        return server_address(value, option) if value is not None else None
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
 def _watch_cache(server: Any, cache: Any) -> Any:
     """Report the searcher's result cache through health (``tandem.dependency.cache``): an
     unreachable Redis then shows as a degraded dependency, with a warning in the log."""
@@ -234,6 +245,8 @@ def gateway(
     """The gateway: SearchService over remote retriever services (BM25-only fallback)."""
     if intent and intent_model:
         raise typer.BadParameter("give --intent (remote) or --intent-model (in-process), not both")
+    sparse, generative, intent = (_target(v, f"--{o}") for v, o in
+                                  ((sparse, "sparse"), (generative, "generative"), (intent, "intent")))
     opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
