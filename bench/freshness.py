@@ -19,6 +19,10 @@ Phases (synthetic catalog, ``tandem.streams.synthetic``; every item has a unique
 ``python -m bench.freshness [--quick] --out FILE.json`` prints a table and writes
 ``{"figures": {...}, "config": {...}}``. ``--quick`` uses 2,000 throughput events (well
 under a minute on 2 cores, broker start included).
+
+``--topology chart`` measures the deployed shape instead (:mod:`bench.freshness_chart`): the
+Helm chart's ingest, sparse, generative and gateway pods as separate processes, publish →
+found through the gateway (``--chart DIR`` for another copy of the chart).
 """
 
 from __future__ import annotations
@@ -194,15 +198,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON figures")
     parser.add_argument("--events", type=int, default=None, help="throughput events (default 2,000 / 20,000)")
     parser.add_argument("--rate", type=float, default=20.0, help="fresh items published per second")
+    parser.add_argument("--topology", choices=["inprocess", "chart"], default="inprocess",
+                        help="inprocess: consumer + reader in this process; chart: the Helm chart's pods")
+    parser.add_argument("--chart", type=Path, default=None, help="with --topology chart: chart folder to render")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    figures, config = run(args.quick, args.events, args.rate)
+    if args.topology == "chart":
+        from bench.freshness_chart import run_chart
+
+        figures, config = run_chart(args.quick, args.chart)
+        title = f"bench.freshness --topology chart ({config['fresh_items']} fresh items, {config['deletes']} deletes)"
+    else:
+        figures, config = run(args.quick, args.events, args.rate)
+        title = (f"bench.freshness ({'quick' if args.quick else 'full'}; {config['throughput_events']} "
+                 f"events, {config['fresh_items']} fresh items)")
 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"bench.freshness ({'quick' if args.quick else 'full'}; {config['throughput_events']} "
-                        f"events, {config['fresh_items']} fresh items)")  # fmt: skip
+    table = Table(title=title)
     table.add_column("figure")
     table.add_column("value", justify="right")
     for k, v in figures.items():
