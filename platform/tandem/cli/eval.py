@@ -8,9 +8,14 @@ every system against the first one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tandem.errors import InvalidInput
 
 
 def _parse_fields(values: list[str] | None) -> dict[str, float] | None:
@@ -32,10 +37,86 @@ def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+#: Width of the stdout console in a pipe or a file: wide enough that rich never cuts a
+#: table header to ``nDCG@…`` (it would use 80 columns there); tables still take only
+#: the width they need.
+PIPE_WIDTH = 1000
+
+
+def _stdout_console() -> Console:
+    """The console for results: the terminal's width on a TTY, :data:`PIPE_WIDTH` otherwise."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
+
+
+def _size(path: Path) -> str:
+    """``path``'s size for people: ``32.1 MB``, ``912 kB``, ``57 B``."""
+    n = float(path.stat().st_size)
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _option_problems(*, out: Path | None, queries: Path | None, qrels: Path | None, system: list[str] | None,
+                     run: list[Path] | None, catalog: Path | None, robustness: bool, suites: list[str],
+                     field: list[str] | None) -> list[str]:
+    """Every missing or invalid option of ``tandem eval`` at once (empty: all is well).
+
+    Checked before anything is read or built, so a new user fixes the command line in one go
+    instead of one error per try.
+    """
+    from tandem.errors import InvalidInput
+    from tandem.eval import system_names
+    from tandem.eval.robustness import SUITES
+
+    problems = [f"missing `{opt}` ({what})" for opt, value, what in (
+        ("--out", out, "the JSON report to write"),
+        ("--queries", queries, "TSV `qid<TAB>text` or TREC topics"),
+        ("--qrels", qrels, "TREC qrels `qid iter docid grade`"),
+    ) if value is None]
+    for opt, path in (("--queries", queries), ("--qrels", qrels), *(("--run", p) for p in run or [])):
+        if path is not None and not path.is_file():
+            problems.append(f"`{opt}` {str(path)!r} is not a file")
+    if catalog is not None and not catalog.exists():  # a file, or a folder (anserini, parquet)
+        problems.append(f"`--catalog` {str(catalog)!r} does not exist")
+    if not system and not run:
+        problems.append("give at least one `--system` or `--run`")
+    known = system_names()
+    problems += [f"`system` {name!r} is unknown; available: {', '.join(known)}"
+                 for name in dict.fromkeys(system or []) if name not in known]
+    if "bm25" in (system or []) and catalog is None:
+        problems.append("missing `--catalog` (the catalog --system bm25 indexes)")
+    if robustness and not system:
+        problems.append("`--robustness` needs a `--system` (a run file cannot be re-run on perturbed queries)")
+    problems += [f"`--suite` {s!r} is unknown; choose from {', '.join(SUITES)}" for s in suites if s not in SUITES]
+    try:
+        _parse_fields(field)
+    except InvalidInput as e:
+        problems.append(str(e))
+    return problems
+
+
+def _problems_error(problems: list[str]) -> InvalidInput:
+    """One :class:`~tandem.errors.InvalidInput` listing every problem."""
+    from tandem.errors import InvalidInput
+
+    if len(problems) == 1:
+        return InvalidInput(problems[0])
+    listed = "\n".join(f"  - {p}" for p in problems)
+    return InvalidInput(f"{len(problems)} problems with the options (see `tandem eval --help`):\n{listed}")
+
+
 def eval_command(
-    out: Annotated[Path, typer.Option("--out", help="JSON report to write.")],
-    queries: Annotated[Path, typer.Option("--queries", help="Queries: TSV `qid<TAB>text` or TREC topics.")],
-    qrels: Annotated[Path, typer.Option("--qrels", help="TREC qrels `qid iter docid grade`.")],
+    # --out, --queries and --qrels are required, but checked with the other options so that
+    # every missing or invalid one is reported at once (click stops at the first).
+    out: Annotated[Path | None, typer.Option("--out", help="JSON report to write (required).")] = None,
+    queries: Annotated[Path | None, typer.Option(
+        "--queries", help="Queries: TSV `qid<TAB>text` or TREC topics (required).")] = None,
+    qrels: Annotated[Path | None, typer.Option("--qrels", help="TREC qrels `qid iter docid grade` (required).")] = None,
     system: Annotated[list[str] | None, typer.Option("--system", help="System to run (bm25, ...); repeatable.")] = None,
     run: Annotated[list[Path] | None, typer.Option("--run", help="TREC run file to evaluate; repeatable.")] = None,
     catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog the systems index.")] = None,
@@ -85,7 +166,7 @@ def eval_command(
 
     from tandem.catalog import read_qrels, read_queries
     from tandem.config import get_settings
-    from tandem.errors import InvalidInput, TandemError
+    from tandem.errors import TandemError
     from tandem.eval import (
         SystemSpec,
         build_system,
@@ -102,16 +183,13 @@ def eval_command(
 
     console = Console(stderr=True)
     try:
-        if not system and not run:
-            raise InvalidInput("give at least one `--system` or `--run`")
         from tandem.eval.robustness import SUITES, evaluate_robustness
 
         suites = list(suite or SUITES)
-        if robustness and not system:
-            raise InvalidInput("`--robustness` needs a `--system` (a run file cannot be re-run on perturbed queries)")
-        for s in suites:
-            if s not in SUITES:
-                raise InvalidInput(f"`--suite` {s!r} is unknown; choose from {', '.join(SUITES)}")
+        if problems := _option_problems(out=out, queries=queries, qrels=qrels, system=system, run=run,
+                                        catalog=catalog, robustness=robustness, suites=suites, field=field):
+            raise _problems_error(problems)
+        assert out is not None and queries is not None and qrels is not None  # checked above
         qs = read_queries(queries)
         out.parent.mkdir(parents=True, exist_ok=True)  # run files are written before the report
         judgements = read_qrels(qrels)
@@ -132,6 +210,7 @@ def eval_command(
         results: dict[str, Any] = {}
         timings: dict[str, float] = {}
         robust: dict[str, Any] = {}
+        run_files: dict[str, Path] = {}
         for name in system or []:
             label = name if name not in results else f"{name}#{len(results) + 1}"
             retriever = build_system(name, spec)
@@ -148,7 +227,8 @@ def eval_command(
                             clean_run=ranked)
             finally:
                 retriever.close()
-            write_trec_run(ranked, out.with_suffix(f".{label.replace('#', '-')}.run"), tag=name)
+            run_files[label] = out.with_suffix(f".{label.replace('#', '-')}.run")
+            write_trec_run(ranked, run_files[label], tag=name)
             results[label] = evaluate(ranked, judgements, names, queries=list(qs))
         for path in run or []:
             label = path.stem if path.stem not in results else f"{path.stem}#{len(results)}"
@@ -172,6 +252,7 @@ def eval_command(
                 "seconds": timings,
                 "per_query_csv": str(csv_path),
                 "plot": str(png_path),
+                "run_files": {label: str(path) for label, path in run_files.items()},
                 **({"robustness": {"seed": seed, "suites": suites, "systems": robust}} if robustness else {}),
             },
         )
@@ -187,7 +268,8 @@ def eval_command(
         table.add_column(n, justify="right")
     for name, res in results.items():
         table.add_row(name, *(f"{res.metrics[n]:.4f}" for n in names))
-    Console().print(table)
+    stdout = _stdout_console()
+    stdout.print(table)
     if robustness:
         rt = Table(title=f"RobustScore = perturbed / clean (seed {seed})")
         rt.add_column("system")
@@ -197,11 +279,13 @@ def eval_command(
         for label, res in robust.items():
             for s, fig in res["suites"].items():
                 rt.add_row(label, s, *(_ratio(fig["robust_score"][n]) for n in names))
-        Console().print(rt)
+        stdout.print(rt)
     for pair, tests in significance.items():
         sig = ", ".join(f"{t.measure} Δ{t.delta:+.4f} (p={t.randomisation_p_value:.3g})" for t in tests[:4])
-        Console().print(f"{pair}: {sig}")
-    Console().print(f"report: {out}  per-query: {csv_path}  plot: {png_path}")
+        stdout.print(f"{pair}: {sig}")
+    stdout.print(f"report: {out}  per-query: {csv_path}  plot: {png_path}", soft_wrap=True)
+    for label, path in run_files.items():
+        stdout.print(f"run file ({label}, top {k} per query): {path} ({_size(path)})", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
