@@ -130,7 +130,12 @@ def _local(query: str, top_k: int, filters: list, index: Optional[Path], source:
             retrievers.append(load_retriever(str(model)))
         else:
             raise typer.BadParameter("hybrid needs --model or --generative-factory", param_hint="--source")
-    searcher = HybridSearcher(retrievers, catalog=StoredFieldsLookup(retrievers[0]))
+    from tandem.fusion.factory import make_fuser
+
+    lookup = StoredFieldsLookup(retrievers[0])
+    # The gateway's rule: a --model folder of the registry brings the fusion model promoted with it.
+    served = model if source == "hybrid" and not generative_factory else None
+    searcher = HybridSearcher(retrievers, catalog=lookup, fuser=make_fuser("auto", None, lookup, model=served))
     try:
         r = searcher.search(SearchRequest(query, top_k=top_k, filters=tuple(filters)), deadline_s=timeout_ms / 1000)
     finally:

@@ -48,7 +48,8 @@ IntentModel = Annotated[Optional[Path], typer.Option(
 Fusion = Annotated[str, typer.Option(help=(
     "Fusion of the sources' and sub-intents' lists: rrf, minmax, zscore, learned (needs --fusion-model) or "
     "auto = the best measured on Home Depot dev (bench.intent) for the given artifacts: learned with "
-    "--fusion-model, minmax with --intent-model (RRF of sub-queries lowers nDCG@10), else rrf."))]
+    "--fusion-model or with the fusion model the registry promoted with the served base (--registry, or a "
+    "--model folder of the registry), minmax with --intent-model (RRF of sub-queries lowers nDCG@10), else rrf."))]
 FusionModel = Annotated[Optional[Path], typer.Option(help="Learned fusion model (JSON) for --fusion learned.")]
 DeadlineMs = Annotated[float, typer.Option(help="Search budget when the client sets no deadline, ms.")]
 
@@ -129,14 +130,17 @@ def _watch_cache(server: Any, cache: Any) -> Any:
     return server
 
 
-def _fuser(fusion: str, fusion_model: Optional[Path], lookup: Any, intents: Any = None) -> Any:
+def _fuser(fusion: str, fusion_model: Optional[Path], lookup: Any, intents: Any = None, *,
+           model: Optional[Path] = None, registry: Optional[str] = None) -> Any:
     """The fusion strategy named on the command line, chosen by the rule ``tandem eval`` uses
-    (:func:`tandem.fusion.factory.make_fuser`); a bad choice is a usage error."""
+    (:func:`tandem.fusion.factory.make_fuser`: ``auto`` takes the fusion model promoted with
+    the base of ``--registry`` or of a registry ``--model``); a bad choice is a usage error."""
     from tandem.errors import InvalidInput
     from tandem.fusion.factory import make_fuser
 
     try:
-        return make_fuser(fusion, fusion_model, lookup, has_intents=intents is not None)
+        return make_fuser(fusion, fusion_model, lookup, has_intents=intents is not None, model=model,
+                          registry=registry)
     except InvalidInput as exc:
         raise typer.BadParameter(str(exc), param_hint="--fusion") from None
 
@@ -150,7 +154,8 @@ def _intents(intent_model: Optional[Path]) -> Any:
 
 
 def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str], deadline_ms: float,
-              intents: Any = None, fusion: str = "auto", fusion_model: Optional[Path] = None) -> Any:
+              intents: Any = None, fusion: str = "auto", fusion_model: Optional[Path] = None,
+              model: Optional[Path] = None, registry: Optional[str] = None) -> Any:
     from tandem.cache import make_cache
     from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig, StoredFieldsLookup
 
@@ -160,7 +165,8 @@ def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str
     else:
         lookup = next((StoredFieldsLookup(r) for r in retrievers if callable(getattr(r, "documents", None))), None)
     return HybridSearcher(retrievers, cache=make_cache(redis_url), catalog=lookup, intents=intents,
-                          fuser=_fuser(fusion, fusion_model, lookup, intents), config=SearchConfig(deadline_s=deadline_ms / 1000))
+                          fuser=_fuser(fusion, fusion_model, lookup, intents, model=model, registry=registry),
+                          config=SearchConfig(deadline_s=deadline_ms / 1000))
 
 
 def _generative(model: Optional[Path], factory: Optional[str], factory_arg: list[str],
@@ -218,7 +224,7 @@ def serve(
         if model or generative_factory or registry:
             retrievers.append(_generative(model, generative_factory, generative_arg, adapter, registry, poll_s))
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, _intents(intent_model), fusion,
-                             fusion_model)
+                             fusion_model, model=model, registry=registry)
         return _watch_cache(all_in_one_server(searcher, opts, batched=["generative"],
                                               batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms)),
                             searcher.cache)

@@ -50,7 +50,8 @@ def hybrid_system(spec: Any) -> HybridRetriever:
     ``--model``, with the gateway's choice of intents and fusion (no cache).
 
     Options (``spec.options``): ``intent_model`` (a ``tandem intent fit`` folder: sub-intents),
-    ``fusion`` (auto, rrf, minmax, zscore, learned — ``auto`` picks as ``tandem serve`` does),
+    ``fusion`` (auto, rrf, minmax, zscore, learned — ``auto`` picks as ``tandem serve`` does, with the
+    fusion model the registry promoted with ``--model`` when that is a registry base-model folder),
     ``fusion_model`` (LambdaMART JSON for learned fusion), ``candidates`` (hits per source and
     intent, default 100), ``sources`` (``bm25,generative`` by default; ``bm25`` alone evaluates
     intents and fusion without a model).
@@ -78,8 +79,9 @@ def hybrid_system(spec: Any) -> HybridRetriever:
 
         lookup = InMemoryCatalog(load_items(spec.catalog, format=spec.catalog_format).items)
     fusion_model = spec.options.get("fusion_model")
+    # `auto` with a --model folder of the registry takes the fusion model promoted with it, as serve does.
     fuser = make_fuser(str(spec.options.get("fusion", "auto")), Path(fusion_model) if fusion_model else None,
-                       lookup, has_intents=intents is not None)
+                       lookup, has_intents=intents is not None, model=spec.model if "generative" in names else None)
     # The sources get the options that are not the hybrid's own (bm25's k1, b, fields...).
     child = replace(spec, options={k: v for k, v in spec.options.items() if k not in HYBRID_OPTIONS})
     sources = [build_system(n, child) for n in names]

@@ -27,6 +27,8 @@ class ArtifactKind(StrEnum):
     ID_MAP = "id-map"
     INDEX = "index"
     SNAPSHOT = "snapshot"
+    FUSION = "fusion"
+    """A learned fusion model, published with the base model it was trained on as its parent."""
 
     @classmethod
     def parse(cls, value: str | ArtifactKind) -> ArtifactKind:
