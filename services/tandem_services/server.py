@@ -2,16 +2,15 @@
 limits, graceful shutdown, and the health of optional dependencies (the result cache).
 
 Ports are bound exclusively: gRPC Python turns ``SO_REUSEPORT`` on by default, which lets a
-second server bind a port already in use and silently split the traffic with the first.
+second server bind a port already in use and silently split the traffic with the first
+(:mod:`tandem.ports`, shared with the ingest consumer's health server).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import signal
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tandem.errors import InvalidInput, Unavailable
+from tandem.ports import EXCLUSIVE_PORT, PortInUse, add_port  # noqa: F401 (PortInUse: re-exported)
 from tandem_services.interceptors import (
     AuthInterceptor,
     ErrorMappingInterceptor,
@@ -38,46 +38,6 @@ log = logging.getLogger("tandem_services.server")
 #: messages are field-for-field those of ``v1alpha``, which is all grpcio-reflection < 1.82
 #: ships, so the same servicer answers both names.
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
-
-#: Channel options of every listener: one process per port (see the module docstring).
-EXCLUSIVE_PORT = ("grpc.so_reuseport", 0)
-
-
-class PortInUse(Unavailable):
-    """The port to listen on is taken (usually by another server); the message names it."""
-
-
-def bind_error(host: str, port: int, what: str = "port") -> Unavailable:
-    """Why ``host:port`` could not be bound, as a domain error naming the port.
-
-    gRPC reports only that binding failed; a plain bind of the same address says why.
-    """
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host.strip("[]"), port))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            return PortInUse(f"{what} {port} on {host} is already in use (another `tandem serve`?): "
-                             f"stop that process or choose another port")
-        return Unavailable(f"could not bind {what} {port} on {host}: {exc.strerror or exc}")
-    return Unavailable(f"could not bind {what} {port} on {host}")
-
-
-def add_port(server: grpc.aio.Server, host: str, port: int, creds: grpc.ServerCredentials | None = None,
-             what: str = "port") -> int:
-    """Listen on ``host:port`` (TLS with ``creds``); the bound port, or :class:`PortInUse`.
-
-    The server must have been created with :data:`EXCLUSIVE_PORT`.
-    """
-    address = f"{host}:{port}"
-    try:
-        bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-    except RuntimeError:  # grpcio >= 1.60 raises instead of returning 0
-        bound = 0
-    if bound == 0:
-        raise bind_error(host, port, what)
-    return bound
 
 
 class ServerOptions(BaseModel):

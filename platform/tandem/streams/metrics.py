@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from tandem.ports import EXCLUSIVE_PORT, add_port
+
 EVENTS = Counter(
     "tandem_ingest_events", "Item events seen by the ingest consumer, by outcome.",
     ["outcome"],  # applied | duplicate | stale | dlq
@@ -63,6 +65,9 @@ class HealthServer:
     After :meth:`set` ``(True)`` a watchdog thread reports NOT_SERVING whenever ``heartbeat``
     is older than ``stale_after_s`` (a loop stuck in a batch, a wedged client) and SERVING
     again when it beats.
+
+    The port is bound exclusively (:data:`tandem.ports.EXCLUSIVE_PORT`): a busy one raises
+    :class:`tandem.ports.PortInUse` naming it, instead of two consumers splitting the probes.
     """
 
     def __init__(self, port: int, *, heartbeat: Heartbeat | None = None, stale_after_s: float = LIVENESS_STALE_S,
@@ -74,9 +79,11 @@ class HealthServer:
 
         self._pb2 = health_pb2
         self._servicer = health.HealthServicer()
-        self._server: Any = grpc.server(ThreadPoolExecutor(max_workers=2), maximum_concurrent_rpcs=8)
+        self._server: Any = grpc.server(ThreadPoolExecutor(max_workers=2), options=[EXCLUSIVE_PORT],
+                                        maximum_concurrent_rpcs=8)
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, self._server)
-        self.port = self._server.add_insecure_port(f"[::]:{port}")
+        self.port = add_port(self._server, "[::]", port, what="health port",
+                             holder="another `tandem stream consume`")
         self.heartbeat = heartbeat or LOOP
         self.stale_after_s = stale_after_s
         self._wanted = False
