@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from grpc.aio import AbortError, ServerInterceptor
 
 from tandem.errors import InvalidInput, TandemError
 from tandem_services.metrics import RPC_LATENCY, RPC_REQUESTS
+from tandem_services.tokens import TokenSet, read_token_file, redact
 
 log = logging.getLogger("tandem_services.rpc")
 
@@ -89,7 +89,7 @@ class ErrorMappingInterceptor(ServerInterceptor):
                     code = getattr(grpc.StatusCode, exc.grpc_status, grpc.StatusCode.INTERNAL)
                     if not isinstance(exc, InvalidInput):
                         log.warning("domain error", extra={"method": method, "error": repr(exc)})
-                    await context.abort(code, str(exc))
+                    await context.abort(code, redact(str(exc)))
                 except Exception:
                     ref = uuid.uuid4().hex[:12]
                     log.exception("internal error", extra={"method": method, "ref": ref})
@@ -106,52 +106,96 @@ def load_tokens(token_file: str | Path | None = None, env_var: str = "TANDEM_AUT
         path = Path(token_file)
         if not path.is_file():
             raise InvalidInput(f"`auth_token_file` {str(path)!r} does not exist")
-        tokens += [t.strip() for t in path.read_text().splitlines() if t.strip() and not t.startswith("#")]
+        tokens += read_token_file(path)
     tokens += [t.strip() for t in os.environ.get(env_var, "").split(",") if t.strip()]
     return tokens
 
 
-class AuthInterceptor(ServerInterceptor):
-    """Requires ``authorization: Bearer <token>`` matching one of ``tokens``.
+#: Methods only an admin token may call (when admin tokens are configured).
+ADMIN_PREFIXES = ("/tandem.v1.AdminService/",)
+#: Request fields only an admin token may set, by method: ``debug`` returns every source's raw
+#: lists (~0.4 MB a response, and the ranking internals).
+ADMIN_FIELDS = {"/tandem.v1.SearchService/Search": "debug"}
 
-    Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest`, against every
-    configured token (no early exit), so timing reveals neither a prefix nor which token matched.
+
+class _StaticTokens(TokenSet):
+    """A :class:`TokenSet` over tokens given in code (tests, embedding)."""
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        super().__init__()
+        self._env = [hashlib.sha256(t.encode()).digest() for t in tokens]
+
+
+def _bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+    value = next((v for k, v in (metadata or ()) if k == "authorization"), None)
+    if not isinstance(value, str) or not value.startswith("Bearer "):
+        return None
+    return value[len("Bearer "):].strip()
+
+
+class AuthInterceptor(ServerInterceptor):
+    """Requires ``authorization: Bearer <token>`` from ``tokens`` (or ``admin``), with roles.
+
+    ``tokens`` may search (call every non-admin method); ``admin`` tokens may also call
+    :data:`ADMIN_PREFIXES` methods and set :data:`ADMIN_FIELDS` (``debug``): others get
+    PERMISSION_DENIED naming what needs the admin role. Without ``admin`` (``None``) every
+    valid token has both roles, as before roles existed. Token sets are :class:`TokenSet` objects
+    (re-read when their files change) or plain iterables. Comparison is constant-time per token.
     """
 
-    def __init__(self, tokens: Iterable[str], public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES) -> None:
-        self._digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
-        if not self._digests:
+    def __init__(self, tokens: Iterable[str] | TokenSet, public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES, *,
+                 admin: Iterable[str] | TokenSet | None = None) -> None:
+        self._tokens = tokens if isinstance(tokens, TokenSet) else _StaticTokens(tokens)
+        self._admin = admin if admin is None or isinstance(admin, TokenSet) else _StaticTokens(admin)
+        if not len(self._tokens) and not (self._admin is not None and len(self._admin)):
             raise InvalidInput("`tokens` is empty; auth needs at least one token")
         self._public = public_prefixes
-
-    def _authorized(self, metadata: Iterable[tuple[str, Any]] | None) -> bool:
-        value = next((v for k, v in (metadata or ()) if k == "authorization"), None)
-        if not isinstance(value, str) or not value.startswith("Bearer "):
-            return False
-        given = hashlib.sha256(value[len("Bearer "):].strip().encode()).digest()
-        ok = False
-        for d in self._digests:
-            ok |= hmac.compare_digest(given, d)
-        return ok
+        self._handlers = _WrappedHandlers()
 
     async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails):
-        if details.method.startswith(self._public) or self._authorized(details.invocation_metadata):
+        method = details.method
+        if method.startswith(self._public):
             return await continuation(details)
+        token = _bearer(details.invocation_metadata)
+        searcher = self._tokens.matches(token)
+        admin = self._admin.matches(token) if self._admin is not None else searcher
         handler = await continuation(details)
         if handler is None:
             return None
+        if not (searcher or admin):
+            return _denied(handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        if not admin and method.startswith(ADMIN_PREFIXES):
+            return _denied(handler, grpc.StatusCode.PERMISSION_DENIED,
+                           f"{method.strip('/')} needs an admin token; this token may only search")
+        field = ADMIN_FIELDS.get(method)
+        if admin or field is None:
+            return handler
 
-        async def deny(request_or_iterator, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        def wrapper(behavior):
+            async def checked(request, context):
+                if getattr(request, field, False):
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                        f"`{field}` needs an admin token; send the request without `{field}`")
+                return await _call(behavior, request, context)
+            return checked
 
-        kind = next(k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-                    if getattr(handler, k) is not None)
-        if kind.endswith("stream") and kind != "stream_unary":
-            async def deny_stream(request_or_iterator, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-                yield  # pragma: no cover - makes this an async generator
-            return handler._replace(**{kind: deny_stream})
-        return handler._replace(**{kind: deny})
+        return self._handlers.wrap(method, handler, wrapper)
+
+
+def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    """``handler`` with its behaviour replaced by an abort with ``code`` and ``message``."""
+
+    async def deny(request_or_iterator, context):
+        await context.abort(code, message)
+
+    kind = next(k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+                if getattr(handler, k) is not None)
+    if kind.endswith("stream") and kind != "stream_unary":
+        async def deny_stream(request_or_iterator, context):
+            await context.abort(code, message)
+            yield  # pragma: no cover - makes this an async generator
+        return handler._replace(**{kind: deny_stream})
+    return handler._replace(**{kind: deny})
 
 
 class MetricsInterceptor(ServerInterceptor):

@@ -7,11 +7,14 @@ import logging
 import sys
 import time
 
+from tandem_services.tokens import redact
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", ...extra fields}``; exceptions as a ``exc`` string."""
+    """``{"ts", "level", "logger", "msg", ...extra fields}``; exceptions as a ``exc`` string;
+    URL credentials redacted (:func:`~tandem_services.tokens.redact`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -23,7 +26,7 @@ class JsonFormatter(logging.Formatter):
         out.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return redact(json.dumps(out, default=str))  # a URL's password never reaches a log line
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -29,8 +29,8 @@ from tandem_services.interceptors import (
     ErrorMappingInterceptor,
     MetricsInterceptor,
     TracingInterceptor,
-    load_tokens,
 )
+from tandem_services.tokens import TokenSet
 
 log = logging.getLogger("tandem_services.server")
 
@@ -57,6 +57,9 @@ class ServerOptions(BaseModel):
     """PEM CA bundle for client certificates; set = mutual TLS (clients must present a certificate)."""
     auth_token_file: Path | None = None
     """File with bearer tokens, one per line; with ``TANDEM_AUTH_TOKENS`` (comma-separated) turns auth on."""
+    admin_token_file: Path | None = None
+    """File with admin bearer tokens (AdminService, ``debug``), one per line; set = roles on: the
+    ``auth_token_file`` tokens may then only search. Both files are re-read when they change."""
     require_auth: bool = False
     """Refuse to start when no token is configured (so a missing secret fails loudly)."""
     max_message_bytes: int = Field(default=1 << 20, ge=1024)
@@ -179,9 +182,11 @@ class TandemServer:
         chain: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
         if self.options.tracing:
             chain.append(TracingInterceptor())
-        tokens = load_tokens(self.options.auth_token_file)
-        if tokens:
-            chain.append(AuthInterceptor(tokens))
+        tokens = TokenSet(self.options.auth_token_file, "TANDEM_AUTH_TOKENS")
+        admin_file = self.options.admin_token_file
+        admin = TokenSet(admin_file, what="admin_token_file") if admin_file else None
+        if len(tokens) or admin is not None:
+            chain.append(AuthInterceptor(tokens, admin=admin))
         elif self.options.require_auth:
             raise InvalidInput("`require_auth` is set but no token was found (auth_token_file / TANDEM_AUTH_TOKENS)")
         chain.append(ErrorMappingInterceptor())

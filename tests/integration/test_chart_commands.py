@@ -5,7 +5,8 @@ run them (only the ports are moved to free loopback ports, the bind address to l
 mounted Secret files to a temporary folder), starts ``tandem <args>`` as a subprocess and then does what the kubelet
 and Prometheus do: a grpc.health.v1 check on the probe port and a GET of ``/metrics``. It also
 checks the auth wiring: no token is refused, the internal token the chart hands the retrievers
-through ``TANDEM_AUTH_TOKENS`` is accepted.
+(the Secret's ``internal-token`` file) is accepted, a client token is not; the gateway takes
+client tokens for searches and admin tokens for AdminService.
 """
 
 from __future__ import annotations
@@ -119,10 +120,9 @@ def intent_server(tmp_path: Path) -> Iterator[Running]:
     container = _container("intent", ["intent.enabled=true"])
     (tmp_path / "auth").mkdir()
     (tmp_path / "auth" / "tokens").write_text("client-token\n")
-    # The chart sets TANDEM_AUTH_TOKENS from the Secret's internal-token key; emulate that.
-    env_names = {e["name"] for e in container["env"]}
-    assert "TANDEM_AUTH_TOKENS" in env_names
-    server = Running(container, tmp_path, {"TANDEM_AUTH_TOKENS": "internal-token"})
+    # The mounted Secret's keys: the chart points the intent service at the internal token's file.
+    (tmp_path / "auth" / "internal-token").write_text("internal-token")
+    server = Running(container, tmp_path, {})
     try:
         server.wait_serving()
         yield server
@@ -144,21 +144,25 @@ def test_rendered_intent_command_serves_health_metrics_and_auth(intent_server: R
         with pytest.raises(grpc.RpcError) as err:
             stub.Decompose(request, timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        for token in ("internal-token", "client-token"):
-            reply = stub.Decompose(request, timeout=5, metadata=(("authorization", f"Bearer {token}"),))
-            assert reply.ListFields(), f"empty reply with {token}"
+        reply = stub.Decompose(request, timeout=5, metadata=(("authorization", "Bearer internal-token"),))
+        assert reply.ListFields(), "empty reply with the internal token"
+        with pytest.raises(grpc.RpcError) as err:  # internal services accept the internal token only
+            stub.Decompose(request, timeout=5, metadata=(("authorization", "Bearer client-token"),))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_rendered_gateway_command_starts_and_requires_a_token(tmp_path: Path) -> None:
     """The gateway with the chart's arguments (retrievers unreachable) is up, scraped and guarded."""
     import grpc
-    from tandem.v1 import search_pb2, search_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    from tandem.v1 import admin_pb2, admin_pb2_grpc, search_pb2, search_pb2_grpc
 
     container = _container("gateway", [])
     env = {e["name"]: e for e in container["env"]}
     assert env["TANDEM_DOWNSTREAM_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "internal-token"
     (tmp_path / "auth").mkdir()
     (tmp_path / "auth" / "tokens").write_text("client-token\n")
+    (tmp_path / "auth" / "admin-tokens").write_text("admin-token\n")
     server = Running(container, tmp_path, {"TANDEM_DOWNSTREAM_TOKEN": "internal-token"})
     try:
         server.wait_serving()
@@ -168,6 +172,17 @@ def test_rendered_gateway_command_starts_and_requires_a_token(tmp_path: Path) ->
             with pytest.raises(grpc.RpcError) as err:
                 search_pb2_grpc.SearchServiceStub(ch).Search(search_pb2.SearchRequest(query="drill"), timeout=5)
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            admin = admin_pb2_grpc.AdminServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as err:  # client tokens search; Admin needs an admin token
+                admin.Versions(admin_pb2.VersionsRequest(), timeout=5, metadata=(("authorization", "Bearer client-token"),))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            admin.Versions(admin_pb2.VersionsRequest(), timeout=5, metadata=(("authorization", "Bearer admin-token"),))
+            # Reflection is off on the public gateway by default (gateway.reflection).
+            reflect = reflection_pb2_grpc.ServerReflectionStub(ch)
+            with pytest.raises(grpc.RpcError) as err:
+                list(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                  timeout=5))
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         server.stop()
 

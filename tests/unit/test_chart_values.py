@@ -74,8 +74,12 @@ def test_production_reads_credentials_from_secret_references() -> None:
                                                                               "key": "internal-token"}
     assert "--downstream-ca=/etc/tandem/tls/ca.crt" in deps["gateway"]["containers"][0]["args"]
     for comp in ("sparse", "generative", "intent"):
-        env = {e["name"]: e for e in deps[comp]["containers"][0]["env"]}
-        assert env["TANDEM_AUTH_TOKENS"]["valueFrom"]["secretKeyRef"]["key"] == "internal-token", comp
+        # The internal token only, read from the mounted Secret (re-read when rotated); never the
+        # client tokens, and not as a variable (that would keep a revoked token until a restart).
+        args = [a for a in deps[comp]["containers"][0]["args"] if "token-file" in a]
+        assert args == ["--auth-token-file=/etc/tandem/auth/internal-token"], comp
+        env = {e["name"] for e in deps[comp]["containers"][0]["env"]}
+        assert "TANDEM_AUTH_TOKENS" not in env, comp
 
 
 def test_auth_is_on_by_default_with_a_documented_secret_name() -> None:
@@ -83,7 +87,12 @@ def test_auth_is_on_by_default_with_a_documented_secret_name() -> None:
         pod = dep["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["auth"]["secret"]["secretName"] == f"{RELEASE}-tandem-auth"
-        assert "--auth-token-file=/etc/tandem/auth/tokens" in pod["containers"][0]["args"]
+        args = [a for a in pod["containers"][0]["args"] if "token-file" in a]
+        if dep["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway":  # roles: search and admin
+            assert args == ["--auth-token-file=/etc/tandem/auth/tokens",
+                            "--admin-token-file=/etc/tandem/auth/admin-tokens"]
+        else:  # retrievers and intent: the gateway's internal token only
+            assert args == ["--auth-token-file=/etc/tandem/auth/internal-token"]
     # `helm template` does not render NOTES.txt; the install notes must tell how to create the Secret.
     text = (CHART / "templates" / "NOTES.txt").read_text()
     assert "create secret generic" in text and "tandem.authSecretName" in text

@@ -153,7 +153,9 @@ readinessProbe:
 
 {{/*
 Arguments every `tandem serve` command shares: bind address, logs, metrics, tracing, auth, TLS
-and (with TLS) the plaintext health-only port for kubelet. Client certificates (mTLS) are
+and (with TLS) the plaintext health-only port for kubelet. Auth has roles: the gateway takes
+client tokens (search) and admin tokens (AdminService, debug); every other service takes the
+internal token only. Client certificates (mTLS) are
 required on the gateway only: it is the one port clients reach, and the gateway's calls to
 the retrievers carry the internal bearer token over TLS instead.
 Argument: (dict "root" $ "component" NAME).
@@ -167,7 +169,17 @@ Argument: (dict "root" $ "component" NAME).
 - --tracing
 {{- end }}
 {{- if $v.auth.enabled }}
+{{- if eq .component "gateway" }}
+{{- /* Roles: client tokens may search; only admin tokens may call AdminService or ask for debug. */}}
 - --auth-token-file=/etc/tandem/auth/{{ $v.auth.tokensKey }}
+- --admin-token-file=/etc/tandem/auth/{{ $v.auth.adminTokensKey }}
+{{- else }}
+{{- /* Retrievers and intent accept the internal token only (the gateway's), read from its file so a rotation applies without a restart. */}}
+- --auth-token-file=/etc/tandem/auth/{{ $v.auth.internalTokenKey }}
+{{- end }}
+{{- end }}
+{{- if and (eq .component "gateway") $v.gateway.reflection }}
+- --reflection
 {{- end }}
 {{- if $v.tls.enabled }}
 - --health-port={{ $v.probes.healthPort }}
@@ -181,7 +193,7 @@ Argument: (dict "root" $ "component" NAME).
 
 {{/*
 The internal bearer token (gateway -> retrievers), from the auth Secret: the gateway sends it
-(TANDEM_DOWNSTREAM_TOKEN), the retrievers accept it (TANDEM_AUTH_TOKENS, added to the tokens file).
+(TANDEM_DOWNSTREAM_TOKEN); the retrievers read it from the mounted Secret file (serveCommonArgs).
 Argument: (dict "root" $ "name" ENV-NAME).
 */}}
 {{- define "tandem.internalTokenEnv" -}}

@@ -10,6 +10,7 @@ from prometheus_client import Gauge
 
 from tandem.cache.base import CACHE_BACKEND_UP, ResultCache
 from tandem.cache.breaker import CircuitBreaker
+from tandem.cache.redact import redact
 from tandem.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class RedisCache(ResultCache):
         import redis  # imported here: only the Redis backend needs the client
 
         if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise InvalidInput(f"`redis_url` must look like redis://host:port/db, got {url!r}")
+            raise InvalidInput(f"`redis_url` must look like redis://host:port/db, got {redact(url)!r}")
         super().__init__(ttl_jitter=ttl_jitter)
         self.url = url
         self._redis = redis.Redis.from_url(
@@ -74,7 +75,7 @@ class RedisCache(ResultCache):
         CACHE_BACKEND_UP.labels(self.backend).set(1.0 if up else 0.0)
         if not up:
             log.warning("result cache unreachable (%s: %s): searches run uncached until it answers",
-                        self.describe(), error or "no answer")
+                        self.describe(), redact(str(error)) if error else "no answer")
         elif self._up is not None:
             log.info("result cache reachable again (%s)", self.describe())
         self._up = up

@@ -55,15 +55,16 @@ DeadlineMs = Annotated[float, typer.Option(help="Search budget when the client s
 
 
 def _options(host: str, port: int, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing: bool,
-             health_port: int = 0) -> Any:
+             health_port: int = 0, *, admin_token_file: Optional[Path] = None, reflection: bool = True) -> Any:
     from tandem_services.server import ServerOptions
 
     try:
         # A token file that turns out empty (e.g. a Secret with an empty key) must not start
         # the server open: asking for auth by file means auth is required.
         return ServerOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
-                             auth_token_file=auth_token_file, require_auth=auth_token_file is not None,
-                             tracing=tracing, health_port=health_port or None)
+                             auth_token_file=auth_token_file, admin_token_file=admin_token_file,
+                             require_auth=auth_token_file is not None, tracing=tracing,
+                             health_port=health_port or None, reflection=reflection)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -247,13 +248,19 @@ def gateway(
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
     tracing: Tracing = False, health_port: HealthPort = 0,
+    admin_token_file: Annotated[Optional[Path], typer.Option(
+        help="Admin bearer tokens, one per line: only they may call AdminService or ask for `debug`; "
+             "--auth-token-file tokens then only search.")] = None,
+    reflection: Annotated[bool, typer.Option(
+        help="Serve gRPC server reflection (off on the public gateway: it lists the admin API).")] = False,
 ) -> None:
     """The gateway: SearchService over remote retriever services (BM25-only fallback)."""
     if intent and intent_model:
         raise typer.BadParameter("give --intent (remote) or --intent-model (in-process), not both")
     sparse, generative, intent = (_target(v, f"--{o}") for v, o in
                                   ((sparse, "sparse"), (generative, "generative"), (intent, "intent")))
-    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
+    opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port,
+                    admin_token_file=admin_token_file, reflection=reflection)
 
     def build():
         from tandem_services.app import gateway_server
