@@ -1,5 +1,6 @@
 """The monthly base pipeline: snapshot → semantic IDs → pseudo-queries and BM25-hard negatives →
-staged training → evaluation → gate → registry.
+staged training → learned fusion (BM25 + the new model) and evaluation → gate → registry (the
+model and its fusion model, promoted together).
 
 Parameters are the run's inputs (snapshot and query-set URIs, profile, seed, thresholds,
 registry URI). Steps that read moving data (the catalog snapshot, the registry's current
@@ -15,6 +16,7 @@ from kfp import dsl
 
 from tandem.registry.promotion import DEFAULT_MIN_EXACT_MATCH, DEFAULT_NDCG_TOLERANCE
 from tandem_pipelines import components as c
+from tandem_pipelines.fusion_step import DEFAULT_MAX_QUERIES
 
 PIPELINE_NAME = "tandem-base"
 TRAIN_CPU = "2"
@@ -31,7 +33,7 @@ def make_base_pipeline(
     """
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Monthly Tandem base model: snapshot, semantic IDs, staged "
-                  "generative training, dev evaluation, promotion gate, registry.")
+                  "generative training, learned fusion, dev evaluation, promotion gate, registry.")
     def base_pipeline(
         snapshot_uri: str,
         train_queries_uri: str,
@@ -45,8 +47,11 @@ def make_base_pipeline(
         seed: int = 13,
         ndcg_tolerance: float = DEFAULT_NDCG_TOLERANCE,
         min_exact_match: float = DEFAULT_MIN_EXACT_MATCH,
+        fusion_max_queries: int = DEFAULT_MAX_QUERIES,
     ) -> None:
         """``registry_uri`` empty = ``TANDEM_ARTIFACTS_URI`` of the step's environment;
+        ``fusion_max_queries`` = judged training queries (a seeded sample) the learned fusion
+        is fitted on, published with the model and promoted with it;
         ``architecture`` ``tree`` = the v2 generative retriever (pretrained encoder + ID-tree
         decoder), ``t5`` = the v1 from-scratch T5, whose size ``model_size`` picks (empty = the
         profile's, else a preset ``ci`` or ``full``)."""
@@ -54,6 +59,7 @@ def make_base_pipeline(
             snapshot_uri=snapshot_uri, train_queries_uri=train_queries_uri, train_qrels_uri=train_qrels_uri,
             dev_queries_uri=dev_queries_uri, dev_qrels_uri=dev_qrels_uri, profile=profile, model_size=model_size,
             ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match, architecture=architecture,
+            fusion_max_queries=fusion_max_queries,
         ).set_display_name("snapshot catalog")
         snap.set_caching_options(False)
         ids = c.build_semantic_ids(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed,
@@ -69,6 +75,12 @@ def make_base_pipeline(
         train.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
         if gpus:
             train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        fusion = c.train_fusion(snapshot=snap.outputs["snapshot"], model=train.outputs["model"],
+                                max_queries=fusion_max_queries, seed=seed).set_display_name("train fusion")
+        # It runs the new model over every candidate of thousands of queries: training's resources.
+        fusion.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
+        if gpus:
+            fusion.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
         ev = c.evaluate_model(snapshot=snap.outputs["snapshot"], model=train.outputs["model"])
         ev.set_display_name("evaluate")
         gate = c.promotion_gate(evaluation=ev.outputs["evaluation"], registry_uri=registry_uri,
@@ -76,7 +88,8 @@ def make_base_pipeline(
         gate.set_display_name("promotion gate").set_caching_options(False)
         reg = c.register_base(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
                               model=train.outputs["model"], evaluation=ev.outputs["evaluation"],
-                              decision=gate.outputs["decision"], registry_uri=registry_uri)
+                              decision=gate.outputs["decision"], fusion_model=fusion.outputs["fusion_model"],
+                              registry_uri=registry_uri)
         reg.set_display_name("register").set_caching_options(False)
 
     return base_pipeline

@@ -36,6 +36,7 @@ def snapshot_catalog(
     min_exact_match: float,
     snapshot: Output[Dataset],
     architecture: str = "tree",
+    fusion_max_queries: int = 3000,
 ) -> None:
     """Validate the parameters and freeze catalog + query sets (fails first on bad input)."""
     from pathlib import Path
@@ -44,7 +45,7 @@ def snapshot_catalog(
 
     summary = steps.snapshot(snapshot_uri, train_queries_uri, train_qrels_uri, dev_queries_uri, dev_qrels_uri,
                              profile, ndcg_tolerance, min_exact_match, Path(snapshot.path), model_size=model_size,
-                             architecture=architecture)
+                             architecture=architecture, fusion_max_queries=fusion_max_queries)
     snapshot.metadata.update(summary)
 
 
@@ -100,6 +101,24 @@ def train_generative(snapshot: Input[Dataset], id_map: Input[Artifact], training
 
 
 @component
+def train_fusion(snapshot: Input[Dataset], model: Input[Model], max_queries: int, seed: int,
+                 fusion_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown]) -> None:
+    """Learned fusion of BM25 and the new model on the snapshot's training queries
+    (``tandem.fusion.fit``): the model and its fit report, the ablation as Markdown and the
+    shipped model's selection figures as Metrics."""
+    from pathlib import Path
+
+    from tandem_pipelines import fusion_step
+
+    result = fusion_step.train_fusion(Path(snapshot.path), Path(model.path), Path(fusion_model.path),
+                                      max_queries=max_queries, seed=seed)
+    for name, value in fusion_step.fusion_metrics(result).items():
+        metrics.log_metric(name, value)
+    Path(report.path).write_text(fusion_step.fusion_report_markdown(result))
+    fusion_model.metadata.update({"version": result["version"], "queries": result["queries"]})
+
+
+@component
 def evaluate_model(snapshot: Input[Dataset], model: Input[Model], metrics: Output[Metrics],
                    evaluation: Output[Artifact], report: Output[Markdown]) -> None:
     """Dev metrics of the model (``tandem.eval``) as Metrics, JSON and a Markdown table."""
@@ -134,8 +153,10 @@ def promotion_gate(evaluation: Input[Artifact], registry_uri: str, ndcg_toleranc
 
 @component
 def register_base(snapshot: Input[Dataset], id_map: Input[Artifact], model: Input[Model], evaluation: Input[Artifact],
-                  decision: Input[Artifact], registry_uri: str, registered: Output[Artifact]) -> None:
-    """Publish snapshot, ID map and model to ``tandem.registry``; promote when the gate passed."""
+                  decision: Input[Artifact], fusion_model: Input[Model], registry_uri: str,
+                  registered: Output[Artifact]) -> None:
+    """Publish snapshot, ID map, model and its fusion model to ``tandem.registry``; promote
+    them together when the gate passed."""
     import json
     from pathlib import Path
 
@@ -143,7 +164,7 @@ def register_base(snapshot: Input[Dataset], id_map: Input[Artifact], model: Inpu
 
     result = steps.register(Path(snapshot.path), Path(id_map.path), Path(model.path),
                             json.loads(Path(evaluation.path).read_text()), json.loads(Path(decision.path).read_text()),
-                            registry_uri)
+                            registry_uri, fusion_dir=Path(fusion_model.path))
     Path(registered.path).write_text(json.dumps(result, indent=2))
     registered.metadata.update(result)
 

@@ -63,7 +63,8 @@ def size_overrides(model_size: str) -> dict[str, Any]:
 
 def snapshot(snapshot_uri: str, train_queries_uri: str, train_qrels_uri: str, dev_queries_uri: str,
              dev_qrels_uri: str, profile: str, ndcg_tolerance: float, min_exact_match: float,
-             out: Path, model_size: str = "", architecture: str = "tree") -> dict[str, Any]:
+             out: Path, model_size: str = "", architecture: str = "tree",
+             fusion_max_queries: int | None = None) -> dict[str, Any]:
     """Validate every parameter, then freeze the catalog and query sets into folder ``out``.
 
     The catalog goes through :func:`tandem.catalog.loaders.load_items`, so the snapshot holds
@@ -80,6 +81,10 @@ def snapshot(snapshot_uri: str, train_queries_uri: str, train_qrels_uri: str, de
         raise InvalidInput("`model_size` sizes the v1 T5; leave it empty for `architecture` tree")
     size_overrides(model_size)
     validate_base_thresholds(ndcg_tolerance, min_exact_match)
+    if fusion_max_queries is not None:
+        from tandem_pipelines.fusion_step import check_max_queries
+
+        check_max_queries(fusion_max_queries)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         # Keep the source name: the loader detects the format from the suffix.
@@ -243,9 +248,10 @@ def write_gate_outputs(result: dict[str, Any], decision_path: str, report_path: 
 
 
 def register(snapshot_dir: Path, ids_dir: Path, model_dir: Path, evaluation: dict[str, Any],
-             decision: dict[str, Any], registry_uri: str) -> dict[str, Any]:
-    """Publish snapshot, ID map and model (with lineage and metrics); promote them when the
-    gate said so, and only if the current base is still the one the gate compared against."""
+             decision: dict[str, Any], registry_uri: str, fusion_dir: Path | None = None) -> dict[str, Any]:
+    """Publish snapshot, ID map and model (with lineage and metrics), and the fusion model of
+    ``fusion_dir`` with the base as its parent; promote them all when the gate said so, and
+    only if the current base is still the one the gate compared against."""
     from tandem.registry import ArtifactKind, Registry
     from tandem.training.trainer import CHECKPOINT_DIR
 
@@ -262,12 +268,27 @@ def register(snapshot_dir: Path, ids_dir: Path, model_dir: Path, evaluation: dic
         shutil.copytree(model_dir, model, ignore=shutil.ignore_patterns(CHECKPOINT_DIR))
         model_v = reg.publish(ArtifactKind.BASE_MODEL, model, parents=[f"id-map:{ids_v}", f"snapshot:{snap_v}"],
                               metrics=metrics)
+        fusion_v = None
+        if fusion_dir is not None:
+            from tandem.registry.fusion import REPORT_FILE
+            from tandem_pipelines.fusion_step import fusion_metrics
+
+            fusion = Path(tmp) / "fusion"
+            shutil.copytree(fusion_dir, fusion)  # KFP may mount inputs read-only; publish reads a plain copy
+            report = json.loads((fusion / REPORT_FILE).read_text())
+            fusion_v = reg.publish(ArtifactKind.FUSION, fusion, parents=[f"base-model:{model_v}"],
+                                   metrics=fusion_metrics(report))
     promoted = bool(decision["promote"])
     if promoted:
         reg.promote(ArtifactKind.BASE_MODEL, model_v, expected=decision.get("current_version"))
+        # After the base (whose compare-and-swap may refuse): serving takes a fusion model only
+        # with its own base, so any reader between the two pointer moves falls back safely.
+        if fusion_v is not None:
+            reg.promote(ArtifactKind.FUSION, fusion_v)
         reg.promote(ArtifactKind.ID_MAP, ids_v)
         reg.promote(ArtifactKind.SNAPSHOT, snap_v)
-    return {"base-model": model_v, "id-map": ids_v, "snapshot": snap_v, "promoted": promoted, "registry": reg.uri}
+    return {"base-model": model_v, "id-map": ids_v, "snapshot": snap_v, "promoted": promoted, "registry": reg.uri,
+            **({"fusion": fusion_v} if fusion_v is not None else {})}
 
 
 # --------------------------------------------------------------------------- adapter pipeline

@@ -1,8 +1,9 @@
 """``tandem pipelines run base --local``: the whole base pipeline with kfp.local on a tiny catalog.
 
 Every step runs as a subprocess of this environment (``SubprocessRunner(use_venv=False)``);
-the run must end with the model, ID map and snapshot in the registry and promoted (the
-first base has nothing to regress against, so only memorisation gates it).
+the run must end with the model, ID map, snapshot and the learned fusion fitted on the model
+(the ``fusion`` artifact, whose parent is the model) in the registry and promoted together
+(the first base has nothing to regress against, so only memorisation gates it).
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ def _write(data: Path) -> dict[str, str]:
             "dev_qrels_uri": str(data / "dev.qrels")}
 
 
-def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 java_home: object) -> None:  # the fusion step's BM25 index
     monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # shared CI cores: spinning OpenMP peers slow training down
-    params = {**_write(tmp_path / "data"), "registry_uri": str(tmp_path / "registry"), "profile": "ci", "seed": 13}
+    params = {**_write(tmp_path / "data"), "registry_uri": str(tmp_path / "registry"), "profile": "ci", "seed": 13,
+              "fusion_max_queries": 120}
     args = ["pipelines", "run", "base", "--local", "--root", str(tmp_path / "runs")]
     for k, v in params.items():
         args += ["--param", f"{k}={v}"]
@@ -70,6 +73,27 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     [page] = (tmp_path / "runs").glob("tandem-base-*/train-generative/curve")
     text = page.read_text()
     assert "data:image/png;base64," in text and "memorise" in text and "encoder" in text
+
+    # The learned fusion fitted on this model is published with it as parent and promoted with it,
+    # and it is what `tandem serve --registry` takes for `--fusion auto`.
+    from tandem.cli.serve import _fuser
+    from tandem.fusion.learned import LearnedFusion
+    from tandem.registry.fusion import MODEL_FILE, REPORT_FILE
+    from tandem.search import InMemoryCatalog
+
+    assert reg.current(ArtifactKind.FUSION) == out["fusion"]
+    fusion = reg.get(ArtifactKind.FUSION, out["fusion"])
+    assert fusion.manifest.parents == [f"base-model:{out['base-model']}"]
+    assert set(fusion.manifest.files) == {MODEL_FILE, REPORT_FILE} and 0.0 < fusion.manifest.metrics["nDCG@10"] <= 1
+    report = json.loads((fusion.local_path / REPORT_FILE).read_text())
+    assert report["queries"] == 120 and "generative/query" in report["slots"]
+    assert "+ generative list" in report["ablation"] and report["ablation"]["+ cosine"]["scores"] == [
+        "gen_logprob", "gen_cosine"]
+    [fusion_page] = (tmp_path / "runs").glob("tandem-base-*/train-fusion/report")
+    assert "| bm25 only |" in fusion_page.read_text() and "Feature importance" in fusion_page.read_text()
+    catalog = InMemoryCatalog.from_jsonl(params["snapshot_uri"])
+    fuser = _fuser("auto", None, catalog, registry=str(tmp_path / "registry"))
+    assert isinstance(fuser, LearnedFusion) and fuser.version() == report["version"]
 
 
 def test_bad_snapshot_uri_fails_at_the_first_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ import yaml
 from tandem_pipelines.schedule import COMPILED_DIR, compile_pipelines
 
 COMPONENTS = {"snapshot-catalog", "build-semantic-ids", "prepare-training-data", "train-generative",
-              "evaluate-model", "promotion-gate", "register-base"}
+              "train-fusion", "evaluate-model", "promotion-gate", "register-base"}
 
 
 def _strip_volatile(text: str) -> str:
@@ -34,8 +34,8 @@ def test_yaml_loads_with_kfp_and_names_the_components() -> None:
     path = COMPILED_DIR / "base.yaml"
     loaded = components.load_component_from_file(str(path))
     assert loaded.name == "tandem-base"
-    assert {"snapshot_uri", "profile", "model_size", "ndcg_tolerance", "min_exact_match", "registry_uri"} <= set(
-        loaded.component_spec.inputs or {})
+    assert {"snapshot_uri", "profile", "model_size", "ndcg_tolerance", "min_exact_match", "registry_uri",
+            "fusion_max_queries"} <= set(loaded.component_spec.inputs or {})
     spec = yaml.safe_load(path.read_text())
     tasks = spec["root"]["dag"]["tasks"]
     assert {t["componentRef"]["name"].removeprefix("comp-") for t in tasks.values()} == COMPONENTS
@@ -44,12 +44,17 @@ def test_yaml_loads_with_kfp_and_names_the_components() -> None:
     assert set(tasks["promotion-gate"]["dependentTasks"]) == {"evaluate-model"}
     assert set(tasks["train-generative"]["dependentTasks"]) == {"snapshot-catalog", "build-semantic-ids",
                                                                 "prepare-training-data"}
+    # Learned fusion is fitted on the new model right after training; register publishes it.
+    assert set(tasks["train-fusion"]["dependentTasks"]) == {"snapshot-catalog", "train-generative"}
+    assert "fusion_model" in tasks["register-base"]["inputs"]["artifacts"]
     # Moving data is never served from the cache; training gets its resources.
     for name in ("snapshot-catalog", "promotion-gate", "register-base"):
         assert tasks[name]["cachingOptions"].get("enableCache") is not True, name
     executors = spec["deploymentSpec"]["executors"]
     train = executors["exec-train-generative"]["container"]
     assert train["resources"]["cpuRequest"] == 2 and train["resources"]["memoryRequest"] == 8
+    fusion = executors["exec-train-fusion"]["container"]
+    assert fusion["resources"]["cpuRequest"] == 2 and fusion["resources"]["memoryRequest"] == 8
     for ex in executors.values():
         assert ex["container"]["image"].startswith("ghcr.io/tandem-search/tandem")
         assert "pip install" not in " ".join(ex["container"]["command"])  # nothing installed at run time
@@ -63,8 +68,8 @@ def test_gpu_variant_requests_accelerators(tmp_path: Path) -> None:
     out = tmp_path / "gpu.yaml"
     compiler.Compiler().compile(make_base_pipeline(gpus=1), str(out))
     executors = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"]
-    res = executors["exec-train-generative"]["container"]["resources"]
-    assert res["accelerator"]["resourceCount"] == "1"
+    for name in ("exec-train-generative", "exec-train-fusion"):  # fusion runs the model over every candidate
+        assert executors[name]["container"]["resources"]["accelerator"]["resourceCount"] == "1", name
 
 
 ADAPTER_COMPONENTS = {"adapter-changes", "train-adapter", "adapter-gate", "register-adapter"}

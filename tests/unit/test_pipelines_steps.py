@@ -118,3 +118,64 @@ def test_model_size_is_checked_first_and_maps_to_a_preset(tmp_path: Path) -> Non
     assert not (tmp_path / "snap").exists()
     assert steps.size_overrides("") == {}
     assert steps.size_overrides("full")["size"].d_model == 256
+
+
+def _fusion_report() -> dict[str, object]:
+    """What :func:`tandem.fusion.fit.fit_learned_fusion` reports (figures made up, shape real)."""
+    figures = {"nDCG@10": 0.5, "R(rel=4)@10": 0.6, "R(rel=4)@100": 0.9, "RR(rel=4)@10": 0.55}
+    ablation = {"bm25 only": {"lists": "bm25", "scores": [], **figures},
+                "+ cosine": {"lists": "query", "scores": ["gen_logprob", "gen_cosine"], **figures, "nDCG@10": 0.61}}
+    return {"train_queries": 80, "selection_queries": 20, "slots": ["bm25/query", "generative/query"],
+            "bm25 (whole query)": {**figures, "nDCG@10": 0.45}, "rrf": {**figures, "nDCG@10": 0.48},
+            "ablation": ablation, "learned": ablation["+ cosine"], "selected": {},
+            "feature_importance": {"generative__query__rr": 12.5, "gen_logprob": 3.0}, "queries": 100,
+            "candidates": 100, "version": "learned:abc"}
+
+
+def test_register_publishes_the_fusion_model_with_its_base_and_promotes_them_together(tmp_path: Path) -> None:
+    from tandem.registry.fusion import MODEL_FILE, REPORT_FILE, current_fusion_for_base
+
+    uri = str(tmp_path / "registry")
+    snap = tmp_path / "snap"
+    _snapshot(snap)
+    ids, model = _folder(tmp_path / "ids", "ids"), _folder(tmp_path / "model", "weights")
+    fusion = _folder(tmp_path / "fusion", "unused")
+    (fusion / MODEL_FILE).write_text("{}")
+    (fusion / REPORT_FILE).write_text(json.dumps(_fusion_report()))
+
+    first = {"metrics": {"nDCG@10": 0.40}, "exact_match": 0.95}
+    out = steps.register(snap, ids, model, first, steps.gate(first, uri, 0.01, 0.9), uri, fusion_dir=fusion)
+    reg = Registry(uri)
+    assert out["promoted"] and reg.current(ArtifactKind.FUSION) == out["fusion"]
+    manifest = reg.manifest(ArtifactKind.FUSION, out["fusion"])
+    assert manifest.parents == [f"base-model:{out['base-model']}"]
+    assert manifest.metrics["nDCG@10"] == 0.61 and manifest.metrics["rrf_nDCG@10"] == 0.48
+    assert manifest.metrics["bm25_nDCG@10"] == 0.45
+    found = current_fusion_for_base(reg)
+    assert found is not None and found.ref == f"fusion:{out['fusion']}"
+
+    worse = {"metrics": {"nDCG@10": 0.30}, "exact_match": 0.97}
+    rejected = steps.register(snap, ids, model, worse, steps.gate(worse, uri, 0.01, 0.9), uri, fusion_dir=fusion)
+    assert not rejected["promoted"] and rejected["fusion"] in reg.versions(ArtifactKind.FUSION)
+    assert reg.current(ArtifactKind.FUSION) == out["fusion"]  # the fusion model stays with its base
+
+
+def test_fusion_report_for_the_kfp_ui() -> None:
+    from tandem_pipelines.fusion_step import fusion_metrics, fusion_report_markdown
+
+    report = _fusion_report()
+    text = fusion_report_markdown(report)
+    assert "| system | nDCG@10 | R(rel=4)@10 | R(rel=4)@100 | RR(rel=4)@10 |" in text
+    for row in ("| bm25 (whole query) | 0.4500 |", "| rrf | 0.4800 |", "| bm25 only | 0.5000 |", "| + cosine | 0.6100 |"):
+        assert row in text
+    assert "| generative__query__rr | 12.5 |" in text and "80 training, 20 selection" in text
+    metrics = fusion_metrics(report)
+    assert metrics["nDCG@10"] == 0.61 and metrics["bm25_RR(rel=4)@10"] == 0.55
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+@pytest.mark.parametrize("bad", [5, 0, True])
+def test_fusion_max_queries_is_checked_first(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(InvalidInput, match="`fusion_max_queries`"):
+        _snapshot(tmp_path / "snap", fusion_max_queries=bad)
+    assert not (tmp_path / "snap").exists()
