@@ -1,4 +1,5 @@
-"""Registry of versioned artifacts (base models, adapters, ID maps, indexes, catalog snapshots)
+"""Registry of versioned artifacts (base models, adapters, ID maps, indexes, catalog snapshots,
+the learned fusion models trained on a base: :mod:`tandem.registry.fusion`)
 under an fsspec URI, each with a checksummed manifest and an atomically updated ``current``
 pointer per kind."""
 
