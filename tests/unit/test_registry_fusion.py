@@ -137,6 +137,24 @@ def test_auto_takes_the_promoted_fusion_model_else_the_usual_rule(tmp_path: Path
     assert promoted_fusion_model("auto", other, registry=uri) == other
 
 
+def test_a_promoted_model_that_cannot_load_here_falls_back(tmp_path: Path, fusion_folder: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Trained with title features, served without titles (a gateway without --catalog): the
+    default falls back with a warning; a --fusion-model given by name still fails loudly."""
+    from tandem.errors import CorruptArtifact
+
+    uri = str(tmp_path / "registry")
+    reg = Registry(uri)
+    b1 = _base(tmp_path, reg, "b1")
+    reg.publish(ArtifactKind.FUSION, fusion_folder, parents=[f"base-model:{b1}"], promote=True)
+    with caplog.at_level(logging.WARNING, logger="tandem.fusion.factory"):
+        assert isinstance(make_fuser("auto", None, None, registry=uri), RRF)
+        assert isinstance(make_fuser("auto", None, None, has_intents=True, registry=uri), ScoreFusion)
+    assert "cannot use the promoted fusion model" in caplog.text
+    with pytest.raises(CorruptArtifact):
+        make_fuser("auto", fusion_folder / MODEL_FILE, None, registry=uri)
+
+
 def test_serve_auto_fusion_picks_the_promoted_one(tmp_path: Path, fusion_folder: Path) -> None:
     from tandem.cli.serve import _fuser
 

@@ -63,6 +63,7 @@ def make_fuser(fusion: str = "auto", fusion_model: Path | None = None, lookup: A
     from tandem.fusion.normalized import ScoreFusion
     from tandem.fusion.rrf import RRF
 
+    given = fusion_model
     fusion_model = promoted_fusion_model(fusion, fusion_model, model=model, registry=registry)
     name = resolve_fusion(fusion, fusion_model, has_intents)
     if name == "rrf":
@@ -73,6 +74,16 @@ def make_fuser(fusion: str = "auto", fusion_model: Path | None = None, lookup: A
         raise InvalidInput("`fusion` learned needs a fusion model (`--fusion-model`)")
     if not Path(fusion_model).is_file():
         raise InvalidInput(f"`fusion_model` {fusion_model} does not exist")
+    from tandem.errors import TandemError
     from tandem.fusion.learned import LearnedFusion, catalog_titles
 
-    return LearnedFusion.load(fusion_model, titles=catalog_titles(lookup) if lookup is not None else None)
+    try:
+        return LearnedFusion.load(fusion_model, titles=catalog_titles(lookup) if lookup is not None else None)
+    except TandemError as exc:
+        if given is not None:  # asked for by name: the user's mistake to hear about
+            raise
+        # The default must never stop serving, e.g. a gateway without titles (no --catalog) for
+        # a model trained with title features.
+        log.warning("fusion auto: cannot use the promoted fusion model %s (%s); choosing without it",
+                    fusion_model, exc)
+        return make_fuser(fusion, None, lookup, has_intents)
