@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -232,3 +233,38 @@ def test_search_hybrid_uses_the_fusion_model_of_a_registry_model(tmp_path: Path,
 
     assert f"fusion={version}" in search(tmp_path / "registry" / "base-model" / b1)
     assert "fusion=rrf" in search(tmp_path / "b1")  # a model from outside the registry: the rule
+
+
+def test_gateway_auto_fusion_takes_the_registry_s_promoted_model(tmp_path: Path, fusion_folder: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tandem serve gateway --generative ... --registry URI``: the fusion model promoted with
+    the registry's current base (the one the generative service follows)."""
+    import json
+
+    import tandem_services.app
+    from typer.testing import CliRunner
+
+    import tandem.cli.serve as serve
+    from tandem.cli import app
+
+    built: list[object] = []
+    monkeypatch.setattr(serve, "_run", lambda build, *a: built.append(build()))
+    monkeypatch.setattr(serve, "_watch_cache", lambda server, cache: server)
+    monkeypatch.setattr(tandem_services.app, "gateway_server", lambda searcher, opts: searcher)
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps(it.model_dump(exclude_none=True)) + "\n" for it in ITEMS))
+    reg = Registry(tmp_path / "registry")
+    b1 = _base(tmp_path, reg, "b1")
+    reg.publish(ArtifactKind.FUSION, fusion_folder, parents=[f"base-model:{b1}"], promote=True)
+    args = ["serve", "gateway", "--sparse", "127.0.0.1:1", "--catalog", str(catalog),
+            "--registry", str(tmp_path / "registry")]
+    for extra, expected in (([], RRF), (["--generative", "127.0.0.1:2"], LearnedFusion)):
+        res = CliRunner().invoke(app, args + extra)
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        searcher: Any = built.pop()
+        try:
+            assert isinstance(searcher.fuser, expected), extra
+        finally:
+            searcher.close()
+            for r in searcher.retrievers:
+                r.close()

@@ -240,6 +240,9 @@ def gateway(
     intent: Annotated[Optional[str], typer.Option(
         help="host:port of the IntentService (default: whole query).")] = None,
     intent_model: IntentModel = None, fusion: Fusion = "auto", fusion_model: FusionModel = None,
+    registry: Annotated[Optional[str], typer.Option(
+        "--registry", help="With --generative: the registry that service serves (its --registry); --fusion auto "
+                           "takes the fusion model promoted with its current base-model.")] = None,
     catalog: Catalog = None, redis_url: RedisUrl = None, deadline_ms: DeadlineMs = 2000.0,
     downstream_token: Annotated[Optional[str], typer.Option(envvar="TANDEM_DOWNSTREAM_TOKEN",
                                                             help="Bearer token for the retriever services.")] = None,
@@ -271,7 +274,8 @@ def gateway(
         if generative:
             retrievers.append(RemoteRetriever(generative, "generative", options=ch, timeout_s=deadline_ms / 1000))
         intents = RemoteIntents(intent, options=ch) if intent else _intents(intent_model)
-        searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model)
+        searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model,
+                             registry=registry if generative else None)
         return _watch_cache(gateway_server(searcher, opts), searcher.cache)
 
     _run(build, metrics_port, log_level)
