@@ -23,6 +23,7 @@ from tandem.v1 import (
     search_pb2_grpc,
 )
 from tandem_services.batching import MicroBatcher
+from tandem_services.executors import BoundedExecutor
 from tandem_services.server import ServerOptions, Service, TandemServer
 from tandem_services.servicers import (
     AdminServicer,
@@ -50,7 +51,8 @@ class BatchOptions(BaseModel):
 
 
 def _executor(workers: int, prefix: str) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix)
+    """Every server's worker pool: a bounded backlog (see :mod:`tandem_services.executors`)."""
+    return BoundedExecutor(workers, thread_name_prefix=prefix)
 
 
 def _admin_for_sources(sources: Sequence[Retriever], executor) -> Service:

@@ -25,6 +25,7 @@ from tandem.v1 import (
 )
 from tandem_services.batching import MicroBatcher
 from tandem_services.convert import intent_to_proto, request_from_proto, result_to_proto
+from tandem_services.executors import within_budget
 from tandem_services.metrics import RETRIEVE_LATENCY, SEARCH_CACHE_HITS, SEARCH_DEGRADED
 
 #: Time kept back from the client's deadline for the hop back to the event loop, serialising
@@ -85,8 +86,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if result is None:
             deadline = remaining_s(context, self.searcher.config.deadline_s)
             loop = asyncio.get_running_loop()
-            search = functools.partial(self.searcher.search, prepared, deadline, looked_up=local)
-            result = await loop.run_in_executor(self.executor, search)
+            search = functools.partial(self.searcher.search, prepared, looked_up=local)
+            result = await loop.run_in_executor(self.executor, within_budget(search, deadline, "the search"))
         if result.cache_hit:
             SEARCH_CACHE_HITS.inc()
         for reason in result.degraded_reasons:
