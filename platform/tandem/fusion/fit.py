@@ -175,8 +175,8 @@ def fit_learned_fusion(lists: Mapping[str, Sequence[RankedList]], qrels: Mapping
             report["selected"] = info
     report["learned"] = report["ablation"][rows[-1][0]]
     gains = model.booster.feature_importance("gain")
-    report["feature_importance"] = {f: round(float(g), 1) for f, g in sorted(
-        zip(model.builder.names, gains, strict=True), key=lambda kv: -kv[1]) if g > 0}
+    report["feature_importance"] = {f: g for f, g in ((f, round(float(g), 1)) for f, g in sorted(
+        zip(model.builder.names, gains, strict=True), key=lambda kv: -kv[1])) if g > 0}
     return model, report
 
 
