@@ -143,12 +143,24 @@ SPARSE_FOLLOW_S = 0.25
 """How often a served BM25 index checks for a newer commit by the ingest writer."""
 
 
-def load_sparse(index_dir: str, name: str = "bm25", follow_s: float | None = SPARSE_FOLLOW_S) -> Retriever:
+def load_sparse(index_dir: str, name: str = "bm25", follow_s: float | None = SPARSE_FOLLOW_S, *,
+                wait_for_index: bool = False) -> Retriever:
     """The BM25 retriever over a Lucene index built by ``tandem index``, read-only, following
-    the writer's commits every ``follow_s`` seconds (``None``: only on an Admin ``Reload``)."""
+    the writer's commits every ``follow_s`` seconds (``None``: only on an Admin ``Reload``).
+
+    ``wait_for_index``: when the index does not exist yet (the ingest consumer creates it on
+    its first events), serve UNAVAILABLE until it does instead of failing to start
+    (:class:`~tandem_services.awaited.AwaitedIndex`)."""
     from tandem.jvm import ensure_jvm
 
     ensure_jvm()
+    if wait_for_index:
+        from pathlib import Path
+
+        from tandem_services.awaited import AwaitedIndex, index_exists
+
+        if not index_exists(Path(index_dir)):
+            return AwaitedIndex(index_dir, lambda: load_sparse(index_dir, name, follow_s), name=name)
     try:
         from tandem.sparse import SparseRetriever
     except ImportError as exc:

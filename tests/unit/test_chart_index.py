@@ -43,3 +43,8 @@ def test_object_store_mode_with_an_existing_claim_mounts_it_for_ingest_and_spars
         claims = [v["persistentVolumeClaim"]["claimName"] for v in dep["spec"]["template"]["spec"]["volumes"]
                   if "persistentVolumeClaim" in v]
         assert claims == (["live-index"] if component(dep) in ("ingest", "sparse") else []), component(dep)
+
+
+def test_sparse_waits_for_the_index_ingest_creates_only_when_ingest_is_on() -> None:
+    assert "--wait-for-index" in _args(render(sets=KAFKA), "sparse")
+    assert "--wait-for-index" not in _args(render(sets=[]), "sparse")  # a prebuilt index: fail fast if absent

@@ -284,6 +284,9 @@ def gateway(
 @app.command("sparse")
 def sparse_cmd(
     index: Annotated[Path, typer.Option(help="Lucene index built by `tandem index`.")],
+    wait_for_index: Annotated[bool, typer.Option(
+        help="When --index does not exist yet (the ingest consumer writes it on its first events), serve "
+             "UNAVAILABLE until it does instead of exiting.")] = False,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50052,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
@@ -295,7 +298,7 @@ def sparse_cmd(
     def build():
         from tandem_services.app import load_sparse, retriever_server
 
-        return retriever_server([load_sparse(str(index))], opts)
+        return retriever_server([load_sparse(str(index), wait_for_index=wait_for_index)], opts)
 
     _run(build, metrics_port, log_level)
 

@@ -2,10 +2,10 @@
 
 :class:`ChartTopology` renders ``charts/tandem`` (ingest on, the given Kafka and Redis as the
 external ones), turns the ingest, sparse, generative and gateway Deployments into local
-command lines with :mod:`tandem.testing.chart_pods`, starts them in the order a fresh install
-reaches readiness (ingest first; the index the sparse pods serve exists once ingest has
-applied the seed catalog) and waits for each readiness probe (grpc.health.v1), as a kubelet
-would. Then item events published to the topic must become visible through the gateway's
+command lines with :mod:`tandem.testing.chart_pods`, starts them all as a fresh install does
+(before any event, so before the index exists) and waits for each readiness probe
+(grpc.health.v1), as a kubelet would; then the seed catalog is published and must become
+searchable through the gateway. Item events published to the topic must become visible through the gateway's
 ``SearchService`` — the path of a deployed system, across processes, with the chart's own
 arguments, environment and volume layout.
 
@@ -139,7 +139,8 @@ class ChartTopology:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Render, start ingest, publish the seed, wait for the index, start the servers."""
+        """Render, start every pod (no index yet, as on a fresh install), publish the seed and
+        wait until the gateway finds it through the BM25 source."""
         mount = "/var/lib/tandem"
         objects = render(chart_values(self.kafka_bootstrap, self.topic, self.redis_url, f"{mount}/seed/items.jsonl"),
                          chart=self.chart)
@@ -152,11 +153,13 @@ class ChartTopology:
         seed_file.write_text("".join(i.model_dump_json() + "\n" for i in self.seed))
         try:
             self._create_topic()
-            self._start(planned["ingest"])
+            for component in ("ingest", *SERVING_ORDER):
+                self._start(planned[component])
             self.publish(ItemEvent.upsert(i) for i in self.seed)
             self._wait_for_index(planned["sparse"])
-            for component in SERVING_ORDER:
-                self._start(planned[component])
+            probe = self.seed[0]
+            self.wait_until(probe.attributes.get("model") or probe.title, probe.item_id, present=True, source="bm25",
+                            timeout_s=START_TIMEOUT_S / 4)
         except BaseException:
             self.close()
             raise
