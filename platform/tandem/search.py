@@ -28,6 +28,7 @@ from tandem.errors import InvalidInput, Unavailable
 from tandem.fusion import RRF, FusedHit, Fuser, RankedList
 from tandem.fusion.scoring import score_candidates
 from tandem.retriever import Hit, Retriever, refresh_sources
+from tandem.search_known import known_hits
 
 FILTER_FIELDS = ("brand", "category", "price")
 #: Kind of an :class:`Intent` that constrains instead of retrieving: text ``price>=A price<=B``.
@@ -665,8 +666,13 @@ class HybridSearcher:
             failed = {r.name for fut, r in futures.items() if fut not in done or fut.exception() is not None}
             item_scores = score_candidates([r for r in self.retrievers if r.name not in failed], self.fuser.score_names,
                                            query, lists, self._pool, deadline - self.config.reserve_s, reasons)
-        fused = self.fuser.fuse(lists, k=depth if request.filters or implied else top_k, item_scores=item_scores)
-        meta = self.catalog.lookup([h.item_id for h in fused]) if self.catalog is not None else {}
+        # With a catalog, fuse the whole depth: hits of items it no longer knows (deleted,
+        # quarantined) are dropped before top_k is cut (tandem.search_known).
+        fused = self.fuser.fuse(lists, k=depth if request.filters or implied or self.catalog is not None else top_k,
+                                item_scores=item_scores)
+        meta: Mapping[str, ItemMeta] = {}
+        if self.catalog is not None:
+            fused, meta = known_hits(fused, self.catalog, None if request.filters or implied else top_k, reasons)
         if request.filters:
             fused = [h for h in fused if _matches(meta.get(h.item_id), request.filters)]
         if implied:  # soft: an item without a price is kept (the catalog lacks the field for it)

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tandem.errors import Unavailable
 from tandem.retriever import Hit, Retriever, validate_queries
@@ -74,6 +75,13 @@ class AwaitedIndex(Retriever):
             raise Unavailable(f"BM25 index {self.index_dir} does not exist yet: the ingest consumer writes it "
                               "when its first item events arrive (or build it with `tandem index build`)")
         return inner.retrieve(queries, k)
+
+    def documents(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The index's stored fields (the ``Lookup`` RPC), or :class:`Unavailable` while it does not exist."""
+        inner = self._inner
+        if inner is None:
+            raise Unavailable(f"BM25 index {self.index_dir} does not exist yet")
+        return inner.documents(item_ids)  # type: ignore[attr-defined]
 
     def version(self) -> str:
         """The index's version once served; ``awaiting-index`` before."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tandem.search import FilterSpec, Intent, SearchRequest, SearchResult
-from tandem.v1 import search_pb2
+from tandem.search import FilterSpec, Intent, ItemMeta, SearchRequest, SearchResult
+from tandem.v1 import retriever_pb2, search_pb2
 
 
 def filter_from_proto(f: search_pb2.Filter) -> FilterSpec:
@@ -71,3 +71,15 @@ def result_to_proto(r: SearchResult) -> search_pb2.SearchResponse:
         for n, (item, score) in enumerate(hits, 1):
             add_source_hit(item_id=item, rank=n, score=score)
     return resp
+
+
+def meta_to_proto(item_id: str, m: ItemMeta) -> retriever_pb2.StoredItem:
+    """The ``Lookup`` answer for one item's metadata."""
+    return retriever_pb2.StoredItem(item_id=item_id, title=m.title, price=m.price, category=list(m.category),
+                                    brand=m.brand)
+
+
+def meta_from_proto(s: retriever_pb2.StoredItem) -> ItemMeta:
+    """Inverse of :func:`meta_to_proto`."""
+    return ItemMeta(title=s.title, price=s.price if s.HasField("price") else None, category=tuple(s.category),
+                    brand=s.brand if s.HasField("brand") else None)

@@ -12,7 +12,14 @@ import grpc
 
 from tandem.errors import InvalidInput
 from tandem.retriever import Retriever, refresh_sources, validate_queries, validate_scoring
-from tandem.search import HybridSearcher, IntentDecomposer, RecentMemo, SearchResult, check_filter_count
+from tandem.search import (
+    HybridSearcher,
+    IntentDecomposer,
+    RecentMemo,
+    SearchResult,
+    StoredFieldsLookup,
+    check_filter_count,
+)
 from tandem.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -24,7 +31,7 @@ from tandem.v1 import (
     search_pb2_grpc,
 )
 from tandem_services.batching import MicroBatcher
-from tandem_services.convert import intent_to_proto, request_from_proto, result_to_proto
+from tandem_services.convert import intent_to_proto, meta_to_proto, request_from_proto, result_to_proto
 from tandem_services.executors import within_budget
 from tandem_services.metrics import RETRIEVE_LATENCY, SEARCH_CACHE_HITS, SEARCH_DEGRADED
 
@@ -176,6 +183,21 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         return retriever_pb2.ScoreResponse(
             names=list(names), source=retriever.name, version=retriever.version(),
             scores=[retriever_pb2.ItemScore(known=v is not None, values=list(v or ())) for v in got])
+
+    async def Lookup(self, request: retriever_pb2.LookupRequest, context: grpc.aio.ServicerContext):
+        """Stored fields of the requested items the source holds now (the gateway's live
+        catalog, see :mod:`tandem.search_known`), read in the executor."""
+        retriever = self._source(request.source)
+        if not callable(getattr(retriever, "documents", None)):
+            raise InvalidInput(f"source {retriever.name!r} stores no item fields")
+        ids = list(request.item_ids)
+        if len(ids) > self.max_k:
+            raise InvalidInput(f"`item_ids` has {len(ids)} entries; the limit is {self.max_k}")
+        found = await asyncio.get_running_loop().run_in_executor(self.executor, StoredFieldsLookup(retriever).lookup,
+                                                                 ids)
+        return retriever_pb2.LookupResponse(
+            items=[meta_to_proto(i, found[i]) for i in dict.fromkeys(ids) if i in found],
+            source=retriever.name, version=retriever.version())
 
 
 class IntentServicer(intent_pb2_grpc.IntentServiceServicer):

@@ -156,13 +156,17 @@ def _intents(intent_model: Optional[Path]) -> Any:
 
 def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str], deadline_ms: float,
               intents: Any = None, fusion: str = "auto", fusion_model: Optional[Path] = None,
-              model: Optional[Path] = None, registry: Optional[str] = None) -> Any:
+              model: Optional[Path] = None, registry: Optional[str] = None, live_catalog: Any = None) -> Any:
+    """The searcher of a server. Its catalog: ``--catalog``, else ``live_catalog`` (the gateway's
+    sparse ``Lookup``), else a local source's stored fields."""
     from tandem.cache import make_cache
     from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig, StoredFieldsLookup
 
     lookup = None
     if catalog is not None:
         lookup = InMemoryCatalog.from_jsonl(str(catalog))
+    elif live_catalog is not None:
+        lookup = live_catalog
     else:
         lookup = next((StoredFieldsLookup(r) for r in retrievers if callable(getattr(r, "documents", None))), None)
     return HybridSearcher(retrievers, cache=make_cache(redis_url), catalog=lookup, intents=intents,
@@ -268,14 +272,18 @@ def gateway(
     def build():
         from tandem_services.app import gateway_server
         from tandem_services.client import ChannelOptions, RemoteIntents, RemoteRetriever
+        from tandem_services.remote_catalog import RemoteCatalog
 
         ch = ChannelOptions(token=downstream_token, tls_ca=downstream_ca)
         retrievers = [RemoteRetriever(sparse, "bm25", options=ch, timeout_s=deadline_ms / 1000)]
         if generative:
             retrievers.append(RemoteRetriever(generative, "generative", options=ch, timeout_s=deadline_ms / 1000))
         intents = RemoteIntents(intent, options=ch) if intent else _intents(intent_model)
+        # Titles, filter fields and which items still exist, from the served index (deleted and
+        # quarantined items the generative model still knows are dropped: tandem.search_known).
+        live = RemoteCatalog(sparse, options=ch, timeout_s=min(0.5, deadline_ms / 1000))
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model,
-                             registry=registry if generative else None)
+                             registry=registry if generative else None, live_catalog=live)
         return _watch_cache(gateway_server(searcher, opts), searcher.cache)
 
     _run(build, metrics_port, log_level)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tandem/v1/retriever.proto\x12\ttandem.v1\"=\n\x0fRetrieveRequest\x12\x0f\n\x07queries\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\x0e\n\x06source\x18\x03 \x01(\t\".\n\x0cRetrievedHit\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"0\n\x07HitList\x12%\n\x04hits\x18\x01 \x03(\x0b\x32\x17.tandem.v1.RetrievedHit\"X\n\x10RetrieveResponse\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.tandem.v1.HitList\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"\r\n\x0bInfoRequest\"@\n\nSourceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bscore_names\x18\x03 \x03(\t\"?\n\x0cScoreRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"*\n\tItemScore\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x0e\n\x06values\x18\x02 \x03(\x01\"e\n\rScoreResponse\x12\r\n\x05names\x18\x01 \x03(\t\x12$\n\x06scores\x18\x02 \x03(\x0b\x32\x14.tandem.v1.ItemScore\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"6\n\x0cInfoResponse\x12&\n\x07sources\x18\x01 \x03(\x0b\x32\x15.tandem.v1.SourceInfo2\xcc\x01\n\x10RetrieverService\x12\x43\n\x08Retrieve\x12\x1a.tandem.v1.RetrieveRequest\x1a\x1b.tandem.v1.RetrieveResponse\x12\x37\n\x04Info\x12\x16.tandem.v1.InfoRequest\x1a\x17.tandem.v1.InfoResponse\x12:\n\x05Score\x12\x17.tandem.v1.ScoreRequest\x1a\x18.tandem.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tandem/v1/retriever.proto\x12\ttandem.v1\"=\n\x0fRetrieveRequest\x12\x0f\n\x07queries\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\x0e\n\x06source\x18\x03 \x01(\t\".\n\x0cRetrievedHit\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"0\n\x07HitList\x12%\n\x04hits\x18\x01 \x03(\x0b\x32\x17.tandem.v1.RetrievedHit\"X\n\x10RetrieveResponse\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.tandem.v1.HitList\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"\r\n\x0bInfoRequest\"@\n\nSourceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bscore_names\x18\x03 \x03(\t\"?\n\x0cScoreRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"*\n\tItemScore\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x0e\n\x06values\x18\x02 \x03(\x01\"e\n\rScoreResponse\x12\r\n\x05names\x18\x01 \x03(\t\x12$\n\x06scores\x18\x02 \x03(\x0b\x32\x14.tandem.v1.ItemScore\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"6\n\x0cInfoResponse\x12&\n\x07sources\x18\x01 \x03(\x0b\x32\x15.tandem.v1.SourceInfo\"1\n\rLookupRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"z\n\nStoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x12\n\x05price\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08\x63\x61tegory\x18\x04 \x03(\t\x12\x12\n\x05\x62rand\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_priceB\x08\n\x06_brand\"W\n\x0eLookupResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tandem.v1.StoredItem\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t2\x8b\x02\n\x10RetrieverService\x12\x43\n\x08Retrieve\x12\x1a.tandem.v1.RetrieveRequest\x1a\x1b.tandem.v1.RetrieveResponse\x12\x37\n\x04Info\x12\x16.tandem.v1.InfoRequest\x1a\x17.tandem.v1.InfoResponse\x12:\n\x05Score\x12\x17.tandem.v1.ScoreRequest\x1a\x18.tandem.v1.ScoreResponse\x12=\n\x06Lookup\x12\x18.tandem.v1.LookupRequest\x1a\x19.tandem.v1.LookupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,6 +52,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCORERESPONSE']._serialized_end=582
   _globals['_INFORESPONSE']._serialized_start=584
   _globals['_INFORESPONSE']._serialized_end=638
-  _globals['_RETRIEVERSERVICE']._serialized_start=641
-  _globals['_RETRIEVERSERVICE']._serialized_end=845
+  _globals['_LOOKUPREQUEST']._serialized_start=640
+  _globals['_LOOKUPREQUEST']._serialized_end=689
+  _globals['_STOREDITEM']._serialized_start=691
+  _globals['_STOREDITEM']._serialized_end=813
+  _globals['_LOOKUPRESPONSE']._serialized_start=815
+  _globals['_LOOKUPRESPONSE']._serialized_end=902
+  _globals['_RETRIEVERSERVICE']._serialized_start=905
+  _globals['_RETRIEVERSERVICE']._serialized_end=1172
 # @@protoc_insertion_point(module_scope)

@@ -90,3 +90,35 @@ class InfoResponse(_message.Message):
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.RepeatedCompositeFieldContainer[SourceInfo]
     def __init__(self, sources: _Optional[_Iterable[_Union[SourceInfo, _Mapping]]] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("item_ids", "source")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    source: str
+    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class StoredItem(_message.Message):
+    __slots__ = ("item_id", "title", "price", "category", "brand")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    BRAND_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    title: str
+    price: float
+    category: _containers.RepeatedScalarFieldContainer[str]
+    brand: str
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., category: _Optional[_Iterable[str]] = ..., brand: _Optional[str] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("items", "source", "version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[StoredItem]
+    source: str
+    version: str
+    def __init__(self, items: _Optional[_Iterable[_Union[StoredItem, _Mapping]]] = ..., source: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...

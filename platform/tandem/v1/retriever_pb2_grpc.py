@@ -51,6 +51,11 @@ class RetrieverServiceStub:
                 request_serializer=tandem_dot_v1_dot_retriever__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=tandem_dot_v1_dot_retriever__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/tandem.v1.RetrieverService/Lookup',
+                request_serializer=tandem_dot_v1_dot_retriever__pb2.LookupRequest.SerializeToString,
+                response_deserializer=tandem_dot_v1_dot_retriever__pb2.LookupResponse.FromString,
+                _registered_method=True)
 
 
 class RetrieverServiceServicer:
@@ -80,6 +85,15 @@ class RetrieverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Lookup(self, request, context):
+        """Stored fields (title, price, category, brand) of the given items that the source's index
+        holds now; items it does not hold (deleted, quarantined, never seen) are left out. The
+        gateway uses it as its live catalog. A source without stored fields answers INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrieverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +111,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=tandem_dot_v1_dot_retriever__pb2.ScoreRequest.FromString,
                     response_serializer=tandem_dot_v1_dot_retriever__pb2.ScoreResponse.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=tandem_dot_v1_dot_retriever__pb2.LookupRequest.FromString,
+                    response_serializer=tandem_dot_v1_dot_retriever__pb2.LookupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +200,33 @@ class RetrieverService:
             '/tandem.v1.RetrieverService/Score',
             tandem_dot_v1_dot_retriever__pb2.ScoreRequest.SerializeToString,
             tandem_dot_v1_dot_retriever__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.RetrieverService/Lookup',
+            tandem_dot_v1_dot_retriever__pb2.LookupRequest.SerializeToString,
+            tandem_dot_v1_dot_retriever__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,
