@@ -182,8 +182,10 @@ def load_generative(model_dir: str | None, factory: str | None, *args: Any, adap
         if model_dir or adapter:
             raise InvalidInput("give `registry` or `model`/`adapter`, not both: the registry names the model")
         from tandem.generative.reload import HotSwapRetriever
+        from tandem.registry.serving import ServingRegistry
 
-        return HotSwapRetriever(registry, interval_s=poll_s)
+        # A corrupt current version falls back to the last good one at start-up too (logged).
+        return HotSwapRetriever(ServingRegistry(registry), interval_s=poll_s)
     try:
         from tandem.generative import load_retriever  # type: ignore[attr-defined]
     except ImportError:
