@@ -28,6 +28,7 @@ from tandem.errors import InvalidInput, Unavailable
 from tandem.fusion import RRF, FusedHit, Fuser, RankedList
 from tandem.fusion.scoring import score_candidates
 from tandem.retriever import Hit, Retriever, refresh_sources
+from tandem.search_breakers import SourceBreakers
 from tandem.search_known import known_hits
 
 FILTER_FIELDS = ("brand", "category", "price")
@@ -85,6 +86,12 @@ class SearchConfig(BaseModel):
     """Most hits asked of the named source per intent, whatever ``top_k``: a beam-search
     source's cost grows with its depth, and batched with others, one deep request would widen
     the beam of every query in its batch. Sources not named get ``max(candidates, top_k)``."""
+    breaker_failures: int = Field(default=5, ge=0)
+    """Failures in a row (errors or missed deadlines) after which a source is skipped, degraded
+    ``circuit open``, for ``breaker_reset_s`` and then probed (:mod:`tandem.search_breakers`); 0 = never."""
+    breaker_reset_s: float = Field(default=1.0, gt=0)
+    """How long an open circuit skips its source before one search probes it (short: a restarted
+    retriever is back in the answers within this time; one probe a second costs nothing)."""
 
 
 # --------------------------------------------------------------------------- requests
@@ -502,6 +509,7 @@ class HybridSearcher:
         self.config = config or SearchConfig()
         self._pool = ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="tandem-search")
         self._decoded = RecentMemo()
+        self.breakers = SourceBreakers(names, self.config.breaker_failures, self.config.breaker_reset_s)
 
     def versions(self) -> dict[str, str]:
         """Version of each source plus the intent and fusion strategies (all part of cache keys)."""
@@ -618,12 +626,13 @@ class HybridSearcher:
         depth = max(self.config.candidates, top_k)
         caps = self.config.source_depth
         futures: dict[Future, Retriever] = {}
+        active = [r for r in self.retrievers if self.breakers.allow(r.name, reasons)]
         # One source that bounds its own call (DeadlineAware) runs on this thread: a thread
         # hand-off less per search, which matters under GIL contention.
-        inline = next((r for r in reversed(self.retrievers) if hasattr(r, "retrieve_within")), None)
+        inline = next((r for r in reversed(active) if hasattr(r, "retrieve_within")), None)
         timeout = max(0.0, deadline - time.monotonic() - self.config.reserve_s)
         budget_ms = timeout * 1000
-        for r in self.retrievers:
+        for r in active:
             if r is inline:
                 continue
             k = min(depth, caps.get(r.name, depth))
@@ -640,6 +649,7 @@ class HybridSearcher:
                 fut.set_exception(exc)
             futures[fut] = inline
         done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic() - self.config.reserve_s))
+        self.breakers.settle({f: r.name for f, r in futures.items()}, done)
 
         lists: list[RankedList] = []
         answered = 0
@@ -664,7 +674,7 @@ class HybridSearcher:
         item_scores = None
         if self.fuser.score_names:  # e.g. learned fusion over generative log-probabilities of every candidate
             failed = {r.name for fut, r in futures.items() if fut not in done or fut.exception() is not None}
-            item_scores = score_candidates([r for r in self.retrievers if r.name not in failed], self.fuser.score_names,
+            item_scores = score_candidates([r for r in active if r.name not in failed], self.fuser.score_names,
                                            query, lists, self._pool, deadline - self.config.reserve_s, reasons)
         # With a catalog, fuse the whole depth: hits of items it no longer knows (deleted,
         # quarantined) are dropped before top_k is cut (tandem.search_known).
