@@ -85,6 +85,23 @@ class ServerOptions(BaseModel):
     speak TLS); ``None`` = off, 0 picks a free one (tests)."""
     dependency_check_s: float = Field(default=5.0, gt=0)
     """Seconds between checks of the optional dependencies (see :class:`Dependency`)."""
+    max_connection_age_s: float | None = Field(default=60.0, gt=0)
+    """Close each client connection after about this long (gRPC adds ±10 % jitter), so clients
+    reconnect and spread over the replicas behind a Service: HTTP/2 connections are long-lived
+    and a gateway would otherwise keep every call on the retriever pods it met first, leaving
+    pods added by a scale-up idle. ``None`` = connections live for ever."""
+    max_connection_age_grace_s: float = Field(default=10.0, ge=0)
+    """How long calls in flight on an aged connection may finish before it is closed (longer
+    than any search deadline; clients open the new connection meanwhile)."""
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        """The gRPC server options: message limits, the exclusive port, connection age."""
+        opts: list[tuple[str, Any]] = [("grpc.max_receive_message_length", self.max_message_bytes),
+                                       ("grpc.max_send_message_length", self.max_message_bytes), EXCLUSIVE_PORT]
+        if self.max_connection_age_s is not None:
+            opts += [("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
+                     ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_s * 1000))]
+        return opts
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerOptions:
@@ -197,9 +214,7 @@ class TandemServer:
         opts = self.options
         if opts.gil_switch_interval_ms is not None:
             sys.setswitchinterval(opts.gil_switch_interval_ms / 1000)
-        limits = [("grpc.max_receive_message_length", opts.max_message_bytes),
-                  ("grpc.max_send_message_length", opts.max_message_bytes), EXCLUSIVE_PORT]
-        server = grpc.aio.server(interceptors=self._interceptors(), options=limits,
+        server = grpc.aio.server(interceptors=self._interceptors(), options=opts.channel_options(),
                                  maximum_concurrent_rpcs=opts.max_concurrent_rpcs)
         for svc in self.services:
             svc.add_to_server(svc.servicer, server)
