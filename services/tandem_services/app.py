@@ -9,12 +9,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tandem.canary.arms import Arms
 from tandem.errors import InvalidInput, Unavailable
+from tandem.feedback.stream import FeedbackSink
 from tandem.retriever import Retriever
 from tandem.search import HybridSearcher, IntentDecomposer
 from tandem.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    feedback_pb2,
+    feedback_pb2_grpc,
     intent_pb2,
     intent_pb2_grpc,
     retriever_pb2,
@@ -22,8 +26,10 @@ from tandem.v1 import (
     search_pb2,
     search_pb2_grpc,
 )
+from tandem_services.arms import ArmedSearchServicer, ServedLog
 from tandem_services.batching import MicroBatcher
 from tandem_services.executors import BoundedExecutor
+from tandem_services.feedback import FeedbackServicer
 from tandem_services.server import ServerOptions, Service, TandemServer
 from tandem_services.servicers import (
     AdminServicer,
@@ -37,6 +43,7 @@ SEARCH = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 RETRIEVER = retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name
 INTENT = intent_pb2.DESCRIPTOR.services_by_name["IntentService"].full_name
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+FEEDBACK = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name
 
 
 class BatchOptions(BaseModel):
@@ -89,16 +96,36 @@ def retriever_server(sources: Sequence[Retriever], options: ServerOptions | None
                                                     *[r.close for r in sources]])
 
 
+def front_services(searcher: HybridSearcher, executor: ThreadPoolExecutor, *, candidate: HybridSearcher | None,
+                   arms: Arms | None, feedback: FeedbackSink | None) -> list[Service]:
+    """SearchService over the current (and candidate) searcher, routed by ``arms``, and the
+    FeedbackService that labels events with the arm this process served (no sink: UNAVAILABLE)."""
+    served = ServedLog()
+    search = ArmedSearchServicer(SearchServicer(searcher, executor),
+                                 SearchServicer(candidate, executor) if candidate is not None else None, arms, served)
+    return [Service(search, search_pb2_grpc.add_SearchServiceServicer_to_server, SEARCH),
+            Service(FeedbackServicer(feedback, served, executor),
+                    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server, FEEDBACK)]
+
+
+def _closers(candidate: HybridSearcher | None, feedback: FeedbackSink | None) -> list:
+    return [c.close for c in (candidate, feedback) if c is not None]
+
+
 def gateway_server(searcher: HybridSearcher, options: ServerOptions | None = None, *,
-                   workers: int = 16) -> TandemServer:
-    """The gateway: SearchService + AdminService over ``searcher`` (whose sources may be remote)."""
+                   workers: int = 16, candidate: HybridSearcher | None = None, arms: Arms | None = None,
+                   feedback: FeedbackSink | None = None) -> TandemServer:
+    """The gateway: SearchService + FeedbackService + AdminService over ``searcher`` (whose
+    sources may be remote); with ``candidate``, ``arms`` routes a share of users to it
+    (:mod:`tandem_services.arms`)."""
     executor = _executor(workers, "tandem-gateway")
     services = [
-        Service(SearchServicer(searcher, executor), search_pb2_grpc.add_SearchServiceServicer_to_server, SEARCH),
+        *front_services(searcher, executor, candidate=candidate, arms=arms, feedback=feedback),
         Service(AdminServicer(searcher.versions, searcher.reload, executor),
                 admin_pb2_grpc.add_AdminServiceServicer_to_server, ADMIN),
     ]
-    return TandemServer(services, options, on_stop=[searcher.close, lambda: executor.shutdown(wait=False)])
+    return TandemServer(services, options, on_stop=[searcher.close, lambda: executor.shutdown(wait=False),
+                                                    *_closers(candidate, feedback)])
 
 
 def intent_server(decomposer: IntentDecomposer, options: ServerOptions | None = None) -> TandemServer:
@@ -109,14 +136,15 @@ def intent_server(decomposer: IntentDecomposer, options: ServerOptions | None = 
 
 def all_in_one_server(searcher: HybridSearcher, options: ServerOptions | None = None, *,
                       batch: BatchOptions | None = None, batched: Sequence[str] = (),
-                      workers: int = 16) -> TandemServer:
+                      workers: int = 16, candidate: HybridSearcher | None = None, arms: Arms | None = None,
+                      feedback: FeedbackSink | None = None) -> TandemServer:
     """Every service in one process (the embedded default): the gateway calls its retrievers
     in-process, and the same retrievers are also exposed as ``RetrieverService`` (by ``source``)
     and the decomposer as ``IntentService``."""
     executor = _executor(workers, "tandem-all")
     (retriever_svc, _), batchers = retriever_services(searcher.retrievers, batch, batched, executor)
     services = [
-        Service(SearchServicer(searcher, executor), search_pb2_grpc.add_SearchServiceServicer_to_server, SEARCH),
+        *front_services(searcher, executor, candidate=candidate, arms=arms, feedback=feedback),
         retriever_svc,
         Service(IntentServicer(searcher.intents), intent_pb2_grpc.add_IntentServiceServicer_to_server, INTENT),
         Service(AdminServicer(searcher.versions, searcher.reload, executor),
@@ -124,7 +152,8 @@ def all_in_one_server(searcher: HybridSearcher, options: ServerOptions | None = 
     ]
     return TandemServer(services, options, on_stop=[*[b.close for b in batchers], searcher.close,
                                                     lambda: executor.shutdown(wait=False),
-                                                    *[r.close for r in searcher.retrievers]])
+                                                    *[r.close for r in searcher.retrievers],
+                                                    *_closers(candidate, feedback)])
 
 
 def load_factory(spec: str, *args: Any) -> Any:

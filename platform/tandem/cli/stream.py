@@ -234,3 +234,38 @@ def status(store: StorePath = None) -> None:
     counts["quarantined"] = len(held)
     counts["quarantined_by_rule"] = dict(Counter(reason for _, reason in held.values()))
     typer.echo(json.dumps(counts, indent=2))
+
+
+@app.command()
+def feedback(
+    from_file: Annotated[Path | None, typer.Option(
+        "--from-file", help="Load this JSONL feedback file (the gateway's file sink) instead of Kafka, then exit.")] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="Feedback store (default: <home>/feedback/feedback.sqlite).")] = None,
+    bootstrap: Bootstrap = None,
+    group: Annotated[str | None, typer.Option("--group", help="Consumer group (default: tandem-feedback).")] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option("--idle-exit", help="Exit after this many seconds without events.")] = None,
+) -> None:
+    """Replay feedback events (topic tandem.feedback) into the local store the pipelines and
+    `tandem canary` read; each event is stored once, so replaying again is safe."""
+    import json
+
+    from tandem.errors import TandemError
+    from tandem.feedback.store import FeedbackStore
+    from tandem.feedback.stream import feedback_consumer, replay_file
+
+    settings = _settings(bootstrap)
+    try:
+        with FeedbackStore(store or settings.feedback_store_path) as fstore:
+            if from_file is not None:
+                added, duplicates, refused = replay_file(from_file, fstore)
+            else:
+                consumer = feedback_consumer(fstore, settings, group=group)
+                consumer.install_signal_handlers()
+                totals = consumer.run(max_idle_s=idle_exit)
+                added, duplicates, refused = totals.applied, totals.duplicates, totals.dead_lettered
+            counts = fstore.counts()
+    except TandemError as e:
+        raise _fail(e) from None
+    typer.echo(f"feedback: added {added}, duplicates {duplicates}, refused {refused}; store: {json.dumps(counts)}")

@@ -40,6 +40,15 @@ class StreamSettings(BaseSettings):
     consumer_group: str = "tandem-ingest"
     """Consumer group of the ingest consumer (the chart passes ``--group``)."""
 
+    feedback_topic: str = "tandem.feedback"
+    """Topic of feedback events (impressions, clicks, purchases; key = request_id)."""
+
+    feedback_dlq_topic: str = "tandem.feedback.dlq"
+    """Dead-letter topic of feedback records the replay refuses."""
+
+    feedback_group: str = "tandem-feedback"
+    """Consumer group of ``tandem stream feedback`` (the replay into the feedback store)."""
+
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     """How clients talk to the brokers."""
 
@@ -80,6 +89,11 @@ class StreamSettings(BaseSettings):
     def store_path(self) -> Path:
         """Default catalog store: ``<home>/catalog/catalog.sqlite``."""
         return self.home / "catalog" / "catalog.sqlite"
+
+    @property
+    def feedback_store_path(self) -> Path:
+        """Default feedback store: ``<home>/feedback/feedback.sqlite``."""
+        return self.home / "feedback" / "feedback.sqlite"
 
     @property
     def index_dir(self) -> Path:

@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,7 @@ class IngestConsumer:
         dlq_topic: str | None = None,
         max_batch: int = 500,
         poll_timeout_ms: int = 100,
+        decode: Callable[[bytes | None, bytes | None], Any] = decode_event,
         **overrides: Any,
     ) -> None:
         from kafka import KafkaConsumer, KafkaProducer
@@ -137,6 +138,9 @@ class IngestConsumer:
         if max_batch < 1:
             raise InvalidInput("`max_batch` must be >= 1")
         self.applier = applier
+        # Another record type on the same machinery (feedback events): its decoder raises an
+        # EventError subclass, which dead-letters the record like a malformed item event.
+        self._decode = decode
         self.topic = topic or self.settings.items_topic
         self.dlq_topic = dlq_topic or self.settings.dlq_topic
         self.group = group or self.settings.consumer_group
@@ -235,7 +239,7 @@ class IngestConsumer:
         for tp, recs in records.items():
             for rec in recs:
                 try:
-                    good.append(decode_event(rec.key, rec.value))
+                    good.append(self._decode(rec.key, rec.value))
                     sources.append(rec)
                 except EventError as e:
                     letters.append(self._dead_letter(rec, str(e.reason), str(e)))

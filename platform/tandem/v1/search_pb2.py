@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tandem/v1/search.proto\x12\ttandem.v1\";\n\x05Range\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"k\n\x06\x46ilter\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12!\n\x05range\x18\x02 \x01(\x0b\x32\x10.tandem.v1.RangeH\x00\x12\x10\n\x06prefix\x18\x03 \x01(\tH\x00\x12\x10\n\x06\x65quals\x18\x04 \x01(\tH\x00\x42\x0b\n\tcondition\"\x80\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\x05top_k\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\"\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x11.tandem.v1.Filter\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x64\x65\x62ug\x18\x05 \x01(\x08\x42\x08\n\x06_top_k\"9\n\nProvenance\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x01\"e\n\tSearchHit\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\r\n\x05title\x18\x03 \x01(\t\x12)\n\nprovenance\x18\x04 \x03(\x0b\x32\x15.tandem.v1.Provenance\"4\n\x06Intent\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"9\n\tSourceHit\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x01\"P\n\nSourceList\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\"\n\x04hits\x18\x03 \x03(\x0b\x32\x14.tandem.v1.SourceHit\"\xc0\x02\n\x0eSearchResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.tandem.v1.SearchHit\x12\"\n\x07intents\x18\x02 \x03(\x0b\x32\x11.tandem.v1.Intent\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x18\n\x10\x64\x65graded_reasons\x18\x04 \x03(\t\x12\x39\n\x08versions\x18\x05 \x03(\x0b\x32\'.tandem.v1.SearchResponse.VersionsEntry\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12\x0f\n\x07took_ms\x18\x07 \x01(\x01\x12*\n\x0b\x64\x65\x62ug_lists\x18\x08 \x03(\x0b\x32\x15.tandem.v1.SourceList\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32N\n\rSearchService\x12=\n\x06Search\x12\x18.tandem.v1.SearchRequest\x1a\x19.tandem.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tandem/v1/search.proto\x12\ttandem.v1\";\n\x05Range\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"k\n\x06\x46ilter\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12!\n\x05range\x18\x02 \x01(\x0b\x32\x10.tandem.v1.RangeH\x00\x12\x10\n\x06prefix\x18\x03 \x01(\tH\x00\x12\x10\n\x06\x65quals\x18\x04 \x01(\tH\x00\x42\x0b\n\tcondition\"\x94\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\x05top_k\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\"\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x11.tandem.v1.Filter\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x64\x65\x62ug\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x08\n\x06_top_k\"9\n\nProvenance\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x01\"r\n\tSearchHit\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\r\n\x05title\x18\x03 \x01(\t\x12)\n\nprovenance\x18\x04 \x03(\x0b\x32\x15.tandem.v1.Provenance\x12\x0b\n\x03\x61rm\x18\x05 \x01(\t\"4\n\x06Intent\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"9\n\tSourceHit\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x01\"P\n\nSourceList\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\"\n\x04hits\x18\x03 \x03(\x0b\x32\x14.tandem.v1.SourceHit\"\xe1\x02\n\x0eSearchResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.tandem.v1.SearchHit\x12\"\n\x07intents\x18\x02 \x03(\x0b\x32\x11.tandem.v1.Intent\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x18\n\x10\x64\x65graded_reasons\x18\x04 \x03(\t\x12\x39\n\x08versions\x18\x05 \x03(\x0b\x32\'.tandem.v1.SearchResponse.VersionsEntry\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12\x0f\n\x07took_ms\x18\x07 \x01(\x01\x12*\n\x0b\x64\x65\x62ug_lists\x18\x08 \x03(\x0b\x32\x15.tandem.v1.SourceList\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0b\n\x03\x61rm\x18\n \x01(\t\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32N\n\rSearchService\x12=\n\x06Search\x12\x18.tandem.v1.SearchRequest\x1a\x19.tandem.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILTER']._serialized_start=98
   _globals['_FILTER']._serialized_end=205
   _globals['_SEARCHREQUEST']._serialized_start=208
-  _globals['_SEARCHREQUEST']._serialized_end=336
-  _globals['_PROVENANCE']._serialized_start=338
-  _globals['_PROVENANCE']._serialized_end=395
-  _globals['_SEARCHHIT']._serialized_start=397
-  _globals['_SEARCHHIT']._serialized_end=498
-  _globals['_INTENT']._serialized_start=500
-  _globals['_INTENT']._serialized_end=552
-  _globals['_SOURCEHIT']._serialized_start=554
-  _globals['_SOURCEHIT']._serialized_end=611
-  _globals['_SOURCELIST']._serialized_start=613
-  _globals['_SOURCELIST']._serialized_end=693
-  _globals['_SEARCHRESPONSE']._serialized_start=696
-  _globals['_SEARCHRESPONSE']._serialized_end=1016
-  _globals['_SEARCHRESPONSE_VERSIONSENTRY']._serialized_start=969
-  _globals['_SEARCHRESPONSE_VERSIONSENTRY']._serialized_end=1016
-  _globals['_SEARCHSERVICE']._serialized_start=1018
-  _globals['_SEARCHSERVICE']._serialized_end=1096
+  _globals['_SEARCHREQUEST']._serialized_end=356
+  _globals['_PROVENANCE']._serialized_start=358
+  _globals['_PROVENANCE']._serialized_end=415
+  _globals['_SEARCHHIT']._serialized_start=417
+  _globals['_SEARCHHIT']._serialized_end=531
+  _globals['_INTENT']._serialized_start=533
+  _globals['_INTENT']._serialized_end=585
+  _globals['_SOURCEHIT']._serialized_start=587
+  _globals['_SOURCEHIT']._serialized_end=644
+  _globals['_SOURCELIST']._serialized_start=646
+  _globals['_SOURCELIST']._serialized_end=726
+  _globals['_SEARCHRESPONSE']._serialized_start=729
+  _globals['_SEARCHRESPONSE']._serialized_end=1082
+  _globals['_SEARCHRESPONSE_VERSIONSENTRY']._serialized_start=1035
+  _globals['_SEARCHRESPONSE_VERSIONSENTRY']._serialized_end=1082
+  _globals['_SEARCHSERVICE']._serialized_start=1084
+  _globals['_SEARCHSERVICE']._serialized_end=1162
 # @@protoc_insertion_point(module_scope)

@@ -28,18 +28,20 @@ class Filter(_message.Message):
     def __init__(self, field: _Optional[str] = ..., range: _Optional[_Union[Range, _Mapping]] = ..., prefix: _Optional[str] = ..., equals: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "filters", "user_id", "debug")
+    __slots__ = ("query", "top_k", "filters", "user_id", "debug", "request_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DEBUG_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     user_id: str
     debug: bool
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., user_id: _Optional[str] = ..., debug: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., user_id: _Optional[str] = ..., debug: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("source", "rank", "score")
@@ -52,16 +54,18 @@ class Provenance(_message.Message):
     def __init__(self, source: _Optional[str] = ..., rank: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("item_id", "score", "title", "provenance")
+    __slots__ = ("item_id", "score", "title", "provenance", "arm")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     score: float
     title: str
     provenance: _containers.RepeatedCompositeFieldContainer[Provenance]
-    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[Provenance, _Mapping]]] = ...) -> None: ...
+    arm: str
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[Provenance, _Mapping]]] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class Intent(_message.Message):
     __slots__ = ("text", "kind", "weight")
@@ -94,7 +98,7 @@ class SourceList(_message.Message):
     def __init__(self, source: _Optional[str] = ..., intent: _Optional[str] = ..., hits: _Optional[_Iterable[_Union[SourceHit, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "intents", "degraded", "degraded_reasons", "versions", "cache_hit", "took_ms", "debug_lists")
+    __slots__ = ("hits", "intents", "degraded", "degraded_reasons", "versions", "cache_hit", "took_ms", "debug_lists", "request_id", "arm")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +114,8 @@ class SearchResponse(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     TOOK_MS_FIELD_NUMBER: _ClassVar[int]
     DEBUG_LISTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
     intents: _containers.RepeatedCompositeFieldContainer[Intent]
     degraded: bool
@@ -118,4 +124,6 @@ class SearchResponse(_message.Message):
     cache_hit: bool
     took_ms: float
     debug_lists: _containers.RepeatedCompositeFieldContainer[SourceList]
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., intents: _Optional[_Iterable[_Union[Intent, _Mapping]]] = ..., degraded: _Optional[bool] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, str]] = ..., cache_hit: _Optional[bool] = ..., took_ms: _Optional[float] = ..., debug_lists: _Optional[_Iterable[_Union[SourceList, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    arm: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., intents: _Optional[_Iterable[_Union[Intent, _Mapping]]] = ..., degraded: _Optional[bool] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, str]] = ..., cache_hit: _Optional[bool] = ..., took_ms: _Optional[float] = ..., debug_lists: _Optional[_Iterable[_Union[SourceList, _Mapping]]] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
