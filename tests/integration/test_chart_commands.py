@@ -47,8 +47,10 @@ def _free_port() -> int:
 
 
 def _container(component: str, sets: list[str]) -> dict[str, Any]:
+    """The rendered container of ``component``, with TLS off: these checks speak plaintext to
+    the gRPC port (TLS, on by default, is run end to end by test_chart_topology.py)."""
     args = ["template", "tdm", ".", "--namespace", "search", "--kube-version", "1.30.0"]
-    for s in sets:
+    for s in ["tls.enabled=false", *sets]:
         args += ["--set", s]
     proc = subprocess.run([_helm(), *args], cwd=CHART, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr

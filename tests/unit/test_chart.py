@@ -230,7 +230,14 @@ def test_probes_use_the_plaintext_health_port_when_tls_is_on() -> None:
         assert c["livenessProbe"]["grpc"]["port"] == health, dep["metadata"]["name"]
         assert c["readinessProbe"]["grpc"]["port"] == health, dep["metadata"]["name"]
         assert f"--health-port={health}" in c["args"], dep["metadata"]["name"]
-    for dep in of_kind(rendered("defaults"), "Deployment"):
+    for dep in of_kind(rendered("defaults"), "Deployment"):  # TLS is on by default (issue 19)
+        if component(dep) not in LONG_RUNNING:
+            continue
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        health = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
+        assert c["readinessProbe"]["grpc"]["port"] == health, dep["metadata"]["name"]
+        assert "--tls-cert=/etc/tandem/tls/tls.crt" in c["args"], dep["metadata"]["name"]
+    for dep in of_kind(render(sets=["tls.enabled=false"]), "Deployment"):
         (c,) = dep["spec"]["template"]["spec"]["containers"]
         grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
         assert c["readinessProbe"]["grpc"]["port"] == grpc_port

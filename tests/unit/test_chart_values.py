@@ -33,7 +33,12 @@ from test_chart import (
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_chart_renders_no_secret_values(case: str) -> None:
     objs = rendered(case)
-    assert not of_kind(objs, "Secret"), "the chart must reference Secrets, never create them"
+    # The one Secret the chart creates: the TLS pair it generates when none is given (TLS is on
+    # by default, issue 19); credentials are always references.
+    generated = [s for s in of_kind(objs, "Secret") if s["metadata"]["name"] == f"{RELEASE}-tandem-tls"]
+    assert of_kind(objs, "Secret") == generated, "the chart must reference Secrets, never create them"
+    for secret in generated:
+        assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
     (cm,) = of_kind(objs, "ConfigMap")
     for key, value in cm["data"].items():
         assert not re.search(r"(?i)password|token|secret", key), key
@@ -196,8 +201,9 @@ def test_schema_rejects_bad_values(sets: list[str], message: str) -> None:
     (["ingest.enabled=true", "kafka.bootstrapServers=k:9092", "artifacts.persistence.enabled=false"],
      "shared artifact storage"),
     (["schedule.enabled=true"], "schedule.kfpHost is required"),
-    (["tls.enabled=true"], "tls.existingSecret is required"),
-    (["tls.clientAuth=true"], "needs tls.enabled"),
+    (["tls.enabled=false", "tls.clientAuth=true"], "needs tls.enabled"),
+    (["tls.enabled=false", "tls.certManager.enabled=true"], "tls.certManager.enabled needs tls.enabled"),
+    (["tls.certManager.enabled=true", "tls.existingSecret=mine"], "not both"),
     (["redis.mode=external"], "redis.external.host"),
     (["gateway.autoscaling.minReplicas=5", "gateway.autoscaling.maxReplicas=2"], "minReplicas"),
 ])

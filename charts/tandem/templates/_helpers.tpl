@@ -79,6 +79,28 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-auth" (include "tandem.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
 
+{{/* The TLS Secret: tls.existingSecret, else the chart's <fullname>-tls (generated or cert-manager's). */}}
+{{- define "tandem.tlsSecretName" -}}
+{{- .Values.tls.existingSecret | default (printf "%s-tls" (include "tandem.fullname" .)) }}
+{{- end }}
+
+{{/* Names the chart's certificate covers: every component's Service (short, namespaced, .svc,
+cluster domain), localhost (kubectl port-forward) and tls.dnsNames. One name per line. */}}
+{{- define "tandem.tlsDnsNames" -}}
+{{- $ns := .Release.Namespace }}
+{{- range $c := list "gateway" "sparse" "generative" "intent" }}
+{{- $n := include "tandem.componentName" (dict "root" $ "component" $c) }}
+{{ $n }}
+{{ printf "%s.%s" $n $ns }}
+{{ printf "%s.%s.svc" $n $ns }}
+{{ printf "%s.%s.svc.cluster.local" $n $ns }}
+{{- end }}
+localhost
+{{- range .Values.tls.dnsNames }}
+{{ . }}
+{{- end }}
+{{- end }}
+
 {{- define "tandem.artifactsClaimName" -}}
 {{- default (printf "%s-artifacts" (include "tandem.fullname" .)) .Values.artifacts.persistence.existingClaim }}
 {{- end }}
@@ -279,7 +301,7 @@ an emptyDir there would drop every applied event on a restart (validate.yaml req
 {{- if $v.tls.enabled }}
 - name: tls
   secret:
-    secretName: {{ required "tls.existingSecret is required when tls.enabled is true" $v.tls.existingSecret }}
+    secretName: {{ include "tandem.tlsSecretName" .root }}
     defaultMode: 0440
 {{- end }}
 {{- end }}

@@ -134,6 +134,19 @@ class PodPlan:
         return f"127.0.0.1:{port if port is not None else free_port()}"
 
 
+def rendered_secrets(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Secret name → key → value of the Secrets the chart itself renders (the TLS pair it
+    generates), decoded as the API server would store them."""
+    import base64
+
+    out: dict[str, dict[str, str]] = {}
+    for obj in objects:
+        if obj.get("kind") == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            out[obj["metadata"]["name"]] = {**data, **(obj.get("stringData") or {})}
+    return out
+
+
 def _rewrite(text: str, mounts: dict[str, Path]) -> str:
     """Replace every mount path that starts a path in ``text`` by its local folder (one pass)."""
     if not mounts:

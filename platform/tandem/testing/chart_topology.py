@@ -30,11 +30,13 @@ from urllib.parse import urlsplit
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
 from tandem.errors import Unavailable
-from tandem.testing.chart_pods import CHART, LocalPod, PodPlan, local_pod, render
+from tandem.testing.chart_pods import CHART, LocalPod, PodPlan, local_pod, render, rendered_secrets
 
 CLIENT_TOKEN = "client-token"
 INTERNAL_TOKEN = "internal-token"
 ADMIN_TOKEN = "admin-token"
+#: Where the chart mounts the TLS Secret in every pod.
+TLS_MOUNT = "/etc/tandem/tls"
 START_TIMEOUT_S = 120.0
 SERVING_ORDER = ("sparse", "generative", "gateway")
 
@@ -135,6 +137,7 @@ class ChartTopology:
         self.pods: dict[str, PodProcess] = {}
         self._producer: Any = None
         self._client: Any = None
+        self._tls_ca: Path | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -146,8 +149,11 @@ class ChartTopology:
                          chart=self.chart)
         secrets = {"tdm-tandem-auth": {"tokens": f"{CLIENT_TOKEN}\n", "internal-token": INTERNAL_TOKEN,
                                        "admin-tokens": f"{ADMIN_TOKEN}\n"}}
+        secrets.update(rendered_secrets(objects))  # the TLS pair the chart generates (TLS is on by default)
         plan = PodPlan(self.workdir, secrets, objects)
         planned = {c: local_pod(plan, c) for c in ("ingest", *SERVING_ORDER)}
+        if any(a.startswith("--tls-cert=") for a in planned["gateway"].argv):  # clients trust the chart's CA
+            self._tls_ca = planned["gateway"].local_path(f"{TLS_MOUNT}/ca.crt")
         seed_file = planned["generative"].local_path(f"{mount}/seed/items.jsonl")
         seed_file.parent.mkdir(parents=True, exist_ok=True)
         seed_file.write_text("".join(i.model_dump_json() + "\n" for i in self.seed))
@@ -237,7 +243,8 @@ class ChartTopology:
         if self._client is None:
             from tandem_services.client import ChannelOptions, SearchClient
 
-            self._client = SearchClient(self.gateway_target, ChannelOptions(token=token), timeout_s=5.0)
+            self._client = SearchClient(self.gateway_target, ChannelOptions(token=token, tls_ca=self._tls_ca),
+                                        timeout_s=5.0)
         return {h.item_id: {p.source for p in h.provenance} for h in self._client.search(query, top_k=top_k).hits}
 
     def wait_until(self, query: str, item_id: str, *, present: bool, source: str | None = None,
