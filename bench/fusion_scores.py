@@ -1,0 +1,84 @@
+"""Latency that item scores and learned fusion add to a search (issue 18: ≤ 5 ms p50 at 200 candidates).
+
+For each dev query: the BM25 and generative lists at depth ``--depth`` (not timed: retrieval
+is measured by ``bench.serve`` and ``bench.decoding_v2``), then, timed per query, (1) the
+generative model's item scores of every candidate (:meth:`TreeRetriever.score_items`:
+encoder pass + forced decoding of all candidates' IDs) and (2) the learned fusion's
+features and LambdaMART ranking of the union. Candidates are capped at ``--candidates``.
+
+    python -m bench.fusion_scores --model MODEL_DIR --fusion-model FUSION.json --out bench-fusion-scores.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    """Time scoring and fusion per query, print the figures and write them to ``--out``."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="v2 model folder (tandem train generative)")
+    ap.add_argument("--fusion-model", type=Path, required=True, help="learned fusion JSON (tandem fusion train)")
+    ap.add_argument("--out", type=Path, required=True, help="JSON file for the figures")
+    ap.add_argument("--queries", type=int, default=300, help="dev queries timed")
+    ap.add_argument("--depth", type=int, default=100, help="hits per source")
+    ap.add_argument("--candidates", type=int, default=200, help="most candidates scored and fused per query")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from tandem.catalog.datasets import data_root, load_homedepot
+    from tandem.eval.systems import SystemSpec, build_system
+    from tandem.fusion.base import RankedList
+    from tandem.catalog.loaders import load_items
+    from tandem.fusion.learned import LearnedFusion, title_lookup
+    from tandem.generative.tree_retriever import TreeRetriever
+
+    torch.set_num_threads(args.threads)
+    root = data_root("homedepot")
+    data = load_homedepot(root, splits=("dev",))
+    queries = list(data.queries["dev"].values())[: args.queries]
+    gen = TreeRetriever(args.model, device="cpu")
+    bm25 = build_system("bm25", SystemSpec(catalog=root / "products.jsonl"))
+    titles = title_lookup({it.item_id: it.title for it in load_items(root / "products.jsonl").items})
+    fusion = LearnedFusion.load(args.fusion_model, titles=titles if "q_in_title" in
+                                json.loads(args.fusion_model.read_text())["features"] else None)
+    score_ms, fuse_ms, sizes = [], [], []
+    for n, q in enumerate(queries):
+        lists = [RankedList("bm25", bm25.retrieve([q], args.depth)[0], q),
+                 RankedList("generative", gen.retrieve([q], args.depth)[0], q)]
+        ids = list(dict.fromkeys(h.item_id for rl in lists for h in rl.hits))[: args.candidates]
+        t0 = time.perf_counter()
+        got = gen.score_items(q, ids)
+        scores = {i: dict(zip(gen.score_names, v)) for i, v in zip(ids, got) if v is not None}
+        t1 = time.perf_counter()
+        fusion.fuse(lists, args.depth, scores)
+        t2 = time.perf_counter()
+        if n:  # the first query warms caches (titles, kernels)
+            score_ms.append(1000 * (t1 - t0))
+            fuse_ms.append(1000 * (t2 - t1))
+            sizes.append(len(ids))
+    total = np.array(score_ms) + np.array(fuse_ms)
+    figures = {
+        "queries": len(total), "threads": args.threads, "median_candidates": float(np.median(sizes)),
+        "item_scores_p50_ms": round(float(np.median(score_ms)), 2),
+        "fusion_p50_ms": round(float(np.median(fuse_ms)), 2),
+        "added_p50_ms": round(float(np.median(total)), 2),
+        "added_p99_ms": round(float(np.percentile(total, 99)), 2),
+        "fusion_features": len(fusion.builder.names), "score_names": list(fusion.score_names),
+    }
+    args.out.write_text(json.dumps({"figures": figures}, indent=2))
+    for k, v in figures.items():
+        print(f"{k:24s} {v}")
+    gen.close()
+    bm25.close()
+
+
+if __name__ == "__main__":
+    main()
