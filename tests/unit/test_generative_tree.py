@@ -98,6 +98,8 @@ def test_scores_any_item_for_fusion(trained: Path) -> None:
     (lp_drill, cos_drill), (lp_hose, cos_hose) = got[0], got[1]
     assert lp_hose > lp_drill and cos_hose > cos_drill and lp_hose <= 0.0 and -1.0 <= cos_drill <= 1.0
     assert r.retrieve(["garden hose"], 1)[0][0].item_id == "t18"  # agrees with decoding
+    again = r.score_items("garden hose", ids)  # the encoding remembered from retrieve(): same scores
+    assert again[2] is None and all(a == pytest.approx(b, abs=1e-4) for a, b in zip(again[:2], got[:2]))
     with pytest.raises(InvalidInput, match="query"):
         r.score_items("  ", ids)
     with pytest.raises(InvalidInput, match="at most"):

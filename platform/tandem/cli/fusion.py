@@ -4,6 +4,8 @@ With ``--model`` the generative source adds its list and, for every candidate of
 source, its forced-decoding log-probability and encoder cosine (item scores); the report
 holds the ablation (BM25 only → + generative list → + forced decoding → + cosine → +
 intents, one model per row on the same split) and the shipped model's feature importances.
+A model trained with ``--set fusion_holdout=N`` names N training queries it never saw; the
+fusion is then fitted on those only (the generative scores of trained queries are optimistic).
 
 The candidate lists are recorded from the same hybrid searcher ``tandem eval --system
 hybrid`` and ``tandem serve`` build (see :mod:`tandem.fusion.fit`), so the model is trained on
@@ -52,10 +54,15 @@ def train(
     from tandem.eval.systems import SystemSpec, build_system
     from tandem.fusion.fit import collect_candidates, fit_learned_fusion
     from tandem.fusion.learned import catalog_titles, read_events
+    from tandem.training.tree_run import read_fusion_holdout
 
     try:
         qs, judged = read_queries(queries), read_qrels(qrels)
         ids = sorted(q for q in qs if q in judged)
+        holdout = read_fusion_holdout(model) if model is not None else set()
+        if holdout:  # queries the generative model never trained on: its scores there are honest
+            ids = [q for q in ids if q in holdout]
+            typer.echo(f"fusion train: {len(ids)} judged queries of the model's fusion holdout", err=True)
         if not ids:
             raise typer.BadParameter("no query in --queries has judgements in --qrels", param_hint="--qrels")
         if len(ids) > max_queries:
@@ -83,6 +90,6 @@ def train(
     except TandemError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    report |= {"out": str(path), "queries": len(ids), "collect_seconds": round(collect_s, 1),
-               "train_seconds": round(time.perf_counter() - started - collect_s, 1), "version": fitted.version()}
+    report |= {"out": str(path), "queries": len(ids), "model_fusion_holdout": len(holdout),
+               "collect_seconds": round(collect_s, 1), "train_seconds": round(time.perf_counter() - started - collect_s, 1), "version": fitted.version()}
     typer.echo(json.dumps(report, indent=2))

@@ -13,6 +13,8 @@ and its item embedding is its own encoded text.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ from tandem.retriever import Hit, Retriever, validate_queries, validate_scoring
 
 #: Characters of a query that reach the tokenizer; far above the encoder's token limit.
 MAX_QUERY_CHARS = 4096
+#: Recent queries whose encoder outputs are kept for :meth:`TreeRetriever.score_items`: the
+#: searcher scores every candidate right after retrieving, so the query is not encoded twice.
+RECENT_ENCODINGS = 256
 
 
 class TreeRetriever(Retriever):
@@ -64,6 +69,8 @@ class TreeRetriever(Retriever):
         files = self.artifact.manifest.get("files", {})
         self._version = f"{self.artifact.id_map.version}-{str(files.get('decoder.safetensors', ''))[:12]}{adapter_sha}"
         self.truncated = 0
+        self._recent: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def version(self) -> str:
         """ID-map version and the decoder checksum's prefix: changes with either."""
@@ -76,7 +83,22 @@ class TreeRetriever(Retriever):
         with torch.inference_mode():
             states = enc.states(ids, mask)
             q = enc.pool(states, mask)
-        return q.to(self.dtype), states.to(self.dtype), mask
+        q, states = q.to(self.dtype), states.to(self.dtype)
+        lengths = mask.sum(1).tolist()
+        with self._recent_lock:  # one row per query, trimmed and copied (not a view of the batch)
+            for i, text in enumerate(queries):
+                n = int(lengths[i])
+                self._recent[text] = (q[i : i + 1].clone(), states[i : i + 1, :n].clone(), mask[i : i + 1, :n].clone())
+                self._recent.move_to_end(text)
+            while len(self._recent) > RECENT_ENCODINGS:
+                self._recent.popitem(last=False)
+        return q, states, mask
+
+    def _encoded(self, query: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder outputs of one query: remembered from a recent :meth:`retrieve`, else computed."""
+        with self._recent_lock:
+            hit = self._recent.get(query)
+        return hit if hit is not None else self._encode([query])
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Top ``k`` items per query by item-level score; see :class:`Retriever`."""
@@ -97,9 +119,9 @@ class TreeRetriever(Retriever):
     def score_items(self, query: str, item_ids: Sequence[str]) -> list[tuple[float, ...] | None]:
         """``(gen_logprob, gen_cosine)`` of each known item for ``query``; ``None`` for unknown ids.
 
-        One encoder pass and one forced decoding of all the items' IDs (see
-        :func:`~tandem.generative.tree_decoding.forced_log_probs`): the model's judgement of
-        candidates other sources found, for learned fusion.
+        One encoder pass (none when the query was just retrieved) and one forced decoding of
+        all the items' IDs (see :func:`~tandem.generative.tree_decoding.forced_log_probs`): the
+        model's judgement of candidates other sources found, for learned fusion.
         """
         validate_scoring(query, item_ids)
         rows = [self._row_of.get(i, -1) for i in item_ids]
@@ -107,7 +129,7 @@ class TreeRetriever(Retriever):
         if not known:
             return [None] * len(rows)
         art = self.artifact
-        q, states, mask = self._encode([query])
+        q, states, mask = self._encoded(query)
         idx = torch.tensor(known, dtype=torch.long, device=q.device)
         logp = forced_log_probs(art.model, art.index, q, states, mask, idx).tolist()
         with torch.inference_mode():

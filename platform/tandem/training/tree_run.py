@@ -157,8 +157,13 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
         raise InvalidInput("`--dev-queries` and `--dev-qrels` go together")
     loaded = load_items(catalog)
     echo(f"catalog: {loaded.summary()}")
-    pairs, skipped = training_pairs(read_queries(queries_path), read_qrels(qrels_path),
-                                    {it.item_id for it in loaded.items}, config.min_grade)
+    train_queries, train_qrels = read_queries(queries_path), read_qrels(qrels_path)
+    holdout = fusion_holdout(train_queries, train_qrels, config.fusion_holdout, config.seed)
+    if holdout:
+        train_qrels = {q: rel for q, rel in train_qrels.items() if q not in holdout}
+        echo(f"fusion holdout: {len(holdout)} training queries kept out of generative training")
+    pairs, skipped = training_pairs(train_queries, train_qrels, {it.item_id for it in loaded.items},
+                                    config.min_grade)
     echo(f"training pairs: {len(pairs)} (grade >= {config.min_grade}); skipped {skipped}")
     dev = (read_queries(dev_queries), read_qrels(dev_qrels)) if dev_queries and dev_qrels else None
     id_map = None
@@ -166,8 +171,41 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
         from tandem.ids.idmap import IdMap
 
         id_map = IdMap.load(str(ids))
-    return train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev, id_map=id_map,
-                      cache_dir=cache_dir, echo=echo)
+    summary = train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev,
+                         id_map=id_map, cache_dir=cache_dir, echo=echo)
+    if holdout:
+        import json
+
+        summary[HOLDOUT_KEY] = sorted(holdout)
+        (out / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+#: Key of the held-out training query ids in ``training_summary.json`` (see ``fusion_holdout``).
+HOLDOUT_KEY = "fusion_holdout_qids"
+
+
+def fusion_holdout(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], n: int, seed: int) -> set[str]:
+    """A seeded sample of ``n`` judged training query ids kept out of generative training."""
+    judged = sorted(q for q in qrels if q in queries)
+    if n == 0:
+        return set()
+    if n >= len(judged):
+        from tandem.errors import InvalidInput
+
+        raise InvalidInput(f"`fusion_holdout` {n} leaves no training query (there are {len(judged)})")
+    return set(random.Random(seed).sample(judged, n))
+
+
+def read_fusion_holdout(model_dir: Path) -> set[str]:
+    """The training query ids a v2 model folder kept out of its training (empty: none)."""
+    import json
+
+    try:
+        summary = json.loads((Path(model_dir) / "training_summary.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return {str(q) for q in summary.get(HOLDOUT_KEY, [])} if isinstance(summary, dict) else set()
 
 
 def _plot_stages(summary: dict[str, Any], out: Path) -> None:

@@ -1,0 +1,51 @@
+"""The fusion holdout: training queries a v2 model never trains on, for fitting learned fusion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tandem.errors import InvalidInput
+from tandem.testing.tiny_catalog import tiny_catalog
+from tandem.training import tree_run
+from tandem.training.tree_run import HOLDOUT_KEY, fusion_holdout, read_fusion_holdout
+
+
+def test_holdout_is_a_seeded_sample_of_judged_queries() -> None:
+    queries = {f"q{i}": f"text {i}" for i in range(20)}
+    qrels = {f"q{i}": {"t01": 4} for i in range(18)}  # q18, q19 unjudged
+    a, b = fusion_holdout(queries, qrels, 5, 7), fusion_holdout(queries, qrels, 5, 7)
+    assert a == b and len(a) == 5 and a <= set(qrels)
+    assert fusion_holdout(queries, qrels, 0, 7) == set()
+    with pytest.raises(InvalidInput, match="fusion_holdout"):
+        fusion_holdout(queries, qrels, 18, 7)
+
+
+def test_training_never_sees_the_holdout_and_the_folder_names_it(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    items = tiny_catalog()
+    (tmp_path / "items.jsonl").write_text("\n".join(it.model_dump_json() for it in items))
+    names = [it.title.split()[-1].lower() for it in items[:10]]
+    (tmp_path / "q.tsv").write_text("".join(f"q{i}\t{n}\n" for i, n in enumerate(names)))
+    (tmp_path / "qrels.txt").write_text("".join(f"q{i} 0 {it.item_id} 4\n" for i, it in enumerate(items[:10])))
+    seen: dict[str, Any] = {}
+
+    def fake_train(items: Any, pairs: Any, out: Path, config: Any, **_: Any) -> dict[str, Any]:
+        seen["pairs"] = pairs
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "training_summary.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(tree_run, "train_tree", fake_train)
+    out = tmp_path / "model"
+    summary = tree_run.train_tree_from_files(tmp_path / "items.jsonl", tmp_path / "q.tsv", tmp_path / "qrels.txt", out,
+                                             "ci", overrides={"fusion_holdout": 4}, echo=lambda _m: None)
+    held = read_fusion_holdout(out)
+    assert len(held) == 4 and summary[HOLDOUT_KEY] == sorted(held)
+    trained_texts = {q for q, _ in seen["pairs"]}
+    assert len(seen["pairs"]) == 6 and not trained_texts & {names[int(q[1:])] for q in held}
+    assert json.loads((out / "training_summary.json").read_text())[HOLDOUT_KEY] == sorted(held)
+    assert read_fusion_holdout(tmp_path) == set()  # no summary: no holdout
