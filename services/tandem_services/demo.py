@@ -149,6 +149,7 @@ def run_demo(home: Path, data_root: Path, cfg: DemoConfig, echo: Callable[[str],
     from tandem.cache import LruCache
     from tandem.eval import evaluate, run_retriever
     from tandem.eval.hybrid import HybridRetriever
+    from tandem.fusion.factory import make_fuser
     from tandem.generative.reload import HotSwapRetriever
     from tandem.jvm import ensure_jvm
     from tandem.registry import ArtifactKind, Registry
@@ -204,12 +205,16 @@ def run_demo(home: Path, data_root: Path, cfg: DemoConfig, echo: Callable[[str],
 
     sparse = index.retriever
     generative = HotSwapRetriever(registry, interval_s=1.0, device="auto")
-    searcher = HybridSearcher([sparse, generative], cache=LruCache(), catalog=StoredFieldsLookup(sparse))
+    catalog = StoredFieldsLookup(sparse)
+    # The learned fusion the base pipeline promoted with this base (what `tandem serve --registry` uses).
+    fuser = make_fuser("auto", None, catalog, registry=str(registry))
+    searcher = HybridSearcher([sparse, generative], cache=LruCache(), catalog=catalog, fuser=fuser)
     figures: dict[str, Any] = {"base_pipeline": base_run, "base_metrics": base_metrics}
     # One line per RPC is right for a service, not for this console walk-through.
     logging.getLogger("tandem_services.rpc").setLevel(logging.WARNING)
     with BackgroundServer(lambda: all_in_one_server(searcher)) as server, SearchClient(server.address, timeout_s=30) as client:
-        echo(f"[4/6] all-in-one gRPC server on {server.address}, serving {generative.version()}")
+        echo(f"[4/6] all-in-one gRPC server on {server.address}, serving {generative.version()}, "
+             f"fusion {fuser.version()}")
         for qid in list(sample.dev_queries)[: cfg.shown_queries]:
             _print_hits(echo, sample.dev_queries[qid], client.search(sample.dev_queries[qid], top_k=5))
         q0 = next(iter(sample.dev_queries.values()))
@@ -257,7 +262,7 @@ def run_demo(home: Path, data_root: Path, cfg: DemoConfig, echo: Callable[[str],
         dev_qrels = {q: rel for q, rel in dev_qrels.items() if any(g >= 4 for g in rel.values())}
         queries = {q: sample.dev_queries[q] for q in dev_qrels}
         results = {}
-        hybrid = HybridRetriever(HybridSearcher([sparse, generative]))
+        hybrid = HybridRetriever(HybridSearcher([sparse, generative], catalog=catalog, fuser=fuser))
         for name, retriever in (("bm25", sparse), ("generative", generative), ("hybrid", hybrid)):
             results[name] = evaluate(run_retriever(retriever, queries, k=100), dev_qrels)
         hybrid.searcher.close()
