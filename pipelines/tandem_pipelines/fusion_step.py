@@ -4,7 +4,8 @@ Right after the generative model is trained, the learned fusion is fitted on wha
 hybrid searcher hands its fuser for that model: BM25 over the snapshot's catalog plus the new
 generative model, each source's lists and the generative item scores (forced-decoding
 log-probability, encoder cosine) of every candidate, recorded for the snapshot's training
-queries (:func:`tandem.fusion.fit.collect_candidates`), then LambdaMART with its ablation
+queries the model was not trained on (its fusion holdout, see ``steps.FUSION_HOLDOUT``;
+all training queries for a model without one) (:func:`tandem.fusion.fit.collect_candidates`), then LambdaMART with its ablation
 (:func:`tandem.fusion.fit.fit_learned_fusion`). The register step publishes the result as a
 ``fusion`` artifact whose parent is the base model, promoted when the base is.
 """
@@ -46,10 +47,14 @@ def train_fusion(snapshot_dir: Path, model_dir: Path, out: Path, max_queries: in
     from tandem.eval.systems import SystemSpec, build_system
     from tandem.fusion.fit import collect_candidates, fit_learned_fusion
     from tandem.fusion.learned import catalog_titles
+    from tandem.training.tree_run import read_fusion_holdout
 
     check_max_queries(max_queries)
     queries, qrels = read_queries(snapshot_dir / TRAIN_QUERIES), read_qrels(snapshot_dir / TRAIN_QRELS)
     ids = sorted(q for q in queries if q in qrels)
+    holdout = read_fusion_holdout(model_dir)  # queries the model never trained on (v2 models from this pipeline)
+    if holdout:
+        ids = [q for q in ids if q in holdout]
     if len(ids) > max_queries:
         ids = sorted(random.Random(seed).sample(ids, max_queries))
     options = {"fusion": "rrf", "sources": "bm25,generative", "candidates": candidates}
@@ -65,7 +70,8 @@ def train_fusion(snapshot_dir: Path, model_dir: Path, out: Path, max_queries: in
             hybrid.close()
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / MODEL_FILE)
-    report = {**report, "queries": len(ids), "candidates": candidates, "version": model.version()}
+    report = {**report, "queries": len(ids), "model_fusion_holdout": len(holdout), "candidates": candidates,
+              "version": model.version()}
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return report
 

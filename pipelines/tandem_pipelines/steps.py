@@ -149,6 +149,11 @@ def prepare(snapshot_dir: Path, profile: str, seed: int, out: Path, architecture
     return prepare_training_data(items, queries, config.pseudo_queries, config.seed, out)
 
 
+#: Share of the snapshot's training queries the v2 model never trains on; the fusion step fits
+#: the learned fusion on them (fitting on trained queries over-trusts the generative scores).
+FUSION_HOLDOUT = 0.25
+
+
 def train(snapshot_dir: Path, ids_dir: Path, profile: str, seed: int, out: Path,
           overrides: dict[str, Any] | None = None, prepared: Path | None = None,
           architecture: str = "tree") -> dict[str, Any]:
@@ -161,6 +166,9 @@ def train(snapshot_dir: Path, ids_dir: Path, profile: str, seed: int, out: Path,
     _check_architecture(architecture)
     if architecture == "tree":
         from tandem.training.tree_run import train_tree_from_files
+
+        # Queries the fusion step fits on must be unseen by the model (see TreeTrainConfig.fusion_holdout).
+        overrides = {"fusion_holdout": FUSION_HOLDOUT, **(overrides or {})}
 
         with tempfile.TemporaryDirectory() as cache:
             return train_tree_from_files(snapshot_dir / CATALOG, snapshot_dir / TRAIN_QUERIES,

@@ -86,7 +86,12 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     assert fusion.manifest.parents == [f"base-model:{out['base-model']}"]
     assert set(fusion.manifest.files) == {MODEL_FILE, REPORT_FILE} and 0.0 < fusion.manifest.metrics["nDCG@10"] <= 1
     report = json.loads((fusion.local_path / REPORT_FILE).read_text())
-    assert report["queries"] == 120 and "generative/query" in report["slots"]
+    # Fitted on the training queries the generative model never saw (its fusion holdout).
+    from tandem.training.tree_run import read_fusion_holdout
+
+    holdout = read_fusion_holdout(art.local_path)
+    assert report["model_fusion_holdout"] == len(holdout) > 0 and report["queries"] == min(len(holdout), 120)
+    assert "generative/query" in report["slots"]
     assert "+ generative list" in report["ablation"] and report["ablation"]["+ cosine"]["scores"] == [
         "gen_logprob", "gen_cosine"]
     [fusion_page] = (tmp_path / "runs").glob("tandem-base-*/train-fusion/report")

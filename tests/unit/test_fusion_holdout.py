@@ -17,11 +17,11 @@ from tandem.training.tree_run import HOLDOUT_KEY, fusion_holdout, read_fusion_ho
 def test_holdout_is_a_seeded_sample_of_judged_queries() -> None:
     queries = {f"q{i}": f"text {i}" for i in range(20)}
     qrels = {f"q{i}": {"t01": 4} for i in range(18)}  # q18, q19 unjudged
-    a, b = fusion_holdout(queries, qrels, 5, 7), fusion_holdout(queries, qrels, 5, 7)
-    assert a == b and len(a) == 5 and a <= set(qrels)
-    assert fusion_holdout(queries, qrels, 0, 7) == set()
+    a, b = fusion_holdout(queries, qrels, 0.25, 7), fusion_holdout(queries, qrels, 0.25, 7)
+    assert a == b and len(a) == 4 and a <= set(qrels)  # round(18 * 0.25)
+    assert fusion_holdout(queries, qrels, 0.0, 7) == set()
     with pytest.raises(InvalidInput, match="fusion_holdout"):
-        fusion_holdout(queries, qrels, 18, 7)
+        tree_run.train_tree_from_files(Path("x"), Path("q"), Path("r"), Path("o"), "ci", overrides={"fusion_holdout": 0.9})
 
 
 def test_training_never_sees_the_holdout_and_the_folder_names_it(tmp_path: Path,
@@ -42,7 +42,7 @@ def test_training_never_sees_the_holdout_and_the_folder_names_it(tmp_path: Path,
     monkeypatch.setattr(tree_run, "train_tree", fake_train)
     out = tmp_path / "model"
     summary = tree_run.train_tree_from_files(tmp_path / "items.jsonl", tmp_path / "q.tsv", tmp_path / "qrels.txt", out,
-                                             "ci", overrides={"fusion_holdout": 4}, echo=lambda _m: None)
+                                             "ci", overrides={"fusion_holdout": 0.4}, echo=lambda _m: None)
     held = read_fusion_holdout(out)
     assert len(held) == 4 and summary[HOLDOUT_KEY] == sorted(held)
     trained_texts = {q for q, _ in seen["pairs"]}

@@ -4,8 +4,8 @@ With ``--model`` the generative source adds its list and, for every candidate of
 source, its forced-decoding log-probability and encoder cosine (item scores); the report
 holds the ablation (BM25 only → + generative list → + forced decoding → + cosine → +
 intents, one model per row on the same split) and the shipped model's feature importances.
-A model trained with ``--set fusion_holdout=N`` names N training queries it never saw; the
-fusion is then fitted on those only (the generative scores of trained queries are optimistic).
+A model trained with ``--set fusion_holdout=SHARE`` names the training queries it never saw;
+the fusion is then fitted on those only (the generative scores of trained queries are optimistic).
 
 The candidate lists are recorded from the same hybrid searcher ``tandem eval --system
 hybrid`` and ``tandem serve`` build (see :mod:`tandem.fusion.fit`), so the model is trained on

@@ -185,16 +185,12 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
 HOLDOUT_KEY = "fusion_holdout_qids"
 
 
-def fusion_holdout(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], n: int, seed: int) -> set[str]:
-    """A seeded sample of ``n`` judged training query ids kept out of generative training."""
+def fusion_holdout(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], share: float,
+                   seed: int) -> set[str]:
+    """A seeded sample of ``share`` of the judged training query ids, kept out of generative training."""
     judged = sorted(q for q in qrels if q in queries)
-    if n == 0:
-        return set()
-    if n >= len(judged):
-        from tandem.errors import InvalidInput
-
-        raise InvalidInput(f"`fusion_holdout` {n} leaves no training query (there are {len(judged)})")
-    return set(random.Random(seed).sample(judged, n))
+    n = round(len(judged) * share)
+    return set(random.Random(seed).sample(judged, n)) if n else set()
 
 
 def read_fusion_holdout(model_dir: Path) -> set[str]:
