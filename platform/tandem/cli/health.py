@@ -2,7 +2,8 @@
 services SERVING, and are its optional dependencies (the result cache) reachable?
 
 It speaks the standard ``grpc.health.v1`` (what kubelet and load balancers use) and lists
-the services through server reflection, so it works against any ``tandem serve`` process.
+the services through server reflection, or, where reflection is off (the gateway's default),
+probes every ``tandem.v1`` service by name, so it works against any ``tandem serve`` process.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def _listed_services(channel: Any, metadata: tuple, timeout_s: float) -> list[st
             if not s.name.startswith(("grpc.reflection.", "grpc.health."))]
 
 
+def _tandem_services() -> list[str]:
+    """Every ``tandem.v1`` service name, probed one by one when the server has reflection off
+    (the public gateway's default): health answers NOT_FOUND for those it does not serve."""
+    from tandem.v1 import admin_pb2, feedback_pb2, intent_pb2, retriever_pb2, search_pb2
+
+    return [svc.full_name for mod in (search_pb2, retriever_pb2, intent_pb2, feedback_pb2, admin_pb2)
+            for svc in mod.DESCRIPTOR.services_by_name.values()]
+
+
 def check_server(server: str, options: Any, timeout_s: float) -> tuple[int, list[tuple[str, str]]]:
     """``(exit code, [(name, status)])`` for ``server``: the server itself, each service it
     lists, and each dependency it watches (``tandem.dependency.*``).
@@ -64,7 +74,7 @@ def check_server(server: str, options: Any, timeout_s: float) -> tuple[int, list
 
         overall = check("")
         rows = [("server", _status_name(overall))]
-        for name in _listed_services(channel, metadata, timeout_s):
+        for name in _listed_services(channel, metadata, timeout_s) or _tandem_services():
             status = check(name)
             if status is not None:
                 rows.append((name, _status_name(status)))
