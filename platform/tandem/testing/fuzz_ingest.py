@@ -111,10 +111,11 @@ def consumer_for(store: Any) -> Any:
     dead-letter producer) applying to ``store`` with the poisoning action ``dlq``."""
     from tandem.streams.apply import Applier
     from tandem.streams.consumer import IngestConsumer, IngestTotals
+    from tandem.catalog.events import decode_event
     from tandem.streams.poisoning import PoisoningPolicy
 
     c = IngestConsumer.__new__(IngestConsumer)
-    c.applier = Applier(store, None, PoisoningPolicy(action="dlq"))
+    c.applier, c._decode = Applier(store, None, PoisoningPolicy(action="dlq")), decode_event
     c.dlq_topic, c._stop, c._pending, c._commit_retry_at = "items.dlq", threading.Event(), {}, 0.0
     c.totals = IngestTotals()
     return c
