@@ -116,6 +116,10 @@ def _rebalance_listener(consumer: IngestConsumer) -> Any:
 class IngestConsumer:
     """Kafka consumer-group member applying item events through an :class:`Applier`."""
 
+    #: Record decoder (``decode=`` sets it per instance); item events by default, also for
+    #: instances built without ``__init__`` (the broker-less test and fuzz harnesses).
+    _decode: Callable[[bytes | None, bytes | None], Any] = staticmethod(decode_event)
+
     def __init__(
         self,
         applier: Applier,
