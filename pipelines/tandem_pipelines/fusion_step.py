@@ -13,7 +13,6 @@ all training queries for a model without one) (:func:`tandem.fusion.fit.collect_
 from __future__ import annotations
 
 import json
-import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,18 +44,14 @@ def train_fusion(snapshot_dir: Path, model_dir: Path, out: Path, max_queries: in
     BM25 and every ablation row, feature importances)."""
     from tandem.catalog.queries import read_qrels, read_queries
     from tandem.eval.systems import SystemSpec, build_system
-    from tandem.fusion.fit import collect_candidates, fit_learned_fusion
+    from tandem.fusion.fit import collect_candidates, fit_learned_fusion, select_queries
     from tandem.fusion.learned import catalog_titles
     from tandem.training.tree_run import read_fusion_holdout
 
     check_max_queries(max_queries)
     queries, qrels = read_queries(snapshot_dir / TRAIN_QUERIES), read_qrels(snapshot_dir / TRAIN_QRELS)
-    ids = sorted(q for q in queries if q in qrels)
     holdout = read_fusion_holdout(model_dir)  # queries the model never trained on (v2 models from this pipeline)
-    if holdout:
-        ids = [q for q in ids if q in holdout]
-    if len(ids) > max_queries:
-        ids = sorted(random.Random(seed).sample(ids, max_queries))
+    ids = select_queries([q for q in queries if q in qrels], holdout, max_queries, seed)
     options = {"fusion": "rrf", "sources": "bm25,generative", "candidates": candidates}
     with tempfile.TemporaryDirectory() as home:  # the BM25 index of this snapshot is built here, then dropped
         spec = SystemSpec(catalog=snapshot_dir / CATALOG, model=model_dir, options=options, home=Path(home))

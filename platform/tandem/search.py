@@ -652,7 +652,7 @@ class HybridSearcher:
         self.breakers.settle({f: r.name for f, r in futures.items()}, done)
 
         lists: list[RankedList] = []
-        answered = 0
+        answered: list[Retriever] = []
         for fut, r in futures.items():
             if fut not in done:
                 fut.cancel()
@@ -664,7 +664,7 @@ class HybridSearcher:
                     raise exc
                 reasons.append(f"{r.name}: {type(exc).__name__}: {exc}"[:300])
                 continue
-            answered += 1
+            answered.append(r)
             for intent, hits in zip(intents, fut.result(), strict=True):
                 lists.append(RankedList(source=r.name, hits=hits, intent=intent.text, intent_weight=intent.weight,
                                         intent_kind=intent.kind))
@@ -673,9 +673,8 @@ class HybridSearcher:
 
         item_scores = None
         if self.fuser.score_names:  # e.g. learned fusion over generative log-probabilities of every candidate
-            failed = {r.name for fut, r in futures.items() if fut not in done or fut.exception() is not None}
-            item_scores = score_candidates([r for r in active if r.name not in failed], self.fuser.score_names,
-                                           query, lists, self._pool, deadline - self.config.reserve_s, reasons)
+            item_scores = score_candidates(answered, self.fuser.score_names, query, lists, self._pool,
+                                           deadline - self.config.reserve_s, reasons)
         # With a catalog, fuse the whole depth: hits of items it no longer knows (deleted,
         # quarantined) are dropped before top_k is cut (tandem.search_known).
         fused = self.fuser.fuse(lists, k=depth if request.filters or implied or self.catalog is not None else top_k,

@@ -46,27 +46,22 @@ def train(
     seed: Annotated[int, typer.Option(help="Sampling, split and LightGBM seed.")] = 13,
 ) -> None:
     """Record the searcher's candidate lists for judged queries, train LambdaMART, write the model."""
-    import random
-
     from tandem.catalog.queries import read_qrels, read_queries
     from tandem.config import get_settings
     from tandem.errors import TandemError
     from tandem.eval.systems import SystemSpec, build_system
-    from tandem.fusion.fit import collect_candidates, fit_learned_fusion
+    from tandem.fusion.fit import collect_candidates, fit_learned_fusion, select_queries
     from tandem.fusion.learned import catalog_titles, read_events
     from tandem.training.tree_run import read_fusion_holdout
 
     try:
         qs, judged = read_queries(queries), read_qrels(qrels)
-        ids = sorted(q for q in qs if q in judged)
         holdout = read_fusion_holdout(model) if model is not None else set()
+        ids = select_queries([q for q in qs if q in judged], holdout, max_queries, seed)
         if holdout:  # queries the generative model never trained on: its scores there are honest
-            ids = [q for q in ids if q in holdout]
             typer.echo(f"fusion train: {len(ids)} judged queries of the model's fusion holdout", err=True)
         if not ids:
             raise typer.BadParameter("no query in --queries has judgements in --qrels", param_hint="--qrels")
-        if len(ids) > max_queries:
-            ids = sorted(random.Random(seed).sample(ids, max_queries))
         options: dict[str, Any] = {"fusion": "rrf", "sources": "bm25,generative" if model else "bm25",
                                    "candidates": candidates}
         if intent_model is not None:

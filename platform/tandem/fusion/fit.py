@@ -76,6 +76,16 @@ def collect_candidates(hybrid: Any, queries: Mapping[str, str], depth: int = 100
     return lists, scores
 
 
+def select_queries(judged: Sequence[str], holdout: set[str], max_queries: int, seed: int) -> list[str]:
+    """The judged query ids a fusion is fitted on: only the generative model's ``holdout``
+    (queries it never trained on) when it has one, then at most ``max_queries`` (seeded sample).
+    Shared by ``tandem fusion train`` and the base pipeline's fusion step."""
+    ids = sorted(q for q in judged if not holdout or q in holdout)
+    if len(ids) > max_queries:
+        ids = sorted(random.Random(seed).sample(ids, max_queries))
+    return ids
+
+
 def split_queries(qids: Sequence[str], selection_share: float, seed: int) -> tuple[list[str], list[str]]:
     """Seeded split of judged query ids into (train, selection)."""
     if not 0 < selection_share < 1:
@@ -180,4 +190,4 @@ def fit_learned_fusion(lists: Mapping[str, Sequence[RankedList]], qrels: Mapping
     return model, report
 
 
-__all__ = ["ABLATION", "ListRecorder", "collect_candidates", "fit_learned_fusion", "split_queries"]
+__all__ = ["ABLATION", "ListRecorder", "collect_candidates", "fit_learned_fusion", "select_queries", "split_queries"]

@@ -12,11 +12,12 @@ import logging
 import random
 import resource
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tandem.catalog.item import Item
+from tandem.training.report import SUMMARY_FILE
 from tandem.training.tree_config import TreeTrainConfig
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _cached_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callab
 
 def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, *,
                device: str = "cpu", dev: tuple[Mapping[str, str], Mapping[str, Mapping[str, int]]] | None = None,
-               id_map: Any = None, cache_dir: Path | None = None,
+               id_map: Any = None, cache_dir: Path | None = None, holdout: Sequence[str] = (),
                echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train a v2 generative retriever on ``items`` and ``pairs`` (query text, item id) into ``out``.
 
@@ -55,6 +56,8 @@ def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, confi
     ``id_map``: IDs built beforehand in this encoder's space (the pipeline's ID step); else
     built here. ``cache_dir``: where encoder states are kept between runs (default
     ``$TANDEM_HOME/cache/encoder-states``, keyed by encoder and texts).
+    ``holdout``: ids of training queries kept out of ``pairs`` (``fusion_holdout``), recorded
+    in the summary under :data:`HOLDOUT_KEY`.
     Returns the training summary (also written as ``out/training_summary.json``).
     """
     import torch
@@ -65,14 +68,14 @@ def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, confi
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _train_tree(items, pairs, out, config, device, dev, id_map, cache_dir, echo, t_start)
+        return _train_tree(items, pairs, out, config, device, dev, id_map, cache_dir, echo, t_start, holdout)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, device: str,
                 dev: Any, id_map: Any, cache_dir: Path | None, echo: Callable[[str], None],
-                t_start: float) -> dict[str, Any]:
+                t_start: float, holdout: Sequence[str]) -> dict[str, Any]:
     import json
 
     from tandem.config import get_settings
@@ -116,11 +119,12 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
         "id_stats": stats, "total_seconds": time.perf_counter() - t_start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "memorisation_reached_target": summary["final_memorisation"]["exact_match"] >= 0.9,
+        **({HOLDOUT_KEY: sorted(holdout)} if holdout else {}),
     })
     save_tree_model(out, trainer.model, encoder, id_map, base_fingerprint=embedder.fingerprint,
                     training={k: v for k, v in summary.items() if k in ("profile", "items", "pairs", "stages",
                                                                          "final_memorisation", "total_seconds")})
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     _plot_stages(summary, out)
     echo(f"done in {summary['total_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_mb']:.0f} MB")
     return summary
@@ -159,11 +163,12 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
     echo(f"catalog: {loaded.summary()}")
     train_queries, train_qrels = read_queries(queries_path), read_qrels(qrels_path)
     holdout = fusion_holdout(train_queries, train_qrels, config.fusion_holdout, config.seed)
-    if holdout:
-        train_qrels = {q: rel for q, rel in train_qrels.items() if q not in holdout}
-        echo(f"fusion holdout: {len(holdout)} training queries kept out of generative training")
     pairs, skipped = training_pairs(train_queries, train_qrels, {it.item_id for it in loaded.items},
                                     config.min_grade)
+    if holdout:  # by text: another query id with the same text must not teach it either
+        held = {train_queries[q] for q in holdout}
+        pairs = [(q, i) for q, i in pairs if q not in held]
+        echo(f"fusion holdout: {len(holdout)} training queries kept out of generative training")
     echo(f"training pairs: {len(pairs)} (grade >= {config.min_grade}); skipped {skipped}")
     dev = (read_queries(dev_queries), read_qrels(dev_qrels)) if dev_queries and dev_qrels else None
     id_map = None
@@ -171,14 +176,8 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
         from tandem.ids.idmap import IdMap
 
         id_map = IdMap.load(str(ids))
-    summary = train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev,
-                         id_map=id_map, cache_dir=cache_dir, echo=echo)
-    if holdout:
-        import json
-
-        summary[HOLDOUT_KEY] = sorted(holdout)
-        (out / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+    return train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev, id_map=id_map,
+                      cache_dir=cache_dir, holdout=sorted(holdout), echo=echo)
 
 
 #: Key of the held-out training query ids in ``training_summary.json`` (see ``fusion_holdout``).
@@ -198,7 +197,7 @@ def read_fusion_holdout(model_dir: Path) -> set[str]:
     import json
 
     try:
-        summary = json.loads((Path(model_dir) / "training_summary.json").read_text())
+        summary = json.loads((Path(model_dir) / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return set()
     return {str(q) for q in summary.get(HOLDOUT_KEY, [])} if isinstance(summary, dict) else set()
