@@ -55,6 +55,9 @@ class ServerOptions(BaseModel):
     """PEM private key of ``tls_cert``."""
     tls_client_ca: Path | None = None
     """PEM CA bundle for client certificates; set = mutual TLS (clients must present a certificate)."""
+    tls_check_s: float = Field(default=1.0, gt=0)
+    """Seconds between checks of the TLS files: a rotated certificate, key or client CA is served
+    to new connections without a restart (:mod:`tandem_services.tls`)."""
     auth_token_file: Path | None = None
     """File with bearer tokens, one per line; with ``TANDEM_AUTH_TOKENS`` (comma-separated) turns auth on."""
     admin_token_file: Path | None = None
@@ -112,14 +115,13 @@ class ServerOptions(BaseModel):
         return self
 
     def credentials(self) -> grpc.ServerCredentials | None:
-        """Server credentials for TLS/mTLS, ``None`` for plaintext."""
+        """Server credentials for TLS/mTLS that follow their files, ``None`` for plaintext."""
         if self.tls_cert is None:
             return None
-        ca = self.tls_client_ca.read_bytes() if self.tls_client_ca else None
-        return grpc.ssl_server_credentials(
-            [(self.tls_key.read_bytes(), self.tls_cert.read_bytes())],
-            root_certificates=ca, require_client_auth=ca is not None,
-        )
+        from tandem_services.tls import ReloadingServerCertificate
+
+        return ReloadingServerCertificate(self.tls_cert, self.tls_key, self.tls_client_ca,
+                                          check_s=self.tls_check_s).credentials()
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ A :class:`TokenSet` holds the SHA-256 digests of the tokens in one file (one per
 comments) plus, optionally, comma-separated ones from an environment variable. It re-reads the
 file when the file changes (inode, size or modification time — Kubernetes rotates a mounted
 Secret by swapping a symlink, which changes all three), checked at most every ``check_s``,
-so a rotated or revoked token takes effect without a restart. A file that becomes unreadable
+so a rotated or revoked token takes effect without a restart. :class:`FileWatch` is that
+change check on its own; the TLS certificate files use it too (:mod:`tandem_services.tls`). A file that becomes unreadable
 or empty keeps the last good set (and logs it): opening the server, or locking everyone out,
 because of a half-written Secret would both be worse.
 
@@ -20,14 +21,55 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tandem.cache.redact import redact
 from tandem.errors import InvalidInput
 
-__all__ = ["TokenSet", "read_token_file", "redact"]
+__all__ = ["FileWatch", "TokenSet", "read_token_file", "redact"]
 
 log = logging.getLogger("tandem_services.auth")
+
+#: What identifies one version of a file: (inode, size, modification time in ns) per file.
+Stamp = tuple[tuple[int, int, int], ...]
+
+
+class FileWatch:
+    """Tells when any of ``paths`` changed since the version last :meth:`accept`-ed.
+
+    A file's version is its (inode, size, mtime): a Kubernetes Secret or ConfigMap rotation
+    swaps a symlink (``os.stat`` follows it: a new inode), an editor or ``cp`` changes size or
+    mtime. :meth:`poll` stats the files at most every ``check_s`` (it sits on request paths:
+    every authenticated call, every TLS handshake), so a change is seen within ``check_s``.
+    """
+
+    def __init__(self, paths: Sequence[Path], check_s: float = 1.0) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.check_s = check_s
+        self._stamp: Stamp | None = None
+        self._next_check = 0.0
+
+    def poll(self, force: bool = False) -> Stamp | None:
+        """The files' current stamp when it differs from the accepted one and a check is due
+        (always with ``force``); ``None`` otherwise. ``OSError`` when a file cannot be stat-ed."""
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return None
+        self._next_check = now + self.check_s
+        stamp = tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in map(os.stat, self.paths))
+        return None if stamp == self._stamp else stamp
+
+    def accept(self, stamp: Stamp) -> None:
+        """Record ``stamp`` as the version now in use (only after reading it succeeded, so a
+        half-written file is read again at the next check)."""
+        self._stamp = stamp
+
+    @property
+    def accepted(self) -> bool:
+        """Whether any version was accepted yet."""
+        return self._stamp is not None
+
 
 def read_token_file(path: Path) -> list[str]:
     """Tokens in ``path``: one per line, blank lines and ``#`` comments skipped."""
@@ -50,8 +92,7 @@ class TokenSet:
         env = os.environ.get(env_var, "") if env_var else ""
         self._env = [_digest(t.strip()) for t in env.split(",") if t.strip()]
         self._file: list[bytes] = []
-        self._stamp: tuple[int, int, int] | None = None
-        self._next_check = 0.0
+        self._watch = FileWatch([self.path] if self.path is not None else [], check_s)
         self._mu = threading.Lock()
         self._reload(force=True)
 
@@ -62,15 +103,10 @@ class TokenSet:
         """Re-read the file if its (inode, size, mtime) changed since the last read."""
         if self.path is None:
             return
-        now = time.monotonic()
-        if not force and now < self._next_check:
-            return
         with self._mu:
-            self._next_check = now + self.check_s
             try:
-                st = os.stat(self.path)
-                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-                if stamp == self._stamp:
+                stamp = self._watch.poll(force)
+                if stamp is None:
                     return
                 tokens = read_token_file(self.path)
             except OSError as exc:
@@ -80,9 +116,10 @@ class TokenSet:
             if not tokens and self._file:
                 log.warning("token file is empty; keeping the last tokens read", extra={"path": str(self.path)})
                 return
-            if self._stamp is not None:
+            if self._watch.accepted:
                 log.info("token file changed; tokens reloaded", extra={"path": str(self.path), "tokens": len(tokens)})
-            self._file, self._stamp = [_digest(t) for t in tokens], stamp
+            self._file = [_digest(t) for t in tokens]
+            self._watch.accept(stamp)
 
     def matches(self, token: str | None) -> bool:
         """Whether ``token`` is in the set; compares against every digest (no early exit), so

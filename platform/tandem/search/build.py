@@ -1,0 +1,88 @@
+"""One way to assemble a :class:`~tandem.search.orchestrator.HybridSearcher` from what decides
+its ranking, so that the gateway (``tandem serve``), ``tandem search``, ``tandem eval --system
+hybrid`` and the demo rank alike: same catalog rule, same intents, same fusion choice
+(:func:`tandem.fusion.factory.make_fuser`).
+
+The callers build the sources (local, in-process or remote retrievers) and name the rest in a
+:class:`SearcherSpec`; :func:`build_searcher` does the choosing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tandem.cache import ResultCache
+from tandem.errors import InvalidInput
+from tandem.fusion.factory import make_fuser
+from tandem.intent.base import IntentDecomposer
+from tandem.retriever import Retriever
+from tandem.search.catalog import InMemoryCatalog, ItemLookup, StoredFieldsLookup
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import SearchConfig
+
+
+@dataclass(frozen=True)
+class SearcherSpec:
+    """Everything that decides how a searcher ranks, besides its sources' own models.
+
+    Catalog (titles, filter fields, which items still exist): ``catalog_file`` (items JSONL),
+    else ``catalog`` (any :class:`ItemLookup`, e.g. the gateway's remote ``Lookup``), else the
+    stored fields of the first source that has them (a Lucene index), else none.
+    Intents: ``intents`` (a decomposer object, e.g. a remote one) or ``intent_model`` (a
+    ``tandem intent fit`` folder), else the whole query. Fusion: ``fusion`` by the rule of
+    :func:`~tandem.fusion.factory.make_fuser`; ``auto`` takes ``fusion_model`` when given, else
+    the fusion model the registry promoted with the base in use (``model``: a registry
+    base-model folder, or ``registry``: its current base).
+    """
+
+    sources: Sequence[Retriever]
+    fusion: str = "auto"
+    fusion_model: Path | None = None
+    model: Path | None = None
+    registry: str | None = None
+    intents: IntentDecomposer | None = None
+    intent_model: Path | None = None
+    catalog: ItemLookup | None = None
+    catalog_file: Path | None = None
+    cache: ResultCache | None = None
+    config: SearchConfig = field(default_factory=SearchConfig)
+
+
+def spec_catalog(spec: SearcherSpec) -> ItemLookup | None:
+    """The :class:`ItemLookup` ``spec`` names (see :class:`SearcherSpec` for the order)."""
+    if spec.catalog_file is not None:
+        if not Path(spec.catalog_file).is_file():
+            raise InvalidInput(f"`catalog_file` {spec.catalog_file} does not exist")
+        return InMemoryCatalog.from_jsonl(str(spec.catalog_file))
+    if spec.catalog is not None:
+        return spec.catalog
+    return next((StoredFieldsLookup(r) for r in spec.sources if callable(getattr(r, "documents", None))), None)
+
+
+def spec_intents(spec: SearcherSpec) -> IntentDecomposer | None:
+    """The decomposer ``spec`` names, ``None`` for the whole query."""
+    if spec.intents is not None and spec.intent_model is not None:
+        raise InvalidInput("give `intents` or `intent_model`, not both")
+    if spec.intent_model is None:
+        return spec.intents
+    from tandem.intent.decomposer import CatalogIntentDecomposer
+
+    return CatalogIntentDecomposer.load(spec.intent_model)
+
+
+def build_searcher(spec: SearcherSpec) -> HybridSearcher:
+    """The searcher ``spec`` describes. Raises :class:`InvalidInput` naming the spec field at
+    fault (an unknown ``fusion``, ``learned`` without a model, a missing file)."""
+    if not spec.sources:
+        raise InvalidInput("`sources` is empty; a searcher needs at least one source")
+    lookup = spec_catalog(spec)
+    intents = spec_intents(spec)
+    fuser = make_fuser(spec.fusion, spec.fusion_model, lookup, has_intents=intents is not None, model=spec.model,
+                       registry=spec.registry)
+    return HybridSearcher(spec.sources, fuser=fuser, intents=intents, cache=spec.cache, catalog=lookup,
+                          config=spec.config)
+
+
+__all__ = ["SearcherSpec", "build_searcher", "spec_catalog", "spec_intents"]
