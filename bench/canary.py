@@ -198,7 +198,8 @@ def main() -> None:
     from tandem.catalog.queries import read_qrels
     from tandem.feedback.store import FeedbackStore
     from tandem.feedback.stream import KafkaFeedbackSink, feedback_consumer
-    from tandem.search import HybridSearcher, SearchConfig
+    from tandem.search.orchestrator import HybridSearcher
+    from tandem.search.request import SearchConfig
     from tandem.sparse import SparseConfig, SparseRetriever, build_index
     from tandem.streams.config import StreamSettings
     from tandem.testing.infra import KafkaBroker

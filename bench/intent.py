@@ -62,8 +62,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     from tandem.fusion import RRF, RankedList, ScoreFusion
     from tandem.fusion.learned import LearnedFusion, examples, title_lookup
     from tandem.intent import CatalogIntentDecomposer
+    from tandem.intent.base import FILTER_INTENT, Intent
     from tandem.jvm import ensure_jvm
-    from tandem.search import FILTER_INTENT, Intent
 
     ensure_jvm()
     from tandem.sparse import SparseConfig, SparseRetriever, build_index

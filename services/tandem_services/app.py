@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tandem.canary.arms import Arms
 from tandem.errors import InvalidInput, Unavailable
 from tandem.feedback.stream import FeedbackSink
+from tandem.intent.base import IntentDecomposer
 from tandem.retriever import Retriever
-from tandem.search import HybridSearcher, IntentDecomposer
+from tandem.search.orchestrator import HybridSearcher
 from tandem.v1 import (
     admin_pb2,
     admin_pb2_grpc,

@@ -12,8 +12,9 @@ from pathlib import Path
 import grpc
 
 from tandem.errors import InvalidInput, TandemError, Unavailable
+from tandem.intent.base import Intent, IntentDecomposer
 from tandem.retriever import Hit, Retriever, validate_queries, validate_scoring
-from tandem.search import FilterSpec, Intent, IntentDecomposer
+from tandem.search.request import FilterSpec
 from tandem.v1 import (
     intent_pb2,
     intent_pb2_grpc,

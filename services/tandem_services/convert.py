@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tandem.search import FilterSpec, Intent, ItemMeta, SearchRequest, SearchResult
+from tandem.intent.base import Intent
+from tandem.search.catalog import ItemMeta
+from tandem.search.request import FilterSpec, SearchRequest
+from tandem.search.results import SearchResult
 from tandem.v1 import retriever_pb2, search_pb2
 
 

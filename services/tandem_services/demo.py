@@ -153,7 +153,8 @@ def run_demo(home: Path, data_root: Path, cfg: DemoConfig, echo: Callable[[str],
     from tandem.generative.reload import HotSwapRetriever
     from tandem.jvm import ensure_jvm
     from tandem.registry import ArtifactKind, Registry
-    from tandem.search import HybridSearcher, StoredFieldsLookup
+    from tandem.search.catalog import StoredFieldsLookup
+    from tandem.search.orchestrator import HybridSearcher
     from tandem.streams.apply import Applier, LazyBM25Index
     from tandem.streams.consumer import ingest_file
     from tandem.streams.store import CatalogStore

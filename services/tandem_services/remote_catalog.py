@@ -2,7 +2,7 @@
 
 The served BM25 index is where deletes and quarantines land within a second (the sparse pods
 follow the ingest writer), so the gateway asks it which of its fused candidates still exist,
-and gets their titles and filter fields in the same call (:mod:`tandem.search_known`).
+and gets their titles and filter fields in the same call (:func:`tandem.search.catalog.known_hits`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from tandem.search import ItemMeta
+from tandem.search.catalog import ItemMeta
 from tandem.v1 import retriever_pb2, retriever_pb2_grpc
 from tandem_services.client import ChannelOptions, _translate
 from tandem_services.convert import meta_from_proto

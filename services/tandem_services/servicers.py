@@ -11,15 +11,13 @@ from concurrent.futures import Executor
 import grpc
 
 from tandem.errors import InvalidInput
+from tandem.intent.base import IntentDecomposer
 from tandem.retriever import Retriever, refresh_sources, validate_queries, validate_scoring
-from tandem.search import (
-    HybridSearcher,
-    IntentDecomposer,
-    RecentMemo,
-    SearchResult,
-    StoredFieldsLookup,
-    check_filter_count,
-)
+from tandem.search.catalog import StoredFieldsLookup
+from tandem.search.memo import CacheMiss, RecentMemo
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import check_filter_count
+from tandem.search.results import SearchResult
 from tandem.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -68,7 +66,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     def _response(self, result: SearchResult) -> search_pb2.SearchResponse:
         """The proto for ``result``. A cache hit shares its hits list with every other hit of
-        the same entry (see ``HybridSearcher._cached``), so its message is built once and
+        the same entry (see :meth:`tandem.search.memo.ResultMemo.peek`), so its message is built once and
         copied, with this request's ``took_ms``."""
         if not result.cache_hit:
             return result_to_proto(result)
@@ -84,16 +82,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext):
         # Before converting: a flood of filters must not cost event-loop time (issue 19).
         check_filter_count(len(request.filters), self.searcher.config)
-        prepared = self.searcher.prepare(request_from_proto(request))
-        cache = self.searcher.cache
         # A hit in an in-process cache is answered right here: handing it to a thread and back
         # costs more than the lookup (two event-loop wake-ups and GIL hand-offs per request).
-        local = cache is not None and not cache.blocking
-        result = self.searcher.lookup(prepared) if local else None
-        if result is None:
+        result = self.searcher.cached(request_from_proto(request))
+        if isinstance(result, CacheMiss):
             deadline = remaining_s(context, self.searcher.config.deadline_s)
             loop = asyncio.get_running_loop()
-            search = functools.partial(self.searcher.search, prepared, looked_up=local)
+            search = functools.partial(self.searcher.search, result)
             result = await loop.run_in_executor(self.executor, within_budget(search, deadline, "the search"))
         if result.cache_hit:
             SEARCH_CACHE_HITS.inc()
@@ -186,7 +181,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
 
     async def Lookup(self, request: retriever_pb2.LookupRequest, context: grpc.aio.ServicerContext):
         """Stored fields of the requested items the source holds now (the gateway's live
-        catalog, see :mod:`tandem.search_known`), read in the executor."""
+        catalog, see :func:`tandem.search.catalog.known_hits`), read in the executor."""
         retriever = self._source(request.source)
         if not callable(getattr(retriever, "documents", None)):
             raise InvalidInput(f"source {retriever.name!r} stores no item fields")

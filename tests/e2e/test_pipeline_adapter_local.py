@@ -78,7 +78,7 @@ def test_base_then_adapter_pipeline_then_serving(tmp_path: Path, monkeypatch: py
 
     # Serving the registry over gRPC: the promoted base + adapter answer, fresh items included.
     from tandem.generative.reload import HotSwapRetriever
-    from tandem.search import HybridSearcher
+    from tandem.search.orchestrator import HybridSearcher
     from tandem_services.app import all_in_one_server
     from tandem_services.client import SearchClient
     from tandem_services.runner import BackgroundServer

@@ -79,7 +79,7 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     from tandem.cli.serve import _fuser
     from tandem.fusion.learned import LearnedFusion
     from tandem.registry.fusion import MODEL_FILE, REPORT_FILE
-    from tandem.search import InMemoryCatalog
+    from tandem.search.catalog import InMemoryCatalog
 
     assert reg.current(ArtifactKind.FUSION) == out["fusion"]
     fusion = reg.get(ArtifactKind.FUSION, out["fusion"])

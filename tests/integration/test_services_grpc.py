@@ -18,7 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tandem.cache import LruCache, make_cache
-from tandem.search import FilterSpec, HybridSearcher, InMemoryCatalog, SearchConfig
+from tandem.search.catalog import InMemoryCatalog
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import FilterSpec, SearchConfig
 from tandem.testing.infra import RedisServer
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog

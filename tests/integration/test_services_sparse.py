@@ -12,7 +12,10 @@ import pytest
 
 from tandem.cache import make_cache
 from tandem.catalog.item import Item
-from tandem.search import FilterSpec, HybridSearcher, SearchConfig, SerializedRetriever, StoredFieldsLookup
+from tandem.search.catalog import StoredFieldsLookup
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import FilterSpec, SearchConfig
+from tandem.search.sources import SerializedRetriever
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem_services.app import gateway_server, retriever_server

@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tandem.search import HybridSearcher, InMemoryCatalog
+from tandem.search.catalog import InMemoryCatalog
+from tandem.search.orchestrator import HybridSearcher
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem_services.app import gateway_server, retriever_server

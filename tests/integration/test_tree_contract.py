@@ -60,7 +60,8 @@ def test_item_scores_over_grpc_match_in_process_and_reach_the_fuser(trained_dir:
     INVALID_ARGUMENT."""
     from tandem.errors import InvalidInput
     from tandem.fusion import RRF
-    from tandem.search import HybridSearcher, SearchConfig, SearchRequest
+    from tandem.search.orchestrator import HybridSearcher
+    from tandem.search.request import SearchConfig, SearchRequest
     from tandem.testing.term_overlap import TermOverlapRetriever
     from tandem_services.app import retriever_server
     from tandem_services.client import RemoteRetriever

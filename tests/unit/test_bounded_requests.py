@@ -13,7 +13,8 @@ import pytest
 
 from tandem.errors import InvalidInput
 from tandem.retriever import Hit
-from tandem.search import FilterSpec, HybridSearcher, SearchConfig, SearchRequest, validate_request
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import FilterSpec, SearchConfig, SearchRequest, validate_request
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem_services.batching import MicroBatcher
@@ -112,7 +113,7 @@ def test_the_result_cache_is_bounded_in_bytes() -> None:
 def test_every_server_caps_concurrent_calls() -> None:
     import threading
 
-    from tandem.search import SearchConfig
+    from tandem.search.request import SearchConfig
     from tandem.v1 import search_pb2, search_pb2_grpc
     from tandem_services.app import gateway_server
     from tandem_services.runner import BackgroundServer
@@ -144,7 +145,7 @@ def test_every_server_caps_concurrent_calls() -> None:
 
 def test_an_intent_outage_degrades_to_the_whole_query() -> None:
     from tandem.errors import Unavailable
-    from tandem.search import IntentDecomposer, Intent
+    from tandem.intent.base import Intent, IntentDecomposer
 
     class Down(IntentDecomposer):
         def decompose(self, query: str) -> list[Intent]:

@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from tandem.retriever import Hit
-from tandem.search import HybridSearcher, SearchConfig
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import SearchConfig
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem.v1 import search_pb2, search_pb2_grpc

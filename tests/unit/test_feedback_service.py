@@ -13,7 +13,8 @@ from tandem.canary import Arms
 from tandem.feedback.store import FeedbackStore
 from tandem.feedback.stream import JsonlFeedbackSink, replay_file
 from tandem.retriever import Hit, Retriever
-from tandem.search import HybridSearcher, InMemoryCatalog
+from tandem.search.catalog import InMemoryCatalog
+from tandem.search.orchestrator import HybridSearcher
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem.v1 import feedback_pb2, feedback_pb2_grpc, search_pb2, search_pb2_grpc

@@ -8,7 +8,7 @@ import math
 import pytest
 from hypothesis import given, settings
 
-from tandem.search import FilterSpec, SearchRequest
+from tandem.search.request import FilterSpec, SearchRequest
 from tandem.testing.fuzz import FuzzFailure, check_proto_request, check_search_request, proto_search_requests, \
     search_requests
 

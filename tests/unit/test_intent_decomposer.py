@@ -11,7 +11,9 @@ from tandem.catalog.item import Item
 from tandem.errors import CorruptArtifact, InvalidInput
 from tandem.intent import CatalogIntentDecomposer, find_sizes, parse_price
 from tandem.retriever import Hit, Retriever
-from tandem.search import HybridSearcher, InMemoryCatalog, SearchRequest, intent_filters
+from tandem.search.catalog import InMemoryCatalog, intent_filters
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import SearchRequest
 
 # Invented titles in the catalog's house style: <Brand> <modifiers> <type> in <colour/finish>.
 BRANDS = ["Delta", "Hampton Bay", "Everbilt", "Glacier Bay", "Moen"]

@@ -19,7 +19,8 @@ from tandem.fusion.learned import Example, LearnedFusion
 from tandem.generative.tree_decoding import TreeIndex, forced_log_probs
 from tandem.generative.tree_model import TreeDecoder, TreeDecoderConfig
 from tandem.retriever import Hit, Retriever, validate_queries
-from tandem.search import HybridSearcher, SearchConfig, SearchRequest
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import SearchConfig, SearchRequest
 
 CODES = np.array([[a, b, c] for a in range(3) for b in range(2) for c in range(3)])
 

@@ -16,7 +16,7 @@ from tandem.fusion.learned import Example, LearnedFusion, title_lookup
 from tandem.registry import ArtifactKind, Registry
 from tandem.registry.fusion import MODEL_FILE, current_fusion_for_base, registry_base_of
 from tandem.retriever import Hit
-from tandem.search import InMemoryCatalog
+from tandem.search.catalog import InMemoryCatalog
 from tandem.training.synthetic import synthetic_catalog
 
 ITEMS = synthetic_catalog(20).items

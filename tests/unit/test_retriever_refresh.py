@@ -8,7 +8,8 @@ import pytest
 
 from tandem.errors import InvalidInput
 from tandem.retriever import Retriever, refresh_sources
-from tandem.search import HybridSearcher, SerializedRetriever
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.sources import SerializedRetriever
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem_services.servicers import retriever_reloader

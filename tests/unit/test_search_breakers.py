@@ -11,8 +11,9 @@ import pytest
 
 from tandem.errors import InvalidInput
 from tandem.retriever import Hit, Retriever
-from tandem.search import HybridSearcher, SearchConfig, SearchRequest
-from tandem.search_breakers import SKIPPED, SourceBreakers
+from tandem.search.breakers import SKIPPED, SourceBreakers
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import SearchConfig, SearchRequest
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 

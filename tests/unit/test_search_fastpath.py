@@ -1,5 +1,5 @@
-"""The gateway's cache-hit fast path: prepare → lookup on the event loop, memoised decoding
-and responses, and a miss counted once."""
+"""The gateway's cache-hit fast path: ``cached`` on the event loop (a hit, or a miss to compute),
+memoised decoding and responses, and a miss counted once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 
 from tandem.cache import LruCache
 from tandem.errors import InvalidInput
-from tandem.search import HybridSearcher, InMemoryCatalog, RecentMemo, SearchRequest
+from tandem.search.catalog import InMemoryCatalog
+from tandem.search.memo import CacheMiss, RecentMemo
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import SearchRequest
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem.v1 import search_pb2
@@ -30,23 +33,40 @@ def _searcher() -> HybridSearcher:
                           catalog=InMemoryCatalog(ITEMS))
 
 
-def test_lookup_misses_then_hits_with_independent_copies() -> None:
+def test_cached_misses_then_hits_with_independent_copies() -> None:
     s = _searcher()
-    prepared = s.prepare(SearchRequest("garden hose", top_k=3))
-    assert s.lookup(prepared) is None
-    computed = s.search(prepared, looked_up=True)
-    assert s.cache.misses == 1  # the lookup's miss is not counted again by search
-    first, second = s.lookup(prepared), s.lookup(s.prepare(SearchRequest(" garden  hose", top_k=3)))
-    assert first is not None and second is not None and first.cache_hit and second.cache_hit
+    miss = s.cached(SearchRequest("garden hose", top_k=3))
+    assert isinstance(miss, CacheMiss) and miss.looked_up
+    computed = s.search(miss)
+    assert s.cache.misses == 1  # the fast path's miss is not counted again by search
+    first, second = s.cached(SearchRequest("garden hose", top_k=3)), s.cached(SearchRequest(" garden  hose", top_k=3))
+    assert not isinstance(first, CacheMiss) and not isinstance(second, CacheMiss)
+    assert first.cache_hit and second.cache_hit
     assert [h.item_id for h in first.hits] == [h.item_id for h in computed.hits]
     first.took_ms = 123.0
     assert second.took_ms != 123.0  # each hit is its own result object
     assert s.cache.hits == 2
 
 
-def test_prepare_validates_like_search() -> None:
+def test_cached_does_not_read_a_blocking_cache_or_none() -> None:
+    """Without an in-process cache the fast path only validates: the read happens in ``search``."""
+    class Blocking(LruCache):
+        blocking = True
+
+    for cache in (Blocking(), None):
+        s = HybridSearcher([TermOverlapRetriever(ITEMS, name="bm25")], cache=cache, catalog=InMemoryCatalog(ITEMS))
+        miss = s.cached(SearchRequest("garden hose", top_k=3))
+        assert isinstance(miss, CacheMiss) and not miss.looked_up
+        if cache is not None:
+            assert cache.hits == cache.misses == 0
+            s.search(miss)
+            again = s.cached(SearchRequest("garden hose", top_k=3))
+            assert isinstance(again, CacheMiss) and s.search(again).cache_hit
+
+
+def test_cached_validates_like_search() -> None:
     with pytest.raises(InvalidInput, match="`top_k`"):
-        _searcher().prepare(SearchRequest("drill", top_k=0))
+        _searcher().cached(SearchRequest("drill", top_k=0))
 
 
 def test_recent_memo_checks_the_source_and_stays_bounded() -> None:

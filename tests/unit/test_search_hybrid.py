@@ -11,18 +11,13 @@ import pytest
 
 from tandem.cache import LruCache
 from tandem.errors import InvalidInput, Unavailable
+from tandem.intent.base import Intent, IntentDecomposer
 from tandem.retriever import Hit, Retriever
-from tandem.search import (
-    FilterSpec,
-    HybridSearcher,
-    InMemoryCatalog,
-    Intent,
-    IntentDecomposer,
-    SearchConfig,
-    SearchRequest,
-    SearchResult,
-    SerializedRetriever,
-)
+from tandem.search.catalog import InMemoryCatalog
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import FilterSpec, SearchConfig, SearchRequest
+from tandem.search.results import SearchResult
+from tandem.search.sources import SerializedRetriever
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 

@@ -11,8 +11,10 @@ import pytest
 
 from tandem.errors import Unavailable
 from tandem.retriever import Hit, Retriever
-from tandem.search import FilterSpec, HybridSearcher, InMemoryCatalog, ItemMeta, SearchRequest
-from tandem.search_known import UNKNOWN_HITS
+from tandem.search.catalog import InMemoryCatalog, ItemMeta
+from tandem.search.catalog import UNKNOWN_HITS
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import FilterSpec, SearchRequest
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem_services.app import retriever_server

@@ -10,15 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tandem.errors import InvalidInput
+from tandem.intent.base import Intent, IntentDecomposer
 from tandem.retriever import Retriever
-from tandem.search import (
-    HybridSearcher,
-    InMemoryCatalog,
-    Intent,
-    IntentDecomposer,
-    SearchRequest,
-    SerializedRetriever,
-)
+from tandem.search.catalog import InMemoryCatalog
+from tandem.search.orchestrator import HybridSearcher
+from tandem.search.request import SearchRequest
+from tandem.search.sources import SerializedRetriever
 from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem_services.app import BatchOptions, all_in_one_server, intent_server

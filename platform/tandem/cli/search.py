@@ -13,7 +13,7 @@ import typer
 
 def _filters(price_min: Optional[float], price_max: Optional[float], category: Optional[str],
              brand: Optional[str]) -> list[Any]:
-    from tandem.search import FilterSpec
+    from tandem.search.request import FilterSpec
 
     out = []
     if price_min is not None or price_max is not None:
@@ -101,7 +101,9 @@ def _remote(query: str, top_k: int, filters: list, server: str, token: Optional[
 def _local(query: str, top_k: int, filters: list, index: Optional[Path], source: str,
            generative_factory: Optional[str], generative_arg: list[str], model: Optional[Path],
            timeout_ms: float) -> None:
-    from tandem.search import HybridSearcher, SearchRequest, StoredFieldsLookup
+    from tandem.search.catalog import StoredFieldsLookup
+    from tandem.search.orchestrator import HybridSearcher
+    from tandem.search.request import SearchRequest
 
     if source not in ("sparse", "hybrid"):
         raise typer.BadParameter("must be `sparse` or `hybrid`", param_hint="--source")

@@ -160,7 +160,9 @@ def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str
     """The searcher of a server. Its catalog: ``--catalog``, else ``live_catalog`` (the gateway's
     sparse ``Lookup``), else a local source's stored fields."""
     from tandem.cache import make_cache
-    from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig, StoredFieldsLookup
+    from tandem.search.catalog import InMemoryCatalog, StoredFieldsLookup
+    from tandem.search.orchestrator import HybridSearcher
+    from tandem.search.request import SearchConfig
 
     lookup = None
     if catalog is not None:
@@ -280,7 +282,7 @@ def gateway(
             retrievers.append(RemoteRetriever(generative, "generative", options=ch, timeout_s=deadline_ms / 1000))
         intents = RemoteIntents(intent, options=ch) if intent else _intents(intent_model)
         # Titles, filter fields and which items still exist, from the served index (deleted and
-        # quarantined items the generative model still knows are dropped: tandem.search_known).
+        # quarantined items the generative model still knows are dropped: tandem.search.catalog.known_hits).
         live = RemoteCatalog(sparse, options=ch, timeout_s=min(0.5, deadline_ms / 1000))
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model,
                              registry=registry if generative else None, live_catalog=live)
@@ -295,6 +297,12 @@ def sparse_cmd(
     wait_for_index: Annotated[bool, typer.Option(
         help="When --index does not exist yet (the ingest consumer writes it on its first events), serve "
              "UNAVAILABLE until it does instead of exiting.")] = False,
+    snapshots: Annotated[Optional[str], typer.Option(
+        help="Serve the index snapshots the ingest consumer publishes to this registry (URI, or 'default': "
+             "TANDEM_ARTIFACTS_URI, else <home>/registry) instead of a live index: for readers on other nodes. "
+             "--index is then the local folder they are unpacked into.")] = None,
+    snapshot_poll_s: Annotated[float, typer.Option(
+        min=0.05, help="With --snapshots: seconds between checks for a newer snapshot.")] = 2.0,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50052,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
@@ -306,6 +314,10 @@ def sparse_cmd(
     def build():
         from tandem_services.app import load_sparse, retriever_server
 
+        if snapshots is not None:
+            from tandem.sparse.snapshot_reader import SnapshotIndex
+
+            return retriever_server([SnapshotIndex(snapshots, index, poll_s=snapshot_poll_s)], opts)
         return retriever_server([load_sparse(str(index), wait_for_index=wait_for_index)], opts)
 
     _run(build, metrics_port, log_level)
@@ -353,7 +365,7 @@ def intent(
     opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port)
 
     def build():
-        from tandem.search import WholeQuery
+        from tandem.intent.base import WholeQuery
         from tandem_services.app import intent_server, load_factory
 
         decomposer = load_factory(factory) if factory else _intents(model) or WholeQuery()

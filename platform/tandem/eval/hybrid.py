@@ -25,7 +25,7 @@ class HybridRetriever(Retriever):
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         from tandem.errors import Unavailable
-        from tandem.search import SearchRequest
+        from tandem.search.request import SearchRequest
 
         validate_queries(queries, k)
         out: list[list[Hit]] = []
@@ -62,7 +62,9 @@ def hybrid_system(spec: Any) -> HybridRetriever:
     from tandem.errors import InvalidInput
     from tandem.eval.systems import HYBRID_OPTIONS, build_system
     from tandem.fusion.factory import make_fuser
-    from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig
+    from tandem.search.catalog import InMemoryCatalog
+    from tandem.search.orchestrator import HybridSearcher
+    from tandem.search.request import SearchConfig
 
     names = [n.strip() for n in str(spec.options.get("sources", "bm25,generative")).split(",") if n.strip()]
     unknown = set(names) - {"bm25", "generative"}

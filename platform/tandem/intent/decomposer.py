@@ -28,7 +28,7 @@ from tandem.intent.lexicon import OTHER, PRICE, SIZE, TYPE, normalize, stem, tok
 from tandem.intent.mining import Vocabulary, mine_vocabulary
 from tandem.intent.rules import PriceConstraint, find_sizes, parse_price
 from tandem.intent.tagger import Tagger
-from tandem.search import FILTER_INTENT, Intent, IntentDecomposer
+from tandem.intent.base import FILTER_INTENT, Intent, IntentDecomposer
 
 FORMAT = "tandem.intent/1"
 FILE = "intent.json"

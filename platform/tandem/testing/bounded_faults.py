@@ -170,7 +170,8 @@ def filter_flood(seconds: float = 4.0) -> ScenarioResult:
     """Flood requests (55,000 filters, ~1 MiB) from one client beside two normal clients."""
     import grpc
 
-    from tandem.search import HybridSearcher, InMemoryCatalog
+    from tandem.search.catalog import InMemoryCatalog
+    from tandem.search.orchestrator import HybridSearcher
     from tandem.testing.term_overlap import TermOverlapRetriever
     from tandem.testing.tiny_catalog import tiny_catalog
     from tandem.v1 import search_pb2, search_pb2_grpc
@@ -201,7 +202,7 @@ def topk_inflation(seconds: float = 4.0) -> ScenarioResult:
     retriever service whose every batch depth is recorded."""
     import grpc
 
-    from tandem.search import HybridSearcher
+    from tandem.search.orchestrator import HybridSearcher
     from tandem.testing.term_overlap import TermOverlapRetriever
     from tandem.testing.tiny_catalog import tiny_catalog
     from tandem.v1 import search_pb2, search_pb2_grpc
@@ -247,7 +248,7 @@ def intent_down(seconds: float = 3.0) -> ScenarioResult:
 
     import grpc
 
-    from tandem.search import HybridSearcher
+    from tandem.search.orchestrator import HybridSearcher
     from tandem.testing.term_overlap import TermOverlapRetriever
     from tandem.testing.tiny_catalog import tiny_catalog
     from tandem.v1 import search_pb2, search_pb2_grpc

@@ -212,7 +212,9 @@ def _request_result(name: str, outcomes: Sequence[Outcome], recovery_s: float | 
 @contextmanager
 def _gateway(retrievers: Sequence[Retriever], *, cache: Any = None, deadline_s: float = 1.0) -> Iterator[Any]:
     """A real gateway (gRPC, loopback) over ``retrievers``; yields its BackgroundServer."""
-    from tandem.search import HybridSearcher, InMemoryCatalog, SearchConfig
+    from tandem.search.catalog import InMemoryCatalog
+    from tandem.search.orchestrator import HybridSearcher
+    from tandem.search.request import SearchConfig
     from tandem_services.app import gateway_server
     from tandem_services.runner import BackgroundServer
     from tandem_services.server import ServerOptions

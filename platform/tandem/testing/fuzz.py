@@ -29,7 +29,7 @@ from tandem.catalog.events import EventError, EventReason, ItemEvent, decode_eve
 from tandem.catalog.item import Item
 from tandem.catalog.loaders import load_items
 from tandem.errors import InvalidInput
-from tandem.search import FILTER_FIELDS, FilterSpec, SearchConfig, SearchRequest, validate_request
+from tandem.search.request import FILTER_FIELDS, FilterSpec, SearchConfig, SearchRequest, validate_request
 
 CONFIG = SearchConfig()
 """Limits the request properties check against (the production defaults)."""
@@ -467,7 +467,8 @@ def fuzz_server() -> Iterator[Any]:
     sources, a catalog for filters); yields a ``SearchServiceStub`` connected to it."""
     import grpc
 
-    from tandem.search import HybridSearcher, InMemoryCatalog
+    from tandem.search.catalog import InMemoryCatalog
+    from tandem.search.orchestrator import HybridSearcher
     from tandem.testing.term_overlap import TermOverlapRetriever
     from tandem.testing.tiny_catalog import tiny_catalog
     from tandem.v1 import search_pb2_grpc
