@@ -99,6 +99,17 @@ def publish(
     console.print(f"published {report.sent} events to {producer.topic}; {len(bad)} invalid lines skipped")
 
 
+def _snapshots(live, uri: str | None, every_s: float, keep: int):  # type: ignore[no-untyped-def]
+    """The index snapshot publisher for ``--publish-snapshots`` (a no-op context without it)."""
+    import contextlib
+
+    if uri is None or live is None:
+        return contextlib.nullcontext()
+    from tandem.sparse.snapshots import SnapshotPublisher
+
+    return SnapshotPublisher(live.index_dir, uri, every_s=every_s, keep=keep)
+
+
 @app.command()
 def consume(
     from_file: Annotated[
@@ -120,6 +131,13 @@ def consume(
     rejects: Annotated[Path | None, typer.Option("--rejects", help="With --from-file: write refused lines here.")] = None,
     status_every: Annotated[float, typer.Option(
         "--status-every", min=0, help="Print a status line (counts so far) every this many seconds; 0 = off.")] = 30.0,
+    publish_snapshots: Annotated[str | None, typer.Option(
+        "--publish-snapshots", help="Publish the index's new commits as snapshots to this registry (URI, or "
+        "'default': TANDEM_ARTIFACTS_URI, else <home>/registry), for `tandem serve sparse --snapshots`.")] = None,
+    snapshot_every: Annotated[float, typer.Option(
+        "--snapshot-every", min=0.05, help="With --publish-snapshots: seconds between checks for a new commit.")] = 10.0,
+    snapshot_keep: Annotated[int, typer.Option(
+        "--snapshot-keep", min=1, help="With --publish-snapshots: snapshots kept; older ones are deleted.")] = 3,
 ) -> None:
     """Apply item events to the catalog store and the live BM25 index until SIGTERM/SIGINT.
 
@@ -139,6 +157,8 @@ def consume(
     console = Console(stderr=True, soft_wrap=True)
     settings = _settings(bootstrap, topic)
     live = None if no_index else LazyBM25Index(index or settings.index_dir)
+    if publish_snapshots is not None and live is None:
+        raise typer.BadParameter("--publish-snapshots needs the index (drop --no-index)", param_hint="--publish-snapshots")
     health = None
     try:
         from tandem.streams import metrics
@@ -165,7 +185,8 @@ def consume(
                 where = f"{consumer.topic} @ {settings.kafka_bootstrap}"
                 console.print(f"consuming {where} into {live.index_dir if live else 'the store only'}; "
                               "Ctrl-C stops after the current batch")
-                with StatusLine(lambda: consumer.totals, status_every, where, console.print):
+                with StatusLine(lambda: consumer.totals, status_every, where, console.print), \
+                        _snapshots(live, publish_snapshots, snapshot_every, snapshot_keep):
                     totals = consumer.run(max_idle_s=idle_exit)
             counts = cstore.counts()
     except TandemError as e:

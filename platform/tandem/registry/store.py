@@ -219,6 +219,18 @@ class Registry:
                 raise CorruptArtifact(f"{art.manifest.ref}: checksum mismatch in {rel} while downloading")
         return out
 
+    def delete(self, kind: ArtifactKind | str, version: str) -> None:
+        """Remove a version (retention of index snapshots); never the ``current`` one. The
+        manifest goes first, so a half-deleted version is already no longer listed."""
+        k = ArtifactKind.parse(kind)
+        if version == self.current(k):
+            raise InvalidInput(f"{k.value}:{version} is current; promote another version before deleting it")
+        vdir = self._version_dir(k, version)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(posixpath.join(vdir, MANIFEST_NAME))
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(vdir, recursive=True)
+
     # -- the current pointer -------------------------------------------------------------
 
     def _pointer_path(self, kind: ArtifactKind) -> str:
