@@ -26,12 +26,19 @@ PROFILE_GROUP = "tandem-profiles"
 """Consumer group of the profile consumer (its own offsets, beside the feedback replay's)."""
 
 
+class _Progress:
+    """What the ingest consumer reports as its store's sequence number: events folded in so far."""
+
+    seq = 0
+
+
 class ProfileApplier:
     """Folds a batch of feedback events into the users' profiles (one read and one write per user)."""
 
-    def __init__(self, store: ProfileStore, vectors: ItemVectors, config: ProfileConfig | None = None) -> None:
-        self.store, self.vectors = store, vectors
+    def __init__(self, profiles: ProfileStore, vectors: ItemVectors, config: ProfileConfig | None = None) -> None:
+        self.profiles, self.vectors = profiles, vectors
         self.config = config or ProfileConfig()
+        self.store = _Progress()
 
     def apply(self, events: Sequence[FeedbackEvent]) -> BatchReport:
         """Update the profiles ``events`` touch; a :class:`BatchReport` in the consumer's terms."""
@@ -46,14 +53,15 @@ class ProfileApplier:
                 continue
             profile = touched.get(e.user_id)
             if profile is None:
-                profile = self.store.get_strict(e.user_id) or UserProfile.empty(self.vectors.dim)
+                profile = self.profiles.get_strict(e.user_id) or UserProfile.empty(self.vectors.dim)
                 touched[e.user_id] = profile
             if profile.add(e.event_id, vec, self.vectors.code(e.item_id), weight, e.ts, self.config):
                 applied += 1
             else:
                 duplicates += 1
         for user, profile in touched.items():
-            self.store.put(user, profile)
+            self.profiles.put(user, profile)
+        self.store.seq += applied
         return BatchReport(events=len(events), applied=applied, duplicates=duplicates, stale=skipped, indexed=0,
                            seconds=time.perf_counter() - started)
 

@@ -1,0 +1,98 @@
+"""Behaviour profiles (issue 22 item 1): decay, dedupe, stores, fail-open reads, the re-ranker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tandem.errors import CorruptArtifact, InvalidInput
+from tandem.feedback.events import FeedbackEvent
+from tandem.fusion.rrf import RRF
+from tandem.fusion.base import RankedList
+from tandem.personal import (
+    ItemVectors, MemoryProfileStore, PersonalFuser, ProfileConfig, ProfileReader, RedisProfileStore, UserProfile,
+)
+from tandem.personal.consumer import ProfileApplier
+from tandem.personal.rerank import Session, fit_weights
+from tandem.retriever import Hit
+
+T0 = 1_800_000_000.0
+
+
+def _vectors() -> ItemVectors:
+    v = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    return ItemVectors(["a", "a2", "b", "c"], v, np.array([[1, 1, 0], [1, 2, 0], [2, 1, 0], [3, 1, 0]]))
+
+
+def _click(item: str, ts: float, user: str = "u1", kind: str = "click", rid: str = "r1") -> FeedbackEvent:
+    return FeedbackEvent(rid, user, item, kind, 1, ts)
+
+
+def test_profile_decays_by_half_life_and_ignores_replays():
+    cfg = ProfileConfig(half_life_s=100.0)
+    p = UserProfile.empty(3)
+    assert p.add("e1", np.array([1, 0, 0], np.float32), (1, 1), 1.0, T0, cfg)
+    assert not p.add("e1", np.array([1, 0, 0], np.float32), (1, 1), 1.0, T0, cfg)  # replayed event
+    p.decay_to(T0 + 100.0, cfg.half_life_s)
+    assert p.weight == pytest.approx(0.5)
+    assert p.prefix_share("1") == pytest.approx(1.0) and p.prefix_share("1/1") == pytest.approx(1.0)
+    q = UserProfile.from_bytes(p.to_bytes())
+    assert np.allclose(q.vector, p.vector) and q.prefixes == p.prefixes and q.events == ["e1"]
+
+
+def test_corrupt_profile_names_the_problem():
+    with pytest.raises(CorruptArtifact, match="profile"):
+        UserProfile.from_bytes(b'{"format": "tandem.personal.profile/1", "dim": 4, "vector": "AAAA"}')
+
+
+def test_memory_store_is_bounded_and_expires():
+    now = [0.0]
+    store = MemoryProfileStore(ProfileConfig(max_users=2, ttl_s=10.0), clock=lambda: now[0])
+    for u in ("a", "b", "c"):
+        store.put(u, UserProfile.empty(3))
+    assert len(store) == 2 and store.get("a") is None
+    now[0] = 11.0
+    assert store.get("b") is None
+
+
+def test_applier_builds_profiles_from_clicks_and_purchases_only():
+    store = MemoryProfileStore()
+    applier = ProfileApplier(store, _vectors())
+    report = applier.apply([_click("a", T0), _click("b", T0 + 1, kind="purchase"),
+                            _click("c", T0, kind="impression"), _click("zz", T0), _click("a", T0, user="")])
+    assert (report.applied, report.stale) == (2, 3)
+    assert applier.apply([_click("a", T0)]).duplicates == 1  # a redelivered batch changes nothing
+    p = store.get("u1")
+    assert p.prefix_share("2") > p.prefix_share("1") > 0  # a purchase outweighs a click
+
+
+def test_reader_fails_open_when_redis_is_down():
+    reader = ProfileReader(RedisProfileStore("redis://127.0.0.1:1/0", socket_timeout_s=0.01), _vectors())
+    assert reader.scores("u1", ["a", "b"]) == {}
+    assert reader.store.errors == 1
+    with pytest.raises(InvalidInput, match="redis://"):
+        RedisProfileStore("http://x")
+
+
+def test_personal_fuser_reranks_only_with_a_profile():
+    store = MemoryProfileStore()
+    ProfileApplier(store, _vectors()).apply([_click("b", T0), _click("b", T0 + 1, rid="r2")])
+    reader = ProfileReader(store, _vectors(), clock=lambda: T0 + 2)
+    lists = [RankedList("bm25", [Hit("a", 3.0, "bm25"), Hit("a2", 2.0, "bm25"), Hit("b", 1.0, "bm25")])]
+    fuser = PersonalFuser(RRF(), {"profile_sim": 1.0, "profile_prefix1": 1.0})
+    assert [h.item_id for h in fuser.fuse(lists, 3, {})] == [h.item_id for h in RRF().fuse(lists, 3)]
+    assert [h.item_id for h in fuser.fuse(lists, 3, reader.scores("nobody", ["a", "a2", "b"]))] == ["a", "a2", "b"]
+    assert fuser.fuse(lists, 3, reader.scores("u1", ["a", "a2", "b"]))[0].item_id == "b"
+    with pytest.raises(InvalidInput, match="unknown profile features"):
+        PersonalFuser(RRF(), {"age": 1.0})
+
+
+def test_fit_weights_learns_from_clicks():
+    from tandem.fusion.base import FusedHit
+
+    fused = [FusedHit(i, s, ()) for i, s in (("a", 1.0), ("b", 0.5), ("c", 0.1))]
+    scores = {"c": {"profile_sim": 1.0, "profile_prefix1": 1.0, "profile_prefix2": 1.0}}
+    weights, fit = fit_weights([Session(fused, scores, {"c": 1.0})] * 3)
+    assert fit["ndcg@10"] > fit["ndcg@10_unpersonalised"] and any(weights.values())
+    with pytest.raises(InvalidInput, match="no session"):
+        fit_weights([Session(fused, scores, {})])
