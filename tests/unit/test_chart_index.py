@@ -48,3 +48,35 @@ def test_object_store_mode_with_an_existing_claim_mounts_it_for_ingest_and_spars
 def test_sparse_waits_for_the_index_ingest_creates_only_when_ingest_is_on() -> None:
     assert "--wait-for-index" in _args(render(sets=KAFKA), "sparse")
     assert "--wait-for-index" not in _args(render(sets=[]), "sparse")  # a prebuilt index: fail fast if absent
+
+
+SNAPSHOT = ["sparse.indexSource=snapshot", "artifacts.uri=s3://bucket/tandem", *KAFKA]
+
+
+def _claims(dep: dict) -> list[str]:
+    return [v["persistentVolumeClaim"]["claimName"] for v in dep["spec"]["template"]["spec"]["volumes"]
+            if "persistentVolumeClaim" in v]
+
+
+def test_snapshot_mode_ingest_publishes_and_sparse_serves_copies_without_the_volume() -> None:
+    objs = render(sets=[*SNAPSHOT, "sparse.snapshots.pollSeconds=3", "sparse.snapshots.keep=4"])
+    ingest, sparse = _args(objs, "ingest"), _args(objs, "sparse")
+    assert _flag(ingest, "--publish-snapshots") == "default" and _flag(ingest, "--snapshot-keep") == "4"
+    assert _flag(ingest, "--snapshot-every") == "10"
+    assert _flag(sparse, "--snapshots") == "default" and _flag(sparse, "--snapshot-poll-s") == "3"
+    assert _flag(sparse, "--index").startswith("/tmp/") and "--wait-for-index" not in sparse
+    deps = {component(d): d for d in of_kind(objs, "Deployment")}
+    assert _claims(deps["ingest"]) and not _claims(deps["sparse"])  # readers need no ReadWriteOnce volume
+
+
+def test_live_mode_is_the_default_and_publishes_nothing() -> None:
+    objs = render(sets=KAFKA)
+    assert not any(a.startswith("--publish-snapshots") for a in _args(objs, "ingest"))
+    assert not any(a.startswith("--snapshots") for a in _args(objs, "sparse"))
+
+
+def test_snapshot_mode_without_a_shared_registry_fails_naming_the_fix() -> None:
+    proc = render_raw(sets=["sparse.indexSource=snapshot", *KAFKA])
+    assert proc.returncode != 0 and "artifacts.uri" in proc.stderr and "ReadWriteMany" in proc.stderr
+    ok = render(sets=["sparse.indexSource=snapshot", *KAFKA, "artifacts.persistence.accessModes={ReadWriteMany}"])
+    assert _flag(_args(ok, "sparse"), "--snapshots") == "default"
