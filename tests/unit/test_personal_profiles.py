@@ -96,3 +96,35 @@ def test_fit_weights_learns_from_clicks():
     assert fit["ndcg@10"] > fit["ndcg@10_unpersonalised"] and any(weights.values())
     with pytest.raises(InvalidInput, match="no session"):
         fit_weights([Session(fused, scores, {})])
+
+
+class _Fixed:
+    """A source returning a, a2, b for every query."""
+
+    name = "bm25"
+    score_names: tuple[str, ...] = ()
+    refreshable = False
+
+    def retrieve(self, queries, k):
+        return [[Hit("a", 3.0, "bm25"), Hit("a2", 2.0, "bm25"), Hit("b", 1.0, "bm25")][:k] for _ in queries]
+
+    def version(self):
+        return "fixed"
+
+
+def test_searcher_personalises_known_users_only_and_survives_a_dead_store():
+    from tandem.search import HybridSearcher, SearchRequest
+
+    store = MemoryProfileStore()
+    ProfileApplier(store, _vectors()).apply([_click("b", T0), _click("b", T0 + 1, rid="r2")])
+    fuser = PersonalFuser(RRF(), {"profile_sim": 1.0, "profile_prefix1": 1.0})
+    searcher = HybridSearcher([_Fixed()], fuser=fuser, personal=ProfileReader(store, _vectors(), clock=lambda: T0 + 2))
+    ids = lambda user: [h.item_id for h in searcher.search(SearchRequest(query="drill", top_k=3, user_id=user)).hits]
+    assert ids("") == ids("stranger") == ["a", "a2", "b"]
+    assert ids("u1")[0] == "b"
+    dead = HybridSearcher([_Fixed()], fuser=fuser, personal=ProfileReader(
+        RedisProfileStore("redis://127.0.0.1:1/0", socket_timeout_s=0.01), _vectors()))
+    result = dead.search(SearchRequest(query="drill", top_k=3, user_id="u1"))
+    assert [h.item_id for h in result.hits] == ["a", "a2", "b"] and not result.degraded
+    searcher.close()
+    dead.close()

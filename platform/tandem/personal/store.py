@@ -91,7 +91,7 @@ class RedisProfileStore:
     backend = "redis"
 
     def __init__(self, url: str, config: ProfileConfig | None = None, *, socket_timeout_s: float = 0.02,
-                 failure_threshold: int = 3, reset_after_s: float = 5.0) -> None:
+                 write_timeout_s: float = 2.0, failure_threshold: int = 3, reset_after_s: float = 5.0) -> None:
         import redis
 
         if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -100,6 +100,8 @@ class RedisProfileStore:
         self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                            socket_connect_timeout=socket_timeout_s, retry_on_timeout=False,
                                            health_check_interval=0)
+        # The consumer's reads and writes are off the search path: they may wait longer.
+        self._writer = redis.Redis.from_url(url, socket_timeout=write_timeout_s, socket_connect_timeout=write_timeout_s)
         self._errors = (redis.RedisError, OSError)
         self.breaker = CircuitBreaker(failure_threshold=failure_threshold, reset_after_s=reset_after_s)
         self.errors = 0
@@ -134,7 +136,7 @@ class RedisProfileStore:
 
     def get_strict(self, user_id: str) -> UserProfile | None:
         """``GET`` outside the breaker; the client's error propagates, a corrupt entry is ``None``."""
-        data = self._redis.get(KEY_PREFIX + user_id)
+        data = self._writer.get(KEY_PREFIX + user_id)
         try:
             return None if data is None else UserProfile.from_bytes(data)
         except CorruptArtifact:
@@ -143,7 +145,7 @@ class RedisProfileStore:
 
     def put(self, user_id: str, profile: UserProfile) -> None:
         """``SET ... EX ttl``; raises the client's error (the consumer retries the batch)."""
-        self._redis.set(KEY_PREFIX + user_id, profile.to_bytes(), ex=max(1, int(self.config.ttl_s)))
+        self._writer.set(KEY_PREFIX + user_id, profile.to_bytes(), ex=max(1, int(self.config.ttl_s)))
 
 
 def open_profile_store(url: str | None, config: ProfileConfig | None = None) -> ProfileStore:

@@ -18,8 +18,9 @@ from dataclasses import asdict
 from tandem.cache import ResultCache, cache_key
 from tandem.errors import InvalidInput, Unavailable
 from tandem.fusion import RRF, FusedHit, Fuser, RankedList
-from tandem.fusion.scoring import score_candidates
+from tandem.fusion.scoring import candidate_ids, score_candidates
 from tandem.intent.base import FILTER_INTENT, Intent, IntentDecomposer, WholeQuery
+from tandem.personal.features import ProfileReader, merge_scores
 from tandem.retriever import Retriever, refresh_sources
 from tandem.search.breakers import SourceBreakers
 from tandem.search.catalog import ItemLookup, ItemMeta, intent_filters, known_hits, matches
@@ -46,6 +47,7 @@ class HybridSearcher:
         cache: ResultCache | None = None,
         catalog: ItemLookup | None = None,
         config: SearchConfig | None = None,
+        personal: ProfileReader | None = None,
     ) -> None:
         names = [r.name for r in retrievers]
         if not retrievers:
@@ -58,6 +60,7 @@ class HybridSearcher:
         self.cache = cache
         self.catalog = catalog
         self.config = config or SearchConfig()
+        self.personal = personal  # user profiles (tandem.personal): item scores for a fuser that uses them
         self._pool = ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="tandem-search")
         self._memo = ResultMemo(cache, self.config)
         self.breakers = SourceBreakers(names, self.config.breaker_failures, self.config.breaker_reset_s)
@@ -107,7 +110,10 @@ class HybridSearcher:
             raise Unavailable("`filters` need item metadata, but this searcher was built without a catalog")
         versions = self.versions()
         filters = [asdict(f) for f in request.filters]
-        key = cache_key(query, {"top_k": top_k, "debug": request.debug}, versions, filters)
+        params = {"top_k": top_k, "debug": request.debug}
+        if self.personal is not None and request.user_id:  # a personalised answer is the user's own
+            params["user"] = request.user_id
+        key = cache_key(query, params, versions, filters)
         return CacheMiss(request, query, top_k, versions, key)
 
     def _compute(self, miss: CacheMiss, deadline: float) -> SearchResult:
@@ -135,6 +141,9 @@ class HybridSearcher:
         if self.fuser.score_names:  # e.g. learned fusion over generative log-probabilities of every candidate
             item_scores = score_candidates([r for r, _ in answers], self.fuser.score_names, query, lists, self._pool,
                                            deadline - self.config.reserve_s, reasons)
+        if self.personal is not None and request.user_id:  # fail-open: no profile = today's ranking
+            item_scores = merge_scores(item_scores, self.personal.scores(
+                request.user_id, candidate_ids(lists), deadline - self.config.reserve_s))
         # With a catalog, fuse the whole depth: hits of items it no longer knows (deleted,
         # quarantined) are dropped before top_k is cut (tandem.search.catalog.known_hits).
         fused = self.fuser.fuse(lists, k=depth if request.filters or implied or self.catalog is not None else top_k,
