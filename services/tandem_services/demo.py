@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,12 +149,10 @@ def run_demo(home: Path, data_root: Path, cfg: DemoConfig, echo: Callable[[str],
     from tandem.cache import LruCache
     from tandem.eval import evaluate, run_retriever
     from tandem.eval.hybrid import HybridRetriever
-    from tandem.fusion.factory import make_fuser
     from tandem.generative.reload import HotSwapRetriever
     from tandem.jvm import ensure_jvm
     from tandem.registry import ArtifactKind, Registry
-    from tandem.search.catalog import StoredFieldsLookup
-    from tandem.search.orchestrator import HybridSearcher
+    from tandem.search.build import SearcherSpec, build_searcher
     from tandem.streams.apply import Applier, LazyBM25Index
     from tandem.streams.consumer import ingest_file
     from tandem.streams.store import CatalogStore
@@ -206,10 +204,12 @@ def run_demo(home: Path, data_root: Path, cfg: DemoConfig, echo: Callable[[str],
 
     sparse = index.retriever
     generative = HotSwapRetriever(registry, interval_s=1.0, device="auto")
-    catalog = StoredFieldsLookup(sparse)
-    # The learned fusion the base pipeline promoted with this base (what `tandem serve --registry` uses).
-    fuser = make_fuser("auto", None, catalog, registry=str(registry))
-    searcher = HybridSearcher([sparse, generative], cache=LruCache(), catalog=catalog, fuser=fuser)
+    # Assembled as `tandem serve --registry` assembles it (the index's stored fields as catalog,
+    # the learned fusion the base pipeline promoted with this base); the evaluation below uses
+    # the same spec without the cache, so it measures what was served.
+    spec = SearcherSpec(sources=[sparse, generative], registry=str(registry))
+    searcher = build_searcher(replace(spec, cache=LruCache()))
+    fuser = searcher.fuser
     figures: dict[str, Any] = {"base_pipeline": base_run, "base_metrics": base_metrics}
     # One line per RPC is right for a service, not for this console walk-through.
     logging.getLogger("tandem_services.rpc").setLevel(logging.WARNING)
@@ -263,7 +263,7 @@ def run_demo(home: Path, data_root: Path, cfg: DemoConfig, echo: Callable[[str],
         dev_qrels = {q: rel for q, rel in dev_qrels.items() if any(g >= 4 for g in rel.values())}
         queries = {q: sample.dev_queries[q] for q in dev_qrels}
         results = {}
-        hybrid = HybridRetriever(HybridSearcher([sparse, generative], catalog=catalog, fuser=fuser))
+        hybrid = HybridRetriever(build_searcher(spec))
         for name, retriever in (("bm25", sparse), ("generative", generative), ("hybrid", hybrid)):
             results[name] = evaluate(run_retriever(retriever, queries, k=100), dev_qrels)
         hybrid.searcher.close()

@@ -38,16 +38,25 @@ def test_fit_then_parse(tmp_path) -> None:
 def test_serve_fusion_auto_follows_the_measured_best(tmp_path) -> None:
     import typer
 
-    from tandem.cli.serve import _fuser
+    from tandem.cli.serve import _searcher
     from tandem.fusion import RRF, ScoreFusion
+    from tandem.intent.base import WholeQuery
+    from tandem.testing.term_overlap import TermOverlapRetriever
+    from tandem.testing.tiny_catalog import tiny_catalog
 
-    assert isinstance(_fuser("auto", None, None, None), RRF)  # BM25 alone: RRF is BM25's order
-    fuser = _fuser("auto", None, None, intents=object())
-    assert isinstance(fuser, ScoreFusion) and fuser.method == "minmax"
-    assert _fuser("zscore", None, None).method == "zscore"
+    def fuser(fusion: str, fusion_model=None, intents=None):
+        searcher = _searcher([TermOverlapRetriever(tiny_catalog(), name="bm25")], None, None, 1000.0, intents,
+                             fusion, fusion_model)
+        searcher.close()
+        return searcher.fuser
+
+    assert isinstance(fuser("auto"), RRF)  # BM25 alone: RRF is BM25's order
+    with_intents = fuser("auto", intents=WholeQuery())
+    assert isinstance(with_intents, ScoreFusion) and with_intents.method == "minmax"
+    assert fuser("zscore").method == "zscore"
     for bad in (("learned", None), ("borda", None)):
         try:
-            _fuser(*bad, None)
+            fuser(*bad)
         except typer.BadParameter:
             continue
         raise AssertionError(f"{bad} accepted")

@@ -157,7 +157,15 @@ def test_a_promoted_model_that_cannot_load_here_falls_back(tmp_path: Path, fusio
 
 
 def test_serve_auto_fusion_picks_the_promoted_one(tmp_path: Path, fusion_folder: Path) -> None:
-    from tandem.cli.serve import _fuser
+    """The rule of the one searcher assembly (``build_searcher``) that serve, search and eval use."""
+    from tandem.search.build import SearcherSpec, build_searcher
+    from tandem.testing.term_overlap import TermOverlapRetriever
+
+    def _fuser(fusion: str, fusion_model: Path | None, lookup: Any, **kw: Any) -> Any:
+        searcher = build_searcher(SearcherSpec(sources=[TermOverlapRetriever(ITEMS, name="bm25")], fusion=fusion,
+                                               fusion_model=fusion_model, catalog=lookup, **kw))
+        searcher.close()
+        return searcher.fuser
 
     uri = str(tmp_path / "registry")
     reg = Registry(uri)

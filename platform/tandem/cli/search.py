@@ -6,10 +6,16 @@ in-process over a local index (``--index``), optionally with a generative source
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from tandem.search.results import SearchResult
+
 
 def _filters(price_min: Optional[float], price_max: Optional[float], category: Optional[str],
              brand: Optional[str]) -> list[Any]:
@@ -61,24 +67,41 @@ def search(
     category: Annotated[Optional[str], typer.Option(help="Only items under this category path (a/b/c).")] = None,
     brand: Annotated[Optional[str], typer.Option(help="Only items of this brand.")] = None,
     timeout_ms: Annotated[float, typer.Option(help="Deadline of the search, ms.")] = 5000.0,
+    intent_model: Annotated[Optional[Path], typer.Option(
+        help="Local: intent decomposer fitted by `tandem intent fit` (as `tandem serve --intent-model`).")] = None,
+    fusion: Annotated[str, typer.Option(
+        help="Local: rrf, minmax, zscore, learned or auto, chosen as `tandem serve --fusion` chooses.")] = "auto",
+    fusion_model: Annotated[Optional[Path], typer.Option(help="Local: learned fusion model (JSON).")] = None,
+    catalog: Annotated[Optional[Path], typer.Option(
+        help="Local: items JSONL for titles and filters (default: the index's stored fields).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON instead of a table.")] = False,
 ) -> None:
-    """Search from the command line (a running gateway, or a local index): hits with their sources."""
+    """Search from the command line (a running gateway, or a local index): hits with their sources.
+
+    Locally, the searcher is assembled as the gateway's is (:func:`tandem.search.build.build_searcher`:
+    same catalog rule, intents and fusion choice), so the same models rank alike."""
     from tandem.cli._options import server_address
     from tandem.errors import TandemError
 
     filters = _filters(price_min, price_max, category, brand)
+    show = _print_json if as_json else _print
     try:
         if server:
-            _remote(query, top_k, filters, server_address(server), token, tls_ca, timeout_ms)
+            _remote(query, top_k, filters, server_address(server), token, tls_ca, timeout_ms, show)
         else:
-            _local(query, top_k, filters, index, source, generative_factory, generative_arg, model, timeout_ms)
+            local = LocalOptions(index=index, source=source, generative_factory=generative_factory,
+                                 generative_arg=list(generative_arg), model=model, intent_model=intent_model,
+                                 fusion=fusion, fusion_model=fusion_model, catalog=catalog)
+            r = local_search(query, top_k, filters, local, timeout_ms / 1000)
+            show(query, [(h.item_id, h.score, h.title, h.provenance) for h in r.hits], took_ms=r.took_ms,
+                 cache_hit=r.cache_hit, degraded_reasons=r.degraded_reasons, versions=r.versions)
     except TandemError as exc:
         typer.echo(f"tandem search: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
 def _remote(query: str, top_k: int, filters: list, server: str, token: Optional[str], tls_ca: Optional[Path],
-            timeout_ms: float) -> None:
+            timeout_ms: float, show: Callable[..., None]) -> None:
     import grpc
 
     from tandem_services.client import ChannelOptions, SearchClient  # the client lives with the services
@@ -93,20 +116,33 @@ def _remote(query: str, top_k: int, filters: list, server: str, token: Optional[
 
                 typer.echo(f"tandem search: {server}: {NO_SERVER_HINT}", err=True)
             raise typer.Exit(1) from None
-    _print(query, [(h.item_id, h.score, h.title, [(p.source, p.rank, p.score) for p in h.provenance]) for h in r.hits],
-           took_ms=r.took_ms, cache_hit=r.cache_hit, degraded_reasons=list(r.degraded_reasons),
-           versions=dict(r.versions))
+    show(query, [(h.item_id, h.score, h.title, [(p.source, p.rank, p.score) for p in h.provenance]) for h in r.hits],
+         took_ms=r.took_ms, cache_hit=r.cache_hit, degraded_reasons=list(r.degraded_reasons),
+         versions=dict(r.versions))
 
 
-def _local(query: str, top_k: int, filters: list, index: Optional[Path], source: str,
-           generative_factory: Optional[str], generative_arg: list[str], model: Optional[Path],
-           timeout_ms: float) -> None:
-    from tandem.search.catalog import StoredFieldsLookup
-    from tandem.search.orchestrator import HybridSearcher
-    from tandem.search.request import SearchRequest
+@dataclass
+class LocalOptions:
+    """What an in-process search runs over: the sources (``sparse``: BM25 over ``index``;
+    ``hybrid``: plus the generative model of ``model`` or ``generative_factory``) and the
+    choices that decide the ranking, named as ``tandem serve`` names them."""
 
-    if source not in ("sparse", "hybrid"):
+    index: Optional[Path] = None
+    source: str = "sparse"
+    generative_factory: Optional[str] = None
+    generative_arg: list[str] = field(default_factory=list)
+    model: Optional[Path] = None
+    intent_model: Optional[Path] = None
+    fusion: str = "auto"
+    fusion_model: Optional[Path] = None
+    catalog: Optional[Path] = None
+
+
+def _sources(opts: LocalOptions) -> list[Any]:
+    """The retrievers of ``opts`` (a usage error when they cannot be had)."""
+    if opts.source not in ("sparse", "hybrid"):
         raise typer.BadParameter("must be `sparse` or `hybrid`", param_hint="--source")
+    index = opts.index
     if index is None:
         from tandem.cli._options import default_index
 
@@ -114,38 +150,63 @@ def _local(query: str, top_k: int, filters: list, index: Optional[Path], source:
     if not index.is_dir():
         raise typer.BadParameter(f"no index at {index}: build one with `tandem index build CATALOG --index "
                                  f"{index}`, or give --index DIR (or --server HOST:PORT)", param_hint="--index")
+    if opts.source == "hybrid" and not (opts.generative_factory or opts.model):
+        raise typer.BadParameter("hybrid needs --model or --generative-factory", param_hint="--source")
     from tandem.jvm import ensure_jvm
 
     ensure_jvm()
     from tandem.sparse import SparseRetriever
 
     retrievers: list[Any] = [SparseRetriever(index, writable=False)]
-    if source == "hybrid":
-        if generative_factory:
+    if opts.source == "hybrid":
+        if opts.generative_factory:
             import importlib
 
-            module, _, attr = generative_factory.partition(":")
-            retrievers.append(getattr(importlib.import_module(module), attr)(*generative_arg))
-        elif model:
+            module, _, attr = opts.generative_factory.partition(":")
+            retrievers.append(getattr(importlib.import_module(module), attr)(*opts.generative_arg))
+        else:
             from tandem.generative import load_retriever  # type: ignore[attr-defined]
 
-            retrievers.append(load_retriever(str(model)))
-        else:
-            raise typer.BadParameter("hybrid needs --model or --generative-factory", param_hint="--source")
-    from tandem.fusion.factory import make_fuser
+            retrievers.append(load_retriever(str(opts.model)))
+    return retrievers
 
-    lookup = StoredFieldsLookup(retrievers[0])
-    # The gateway's rule: a --model folder of the registry brings the fusion model promoted with it.
-    served = model if source == "hybrid" and not generative_factory else None
-    searcher = HybridSearcher(retrievers, catalog=lookup, fuser=make_fuser("auto", None, lookup, model=served))
+
+def local_search(query: str, top_k: int, filters: list, opts: LocalOptions, deadline_s: float) -> SearchResult:
+    """One search in-process, by a searcher assembled as the gateway's
+    (:func:`~tandem.search.build.build_searcher`); sources and searcher are closed after."""
+    from tandem.errors import InvalidInput
+    from tandem.search.build import SearcherSpec, build_searcher
+    from tandem.search.request import SearchRequest
+
+    retrievers = _sources(opts)
     try:
-        r = searcher.search(SearchRequest(query, top_k=top_k, filters=tuple(filters)), deadline_s=timeout_ms / 1000)
+        # The gateway's rule: a --model folder of the registry brings the fusion model promoted with it.
+        served = opts.model if opts.source == "hybrid" and not opts.generative_factory else None
+        try:
+            searcher = build_searcher(SearcherSpec(
+                sources=retrievers, fusion=opts.fusion, fusion_model=opts.fusion_model, model=served,
+                intent_model=opts.intent_model, catalog_file=opts.catalog))
+        except InvalidInput as exc:  # names the choice at fault (`fusion`, `fusion_model`, `catalog_file`)
+            raise typer.BadParameter(str(exc)) from None
+        try:
+            return searcher.search(SearchRequest(query, top_k=top_k, filters=tuple(filters)), deadline_s=deadline_s)
+        finally:
+            searcher.close()
     finally:
-        searcher.close()
         for ret in retrievers:
             ret.close()
-    _print(query, [(h.item_id, h.score, h.title, h.provenance) for h in r.hits], took_ms=r.took_ms,
-           cache_hit=r.cache_hit, degraded_reasons=r.degraded_reasons, versions=r.versions)
+
+
+def _print_json(query: str, hits: list[tuple[str, float, str, list[tuple[str, int, float]]]], *, took_ms: float,
+                cache_hit: bool, degraded_reasons: list[str], versions: dict[str, str]) -> None:
+    import json
+
+    typer.echo(json.dumps({
+        "query": query, "took_ms": took_ms, "cache_hit": cache_hit, "degraded_reasons": list(degraded_reasons),
+        "versions": dict(versions),
+        "hits": [{"item_id": i, "score": sc, "title": t, "provenance": [list(p) for p in prov]}
+                 for i, sc, t, prov in hits],
+    }))
 
 
 def register(app: typer.Typer) -> None:

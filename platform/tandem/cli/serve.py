@@ -131,25 +131,10 @@ def _watch_cache(server: Any, cache: Any) -> Any:
     return server
 
 
-def _fuser(fusion: str, fusion_model: Optional[Path], lookup: Any, intents: Any = None, *,
-           model: Optional[Path] = None, registry: Optional[str] = None) -> Any:
-    """The fusion strategy named on the command line, chosen by the rule ``tandem eval`` uses
-    (:func:`tandem.fusion.factory.make_fuser`: ``auto`` takes the fusion model promoted with
-    the base of ``--registry`` or of a registry ``--model``); a bad choice is a usage error."""
-    from tandem.errors import InvalidInput
-    from tandem.fusion.factory import make_fuser
-
-    try:
-        return make_fuser(fusion, fusion_model, lookup, has_intents=intents is not None, model=model,
-                          registry=registry)
-    except InvalidInput as exc:
-        raise typer.BadParameter(str(exc), param_hint="--fusion") from None
-
-
 def _intents(intent_model: Optional[Path]) -> Any:
     if intent_model is None:
         return None
-    from tandem.intent import CatalogIntentDecomposer
+    from tandem.intent.decomposer import CatalogIntentDecomposer
 
     return CatalogIntentDecomposer.load(intent_model)
 
@@ -157,23 +142,24 @@ def _intents(intent_model: Optional[Path]) -> Any:
 def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str], deadline_ms: float,
               intents: Any = None, fusion: str = "auto", fusion_model: Optional[Path] = None,
               model: Optional[Path] = None, registry: Optional[str] = None, live_catalog: Any = None) -> Any:
-    """The searcher of a server. Its catalog: ``--catalog``, else ``live_catalog`` (the gateway's
-    sparse ``Lookup``), else a local source's stored fields."""
+    """The searcher of a server, by :func:`tandem.search.build.build_searcher` (what ``tandem
+    search`` and ``tandem eval --system hybrid`` use too). Its catalog: ``--catalog``, else
+    ``live_catalog`` (the gateway's sparse ``Lookup``), else a local source's stored fields;
+    fusion by the rule of :func:`tandem.fusion.factory.make_fuser` (``auto`` takes the fusion
+    model promoted with the base of ``--registry`` or of a registry ``--model``). A bad
+    choice is a usage error."""
     from tandem.cache import make_cache
-    from tandem.search.catalog import InMemoryCatalog, StoredFieldsLookup
-    from tandem.search.orchestrator import HybridSearcher
+    from tandem.errors import InvalidInput
+    from tandem.search.build import SearcherSpec, build_searcher
     from tandem.search.request import SearchConfig
 
-    lookup = None
-    if catalog is not None:
-        lookup = InMemoryCatalog.from_jsonl(str(catalog))
-    elif live_catalog is not None:
-        lookup = live_catalog
-    else:
-        lookup = next((StoredFieldsLookup(r) for r in retrievers if callable(getattr(r, "documents", None))), None)
-    return HybridSearcher(retrievers, cache=make_cache(redis_url), catalog=lookup, intents=intents,
-                          fuser=_fuser(fusion, fusion_model, lookup, intents, model=model, registry=registry),
-                          config=SearchConfig(deadline_s=deadline_ms / 1000))
+    spec = SearcherSpec(sources=retrievers, fusion=fusion, fusion_model=fusion_model, model=model, registry=registry,
+                        intents=intents, catalog=live_catalog, catalog_file=catalog, cache=make_cache(redis_url),
+                        config=SearchConfig(deadline_s=deadline_ms / 1000))
+    try:
+        return build_searcher(spec)
+    except InvalidInput as exc:  # names the choice at fault (`fusion`, `fusion_model`, `catalog_file`)
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _generative(model: Optional[Path], factory: Optional[str], factory_arg: list[str],

@@ -1,6 +1,6 @@
 """``tandem eval --system hybrid``: the gateway's own query path, evaluated as a retriever.
 
-:class:`HybridRetriever` puts the :class:`~tandem.search.HybridSearcher` (intents →
+:class:`HybridRetriever` puts the :class:`~tandem.search.orchestrator.HybridSearcher` (intents →
 retrievers in parallel → fusion → filters) behind the :class:`~tandem.retriever.Retriever`
 interface, so evaluation measures exactly what the gateway serves — one code path.
 """
@@ -47,7 +47,8 @@ class HybridRetriever(Retriever):
 
 def hybrid_system(spec: Any) -> HybridRetriever:
     """Factory for ``--system hybrid``: BM25 over ``--catalog`` plus the generative model of
-    ``--model``, with the gateway's choice of intents and fusion (no cache).
+    ``--model``, assembled as the gateway's searcher is (:func:`~tandem.search.build.build_searcher`:
+    the same intents, fusion choice and catalog rule; no cache).
 
     Options (``spec.options``): ``intent_model`` (a ``tandem intent fit`` folder: sub-intents),
     ``fusion`` (auto, rrf, minmax, zscore, learned — ``auto`` picks as ``tandem serve`` does, with the
@@ -61,32 +62,35 @@ def hybrid_system(spec: Any) -> HybridRetriever:
 
     from tandem.errors import InvalidInput
     from tandem.eval.systems import HYBRID_OPTIONS, build_system
-    from tandem.fusion.factory import make_fuser
+    from tandem.search.build import SearcherSpec, build_searcher
     from tandem.search.catalog import InMemoryCatalog
-    from tandem.search.orchestrator import HybridSearcher
     from tandem.search.request import SearchConfig
 
     names = [n.strip() for n in str(spec.options.get("sources", "bm25,generative")).split(",") if n.strip()]
     unknown = set(names) - {"bm25", "generative"}
     if not names or unknown:
         raise InvalidInput(f"`sources` must name bm25 and/or generative, got {spec.options.get('sources')!r}")
-    intents = None
-    if spec.options.get("intent_model"):
-        from tandem.intent import CatalogIntentDecomposer
-
-        intents = CatalogIntentDecomposer.load(Path(spec.options["intent_model"]))
     lookup = None
     if spec.catalog is not None:
         from tandem.catalog.loaders import load_items
 
         lookup = InMemoryCatalog(load_items(spec.catalog, format=spec.catalog_format).items)
     fusion_model = spec.options.get("fusion_model")
-    # `auto` with a --model folder of the registry takes the fusion model promoted with it, as serve does.
-    fuser = make_fuser(str(spec.options.get("fusion", "auto")), Path(fusion_model) if fusion_model else None,
-                       lookup, has_intents=intents is not None, model=spec.model if "generative" in names else None)
+    intent_model = spec.options.get("intent_model")
     # The sources get the options that are not the hybrid's own (bm25's k1, b, fields...).
     child = replace(spec, options={k: v for k, v in spec.options.items() if k not in HYBRID_OPTIONS})
     sources = [build_system(n, child) for n in names]
-    depth = int(spec.options.get("candidates", 100))
-    return HybridRetriever(HybridSearcher(sources, fuser=fuser, intents=intents, catalog=lookup,
-                                          config=SearchConfig(candidates=depth)))
+    try:
+        # The gateway's assembly; `auto` with a --model folder of the registry takes the fusion
+        # model promoted with it, as serve does.
+        searcher = build_searcher(SearcherSpec(
+            sources=sources, fusion=str(spec.options.get("fusion", "auto")),
+            fusion_model=Path(fusion_model) if fusion_model else None,
+            model=spec.model if "generative" in names else None,
+            intent_model=Path(intent_model) if intent_model else None, catalog=lookup,
+            config=SearchConfig(candidates=int(spec.options.get("candidates", 100)))))
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    return HybridRetriever(searcher)
