@@ -6,6 +6,9 @@ of every column are in :mod:`tandem.testing.faults` and :mod:`tandem.testing.ing
 * ``kafka_broker_restart`` — the Kafka broker stopped and started while events are
   published and ingested (store + Lucene index);
 * ``consumer_sigkill`` — ``tandem stream consume`` SIGKILLed mid-batch and restarted;
+* ``feedback_broker_restart`` / ``feedback_consumer_sigkill`` — the same two faults on the
+  feedback path (``FeedbackService``'s sink → ``tandem.feedback`` → ``tandem stream feedback``
+  → the store the canary reads; :mod:`tandem.testing.feedback_faults`);
 * ``redis_restart`` — the Redis result cache restarted under search load;
 * ``generative_killed`` — the generative RetrieverService process SIGKILLed under search
   load, restarted after an outage;
@@ -35,8 +38,8 @@ from typing import Any
 
 SCENARIOS = ["kafka_broker_restart", "consumer_sigkill", "redis_restart", "generative_killed",
              "corrupt_artifact", "slow_retriever", "poison_version", "oversized_dead_letter", "filter_flood",
-             "topk_inflation", "intent_down"]  # fmt: skip
-KAFKA_SCENARIOS = {"consumer_sigkill", "poison_version", "oversized_dead_letter"}
+             "topk_inflation", "intent_down", "feedback_broker_restart", "feedback_consumer_sigkill"]  # fmt: skip
+KAFKA_SCENARIOS = {"consumer_sigkill", "poison_version", "oversized_dead_letter", "feedback_consumer_sigkill"}
 """Scenarios that share one broker started for them (kafka_broker_restart starts its own)."""
 
 
@@ -75,6 +78,12 @@ def _scenario(name: str, d: Path, broker: Any, quick: bool, n_items: int, secs: 
         return ingest_faults.kafka_broker_restart(d, n_items=n_items, publish_s=3.0 if quick else 15.0)
     if name == "consumer_sigkill":
         return ingest_faults.consumer_sigkill(d, broker.bootstrap, n_items=n_items)
+    if name.startswith("feedback_"):
+        from tandem.testing import feedback_faults
+
+        if name == "feedback_broker_restart":
+            return feedback_faults.feedback_broker_restart(d, n_requests=n_items, publish_s=2.0 if quick else 15.0)
+        return feedback_faults.feedback_consumer_sigkill(d, broker.bootstrap, n_requests=n_items)
     if name in ("poison_version", "oversized_dead_letter"):
         return getattr(bounded_faults, name)(d, broker.bootstrap, n_items=n_items)
     if name in ("filter_flood", "topk_inflation", "intent_down"):

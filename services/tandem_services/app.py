@@ -18,6 +18,8 @@ from tandem.search.orchestrator import HybridSearcher
 from tandem.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    canary_pb2,
+    canary_pb2_grpc,
     feedback_pb2,
     feedback_pb2_grpc,
     intent_pb2,
@@ -29,6 +31,7 @@ from tandem.v1 import (
 )
 from tandem_services.arms import ArmedSearchServicer, ServedLog
 from tandem_services.batching import MicroBatcher
+from tandem_services.canary import CanaryServicer
 from tandem_services.executors import BoundedExecutor
 from tandem_services.feedback import FeedbackServicer
 from tandem_services.server import ServerOptions, Service, TandemServer
@@ -45,6 +48,7 @@ RETRIEVER = retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_n
 INTENT = intent_pb2.DESCRIPTOR.services_by_name["IntentService"].full_name
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 FEEDBACK = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name
+CANARY = canary_pb2.DESCRIPTOR.services_by_name["CanaryService"].full_name
 
 
 class BatchOptions(BaseModel):
@@ -100,13 +104,16 @@ def retriever_server(sources: Sequence[Retriever], options: ServerOptions | None
 def front_services(searcher: HybridSearcher, executor: ThreadPoolExecutor, *, candidate: HybridSearcher | None,
                    arms: Arms | None, feedback: FeedbackSink | None) -> list[Service]:
     """SearchService over the current (and candidate) searcher, routed by ``arms``, and the
-    FeedbackService that labels events with the arm this process served (no sink: UNAVAILABLE)."""
+    FeedbackService that labels events with the arm this process served (no sink: UNAVAILABLE),
+    and the CanaryService that sets the share (admin)."""
     served = ServedLog()
     search = ArmedSearchServicer(SearchServicer(searcher, executor),
                                  SearchServicer(candidate, executor) if candidate is not None else None, arms, served)
     return [Service(search, search_pb2_grpc.add_SearchServiceServicer_to_server, SEARCH),
-            Service(FeedbackServicer(feedback, served, executor),
-                    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server, FEEDBACK)]
+            Service(FeedbackServicer(feedback, served, executor, search.arms),
+                    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server, FEEDBACK),
+            Service(CanaryServicer(search.arms, candidate is not None),
+                    canary_pb2_grpc.add_CanaryServiceServicer_to_server, CANARY)]
 
 
 def _closers(candidate: HybridSearcher | None, feedback: FeedbackSink | None) -> list:

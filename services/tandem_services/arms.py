@@ -30,17 +30,17 @@ from tandem_services.servicers import SearchServicer
 
 
 class ServedLog:
-    """request_id → {item_id: arm} of the most recent ``size`` responses (thread-safe)."""
+    """request_id → (route, {item_id: arm}) of the most recent ``size`` responses (thread-safe)."""
 
     def __init__(self, size: int = 100_000) -> None:
         self.size = size
-        self._items: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, dict[str, str]]] = OrderedDict()
         self._mu = threading.Lock()
 
-    def put(self, request_id: str, arms: dict[str, str]) -> None:
-        """Remember which arm showed each item of ``request_id``."""
+    def put(self, request_id: str, arms: dict[str, str], route: str = CURRENT) -> None:
+        """Remember how ``request_id`` was routed and which arm showed each of its items."""
         with self._mu:
-            self._items[request_id] = arms
+            self._items[request_id] = (route, arms)
             if len(self._items) > self.size:
                 self._items.popitem(last=False)
 
@@ -48,7 +48,13 @@ class ServedLog:
         """The arm that showed ``item_id`` in ``request_id``'s response, if this process served it."""
         with self._mu:
             served = self._items.get(request_id)
-        return None if served is None else served.get(item_id)
+        return None if served is None else served[1].get(item_id)
+
+    def route(self, request_id: str) -> str | None:
+        """``current``, ``candidate`` or ``interleaved`` for a request this process served."""
+        with self._mu:
+            served = self._items.get(request_id)
+        return None if served is None else served[0]
 
 
 class ArmedSearchServicer(search_pb2_grpc.SearchServiceServicer):
@@ -95,7 +101,7 @@ class ArmedSearchServicer(search_pb2_grpc.SearchServiceServicer):
             for hit in response.hits:
                 hit.arm = route
         response.request_id = request_id
-        self.served.put(request_id, {h.item_id: h.arm for h in response.hits})
+        self.served.put(request_id, {h.item_id: h.arm for h in response.hits}, route)
         return response
 
     async def _interleaved(self, request: search_pb2.SearchRequest, request_id: str,

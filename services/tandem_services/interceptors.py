@@ -112,7 +112,7 @@ def load_tokens(token_file: str | Path | None = None, env_var: str = "TANDEM_AUT
 
 
 #: Methods only an admin token may call (when admin tokens are configured).
-ADMIN_PREFIXES = ("/tandem.v1.AdminService/",)
+ADMIN_PREFIXES = ("/tandem.v1.AdminService/", "/tandem.v1.CanaryService/")
 #: Request fields only an admin token may set, by method: ``debug`` returns every source's raw
 #: lists (~0.4 MB a response, and the ranking internals).
 ADMIN_FIELDS = {"/tandem.v1.SearchService/Search": "debug"}

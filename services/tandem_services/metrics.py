@@ -16,3 +16,14 @@ SEARCH_CACHE_HITS = Counter("tandem_search_cache_hits_total", "Searches answered
 SEARCH_DEGRADED = Counter("tandem_search_degraded_total", "Searches answered with a source missing.", ["source"])
 BATCH_SIZE = Histogram("tandem_batch_size", "Queries per micro-batch sent to a retriever.", ["source"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+# Feedback, counted by the gateway's FeedbackService once per event id and per request
+# (tandem_services.feedback.FeedbackCounts). CTR of an arm over split traffic:
+#   sum by (arm) (rate(tandem_arm_clicked_requests_total[15m]))
+#     / sum by (arm) (rate(tandem_arm_feedback_requests_total[15m]))
+FEEDBACK_EVENTS = Counter("tandem_feedback_events_total", "Feedback events accepted, by the hit's arm and kind.",
+                          ["arm", "kind"])
+ARM_FEEDBACK_REQUESTS = Counter("tandem_arm_feedback_requests_total",
+                                "Split requests per arm whose feedback arrived (the CTR's denominator).", ["arm"])
+ARM_CLICKED_REQUESTS = Counter("tandem_arm_clicked_requests_total",
+                               "Split requests per arm with at least one click (the CTR's numerator).", ["arm"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem.testing import faults, ingest_faults
+from tandem.testing import faults, feedback_faults, ingest_faults
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +38,18 @@ def test_consumer_sigkill_mid_batch_loses_and_doubles_nothing(
     r = ingest_faults.consumer_sigkill(tmp_path, kafka_bootstrap, n_items=60)
     _clean(r)
     assert 0 < r.details["applied_before_kill"] < r.details["distinct_events"], r.figures()
+
+
+def test_feedback_survives_a_broker_restart_without_loss_or_double_counting(tmp_path: Path) -> None:
+    r = feedback_faults.feedback_broker_restart(tmp_path, n_requests=90, publish_s=1.5)
+    _clean(r)
+    assert r.details["commit_met_outage"] and r.details["evidence_matches"], r.figures()
+
+
+def test_feedback_replay_sigkilled_mid_stream_loses_and_doubles_nothing(tmp_path: Path, kafka_bootstrap: str) -> None:
+    r = feedback_faults.feedback_consumer_sigkill(tmp_path, kafka_bootstrap, n_requests=120)
+    _clean(r)
+    assert 0 < r.details["stored_before_kill"] < r.count and r.details["evidence_matches"], r.figures()
 
 
 def test_redis_restart_under_load_fails_no_search() -> None:

@@ -7,7 +7,9 @@ to the candidate (a user's bucket below 1% is also below 10%). In ``interleave``
 chosen users get one team-draft interleaved list of both arms instead (:mod:`tandem.interleave`).
 
 Every request is counted per arm (latency, errors, degraded answers, empty answers) in
-Prometheus metrics labelled ``arm`` and in a resettable window the canary controller reads.
+Prometheus metrics labelled ``arm`` and in a resettable window the canary controller reads;
+the gateway's ``FeedbackService`` adds each split request's feedback to its arm's window
+(requests with feedback, requests with a click: the arm's CTR, :meth:`Arms.record_feedback`).
 """
 
 from __future__ import annotations
@@ -58,11 +60,20 @@ class ArmWindow:
     zero_results: int = 0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    feedback_requests: int = 0
+    """Split requests of this arm whose feedback arrived."""
+    clicked_requests: int = 0
+    """Of those, the ones with at least one click."""
 
     @property
     def error_rate(self) -> float:
         """Errors per request (0 without requests)."""
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def ctr(self) -> float:
+        """Clicked requests / requests with feedback (0 without feedback)."""
+        return self.clicked_requests / self.feedback_requests if self.feedback_requests else 0.0
 
 
 class ArmControl(Protocol):
@@ -84,6 +95,7 @@ class ArmControl(Protocol):
 class _Window:
     def __init__(self) -> None:
         self.requests = self.errors = self.degraded = self.zero = 0
+        self.feedback = self.clicked = 0
         self.latencies: deque[float] = deque(maxlen=WINDOW)
 
 
@@ -143,12 +155,22 @@ class Arms:
             w.zero += int(zero)
             w.latencies.append(latency_s)
 
+    def record_feedback(self, arm: str, *, new_request: bool, new_click: bool) -> None:
+        """Count a split request's first feedback (``new_request``) and its first click (``new_click``)."""
+        if arm not in (CURRENT, CANDIDATE):
+            raise InvalidInput(f"`arm` must be {CURRENT} or {CANDIDATE}, got {arm!r}")
+        with self._mu:
+            w = self._windows[arm]
+            w.feedback += int(new_request)
+            w.clicked += int(new_click)
+
     def windows(self) -> dict[str, ArmWindow]:
         """Counts and latency percentiles per arm since the last reset."""
         with self._mu:
-            raw = {arm: (w.requests, w.errors, w.degraded, w.zero, list(w.latencies)) for arm, w in self._windows.items()}
-        return {arm: ArmWindow(r, e, d, z, percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000)
-                for arm, (r, e, d, z, lat) in raw.items()}
+            raw = {arm: (w.requests, w.errors, w.degraded, w.zero, list(w.latencies), w.feedback, w.clicked)
+                   for arm, w in self._windows.items()}
+        return {arm: ArmWindow(r, e, d, z, percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000, f, c)
+                for arm, (r, e, d, z, lat, f, c) in raw.items()}
 
     def reset_windows(self) -> None:
         """Start new windows."""

@@ -6,13 +6,18 @@ a request whose events name both arms was interleaved, and its clicks are votes 
 on the candidate's items = a win for the candidate, fewer = a loss, equal = a tie); a request
 whose events name one arm was served by that arm, and it is *clicked* when any of its events
 is a click (CTR = clicked requests / requests). Events without an arm are left out.
+
+Without a feedback store (``tandem canary`` against gateways only), :func:`split_evidence`
+takes the same split-traffic CTR counts from the gateways' windows, which their
+``FeedbackService`` fills; interleaving preferences need the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tandem.canary.arms import CANDIDATE, CURRENT
+from tandem.canary.arms import CANDIDATE, CURRENT, ArmWindow
 from tandem.feedback.store import FeedbackStore
 
 
@@ -66,4 +71,13 @@ def read_evidence(store: FeedbackStore, since_seq: int = 0) -> QualityEvidence:
             (arm,) = seen
             ev.requests[arm] += 1
             ev.clicked[arm] += int(c[arm] > 0)
+    return ev
+
+
+def split_evidence(windows: Mapping[str, ArmWindow]) -> QualityEvidence:
+    """Split-traffic CTR evidence from per-arm windows (:meth:`~tandem.canary.arms.Arms.record_feedback`)."""
+    ev = QualityEvidence()
+    for arm in (CURRENT, CANDIDATE):
+        w = windows.get(arm, ArmWindow())
+        ev.requests[arm], ev.clicked[arm] = w.feedback_requests, w.clicked_requests
     return ev

@@ -30,7 +30,7 @@ NOUNS: list[str] = [
     "index", "eval",
     "stream", "registry",
     "doctor", "health", "demo", "serve", "search", "ids", "train", "intent", "fusion", "pipelines",
-    "failed",
+    "canary", "failed",
 ]
 
 for _noun in NOUNS:

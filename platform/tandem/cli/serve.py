@@ -11,6 +11,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from tandem.cli.canary import (CanaryMode, CanaryPolicyFile, CanaryShare, CandidateAdapter,  # the canary's options
+                               CandidateFusionModel, CandidateGenerative, CandidateModel, FeedbackFile, FeedbackKafka,
+                               canary_parts)
+
 app = typer.Typer(help="Run Tandem's gRPC services: gateway, sparse, generative, intent, or --all-in-one.",
                   no_args_is_help=False, invoke_without_command=True)
 
@@ -186,7 +190,10 @@ def serve(
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
     tracing: Tracing = False, max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0,
     health_port: HealthPort = 0, intent_model: IntentModel = None, fusion: Fusion = "auto",
-    fusion_model: FusionModel = None,
+    fusion_model: FusionModel = None, candidate_model: CandidateModel = None, candidate_adapter: CandidateAdapter = None,
+    candidate_fusion_model: CandidateFusionModel = None, canary_share: CanaryShare = 0.0,
+    canary_mode: CanaryMode = "interleave", canary_policy: CanaryPolicyFile = None,
+    feedback_kafka: FeedbackKafka = False, feedback_file: FeedbackFile = None,
 ) -> None:
     """Run the services. With --all-in-one: gateway, retrievers, intent and admin in one process."""
     if ctx.invoked_subcommand is not None:
@@ -218,7 +225,16 @@ def serve(
             retrievers.append(_generative(model, generative_factory, generative_arg, adapter, registry, poll_s))
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, _intents(intent_model), fusion,
                              fusion_model, model=model, registry=registry)
-        return _watch_cache(all_in_one_server(searcher, opts, batched=["generative"],
+
+        def candidate() -> Any:  # the same sources but the candidate's generative model and fusion
+            gen = _generative(candidate_model, None, [], candidate_adapter) if candidate_model else None
+            return _searcher([retrievers[0], *([gen] if gen else retrievers[1:])], catalog, redis_url, deadline_ms,
+                             searcher.intents, "auto" if candidate_fusion_model else fusion,
+                             candidate_fusion_model or fusion_model, model=model, registry=registry)
+        parts = canary_parts(candidate if candidate_model or candidate_fusion_model else None, share=canary_share,
+                             mode=canary_mode, policy_file=canary_policy, feedback_kafka=feedback_kafka,
+                             feedback_file=feedback_file)
+        return _watch_cache(all_in_one_server(searcher, opts, batched=["generative"], **parts,
                                               batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms)),
                             searcher.cache)
 
@@ -248,12 +264,16 @@ def gateway(
              "--auth-token-file tokens then only search.")] = None,
     reflection: Annotated[bool, typer.Option(
         help="Serve gRPC server reflection (off on the public gateway: it lists the admin API).")] = False,
+    candidate_generative: CandidateGenerative = None, candidate_fusion_model: CandidateFusionModel = None,
+    canary_share: CanaryShare = 0.0, canary_mode: CanaryMode = "interleave", canary_policy: CanaryPolicyFile = None,
+    feedback_kafka: FeedbackKafka = False, feedback_file: FeedbackFile = None,
 ) -> None:
     """The gateway: SearchService over remote retriever services (BM25-only fallback)."""
     if intent and intent_model:
         raise typer.BadParameter("give --intent (remote) or --intent-model (in-process), not both")
-    sparse, generative, intent = (_target(v, f"--{o}") for v, o in
-                                  ((sparse, "sparse"), (generative, "generative"), (intent, "intent")))
+    sparse, generative, intent, candidate_generative = (_target(v, f"--{o}") for v, o in (
+        (sparse, "sparse"), (generative, "generative"), (intent, "intent"),
+        (candidate_generative, "candidate-generative")))
     opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port,
                     admin_token_file=admin_token_file, reflection=reflection)
 
@@ -272,7 +292,17 @@ def gateway(
         live = RemoteCatalog(sparse, options=ch, timeout_s=min(0.5, deadline_ms / 1000))
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model,
                              registry=registry if generative else None, live_catalog=live)
-        return _watch_cache(gateway_server(searcher, opts), searcher.cache)
+
+        def candidate() -> Any:  # the same sources but the candidate's generative service and fusion
+            gen = (RemoteRetriever(candidate_generative, "generative", options=ch, timeout_s=deadline_ms / 1000)
+                   if candidate_generative else None)
+            return _searcher([retrievers[0], *([gen] if gen else retrievers[1:])], catalog, redis_url, deadline_ms,
+                             intents, "auto" if candidate_fusion_model else fusion,
+                             candidate_fusion_model or fusion_model, live_catalog=live)
+        parts = canary_parts(candidate if candidate_generative or candidate_fusion_model else None,
+                             share=canary_share, mode=canary_mode, policy_file=canary_policy,
+                             feedback_kafka=feedback_kafka, feedback_file=feedback_file)
+        return _watch_cache(gateway_server(searcher, opts, **parts), searcher.cache)
 
     _run(build, metrics_port, log_level)
 

@@ -267,6 +267,7 @@ def feedback(
     group: Annotated[str | None, typer.Option("--group", help="Consumer group (default: tandem-feedback).")] = None,
     idle_exit: Annotated[
         float | None, typer.Option("--idle-exit", help="Exit after this many seconds without events.")] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most events stored per transaction.")] = 500,
 ) -> None:
     """Replay feedback events (topic tandem.feedback) into the local store the pipelines and
     `tandem canary` read; each event is stored once, so replaying again is safe."""
@@ -282,7 +283,7 @@ def feedback(
             if from_file is not None:
                 added, duplicates, refused = replay_file(from_file, fstore)
             else:
-                consumer = feedback_consumer(fstore, settings, group=group)
+                consumer = feedback_consumer(fstore, settings, group=group, max_batch=max_batch)
                 consumer.install_signal_handlers()
                 totals = consumer.run(max_idle_s=idle_exit)
                 added, duplicates, refused = totals.applied, totals.duplicates, totals.dead_lettered

@@ -115,13 +115,14 @@ class FeedbackApplier:
 
 def feedback_consumer(store: FeedbackStore, settings: StreamSettings | None = None, *, group: str | None = None,
                       topic: str | None = None, dlq_topic: str | None = None, max_batch: int = 500,
-                      **overrides: Any) -> Any:
+                      applier: FeedbackApplier | None = None, **overrides: Any) -> Any:
     """An :class:`~tandem.streams.consumer.IngestConsumer` replaying the feedback topic into
-    ``store`` (call ``run()`` on it)."""
+    ``store`` (call ``run()`` on it); ``applier`` replaces the plain :class:`FeedbackApplier`
+    (fault tests hold a batch between store write and commit)."""
     from tandem.streams.consumer import IngestConsumer
 
     settings = settings or StreamSettings()
-    return IngestConsumer(FeedbackApplier(store), settings,  # type: ignore[arg-type]  # duck-typed applier
+    return IngestConsumer(applier or FeedbackApplier(store), settings,  # type: ignore[arg-type]  # duck-typed
                           group=group or settings.feedback_group, topic=topic or settings.feedback_topic,
                           dlq_topic=dlq_topic or settings.feedback_dlq_topic, max_batch=max_batch,
                           decode=decode_feedback, **overrides)

@@ -104,23 +104,40 @@ def _wait(check: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> 
     return True
 
 
-class HoldOneBatch(Applier):
-    """An :class:`~tandem.streams.apply.Applier` that, once :attr:`armed`, holds the next batch
-    after applying it (before the consumer commits) until :attr:`release` — so a fault can be
-    injected exactly between "applied" and "committed"."""
+class HoldBatchMixin:
+    """Put before an applier class (``class X(HoldBatchMixin, SomeApplier)``): once
+    :attr:`armed`, the next batch is held after it was applied (before the consumer commits)
+    until :attr:`release` — so a fault can be injected exactly between "applied" and "committed"."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.armed, self.holding, self.release = threading.Event(), threading.Event(), threading.Event()
 
-    def apply(self, events: Sequence[ItemEvent]) -> BatchReport:
+    def apply(self, events: Sequence[Any]) -> BatchReport:
         """Apply, then (when armed, once) wait for :attr:`release` before returning."""
-        report = super().apply(events)
+        report = super().apply(events)  # type: ignore[misc]  # the applier class after the mixin
         if self.armed.is_set() and not self.release.is_set():
             self.armed.clear()
             self.holding.set()
             self.release.wait(60)
         return report
+
+
+def restart_at_held_batch(broker: Any, applier: HoldBatchMixin) -> tuple[bool, float, float]:
+    """Stop ``broker`` while ``applier`` holds an applied, uncommitted batch, release it (its
+    commit meets the outage), start the broker again; ``(held, went down, came back)``.
+    Call from the thread that started the broker: it dies with that thread."""
+    applier.armed.set()
+    held = applier.holding.wait(60)
+    t_down = time.monotonic()
+    broker.stop()
+    applier.release.set()
+    broker.start()
+    return held, t_down, time.monotonic()
+
+
+class HoldOneBatch(HoldBatchMixin, Applier):
+    """The item :class:`~tandem.streams.apply.Applier` with :class:`HoldBatchMixin`."""
 
 
 def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0) -> ScenarioResult:
@@ -193,13 +210,7 @@ def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0)
         distinct = len({(e.item_id, e.version) for e in events})
         try:
             _wait(lambda: published["events"] >= len(events) * 0.35, 60)
-            applier.armed.set()
-            held = applier.holding.wait(60)
-            t_down = time.monotonic()
-            broker.stop()  # from this (the main) thread: the broker dies with the thread that started it
-            applier.release.set()  # the held batch's commit now meets a stopped broker
-            broker.start()
-            back = time.monotonic()
+            held, t_down, back = restart_at_held_batch(broker, applier)
             seq_back = store_seq(store_path)
             resumed = _wait(lambda: store_seq(store_path) > seq_back, 60, poll_s=0.01)
             recovery = time.monotonic() - back if resumed else None
