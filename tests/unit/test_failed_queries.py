@@ -96,3 +96,12 @@ def test_cli_cycle_and_report(tmp_path):
     assert shown.exit_code == 0 and "corrected to 'cordless drill'" in shown.output
     missing = CliRunner().invoke(app, ["failed", "report", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "report.json" in missing.output
+
+
+def test_collector_appends_and_reads_back(tmp_path):
+    from tandem.failed.stream import FailedQueryCollector, read_failed
+
+    f = FailedQuery("r1", "u1", "cordlss drill", "no_click", 10, 0.0, T0)
+    collector = FailedQueryCollector(tmp_path / "f.jsonl")
+    assert collector.apply([f, f]).applied == 2 and collector.store.seq == 2  # the consumer reads store.seq
+    assert list(read_failed(tmp_path / "f.jsonl")) == [f, f]

@@ -46,6 +46,12 @@ class FailedQueryPublisher:
         self._producer.close()
 
 
+class _Progress:
+    """What the ingest consumer reports as its store's sequence number: records written so far."""
+
+    seq = 0
+
+
 class FailedQueryCollector:
     """Appends consumed records to a JSONL file (flushed per batch)."""
 
@@ -53,12 +59,14 @@ class FailedQueryCollector:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._mu = threading.Lock()
+        self.store = _Progress()
 
     def apply(self, records: Sequence[FailedQuery]) -> BatchReport:
         """Append ``records``; a :class:`BatchReport` in the ingest consumer's terms."""
         started = time.perf_counter()
         with self._mu, self.path.open("a", encoding="utf-8") as fh:
             fh.write("".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records))
+        self.store.seq += len(records)
         return BatchReport(events=len(records), applied=len(records), duplicates=0, stale=0, indexed=0,
                            seconds=time.perf_counter() - started)
 
