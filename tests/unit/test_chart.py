@@ -414,3 +414,37 @@ def test_gateway_fusion_and_learned_model_reach_the_command_line() -> None:
     assert model == f"--fusion-model={mount}/fusion/learned.json"  # the artifact volume is mounted for it
     bad = render_raw(sets=["gateway.fusion=borda"])
     assert bad.returncode != 0 and "fusion" in bad.stderr
+
+
+def test_gateway_canary_values_reach_the_command_line_and_the_policy_the_config_map(tmp_path: Path) -> None:
+    from tandem.canary import CanaryPolicy
+
+    def gateway_args(objs: list[dict[str, Any]]) -> list[str]:
+        (gw,) = [d for d in of_kind(objs, "Deployment") if component(d) == "gateway"]
+        return gw["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    objs = render()
+    args = gateway_args(objs)
+    assert "--canary-share=0" in args and not any(a.startswith("--candidate-") for a in args)
+    (cm,) = of_kind(objs, "ConfigMap")
+    policy = CanaryPolicy.model_validate_json(cm["data"]["TANDEM_CANARY_POLICY"])  # what `tandem canary run` reads
+    assert policy.stages == (0.01, 0.1, 0.5, 1.0) and policy.mode == "interleave" and policy.alpha == 0.01
+    values = tmp_path / "canary.yaml"
+    values.write_text(yaml.safe_dump({"gateway": {"canary": {
+        "candidateGenerative": "tdm2-tandem-generative.search.svc:50053", "candidateFusionModel": "fusion/v2.json",
+        "share": 0.1, "mode": "split", "feedbackKafka": True, "policy": {"minQuality": 400}}},
+        "kafka": {"bootstrapServers": "kafka.search.svc:9092"}}))
+    objs = render([str(values)])
+    args = gateway_args(objs)
+    for flag in ("--candidate-generative=tdm2-tandem-generative.search.svc:50053", "--canary-share=0.1",
+                 "--canary-mode=split", "--feedback-kafka"):
+        assert flag in args, args
+    assert any(a.startswith("--candidate-fusion-model=") and a.endswith("/fusion/v2.json") for a in args)
+    (cm,) = of_kind(objs, "ConfigMap")
+    assert CanaryPolicy.model_validate_json(cm["data"]["TANDEM_CANARY_POLICY"]).min_quality == 400
+    values.write_text(yaml.safe_dump({"gateway": {"canary": {"share": 0.5}}}))
+    bad = render_raw([str(values)])
+    assert bad.returncode != 0 and "gateway.canary.candidateGenerative" in bad.stderr
+    values.write_text(yaml.safe_dump({"gateway": {"canary": {"share": 1.5}}}))
+    bad = render_raw([str(values)])
+    assert bad.returncode != 0 and "gateway.canary.share" in bad.stderr

@@ -11,8 +11,8 @@ default, judged on the replicas' per-arm windows (error rate, p99 latency) and o
 * without it (split mode only): the same CTR counts the gateways' ``FeedbackService`` keeps
   per arm (``tandem_arm_{feedback,clicked}_requests_total``).
 
-Thresholds come from the options or from ``--policy FILE`` (the chart's ``canary`` values as
-JSON). Exit codes: 0 promoted, 3 rolled back, 4 still undecided at ``--timeout-s`` (the share
+Thresholds come from the options, over ``--policy FILE`` (CanaryPolicy JSON) or, without it,
+the chart's ``TANDEM_CANARY_POLICY``. Exit codes: 0 promoted, 3 rolled back, 4 still undecided at ``--timeout-s`` (the share
 stays where it is, for a person to judge), 1 a gateway did not answer, 2 bad arguments.
 ``tandem canary status`` prints the plan and windows; ``tandem canary set --share 0`` is the
 manual rollback.
@@ -29,6 +29,8 @@ import typer
 app = typer.Typer(help="Canary of a candidate version: staged share, automatic rollback.", no_args_is_help=True)
 
 EXIT_PROMOTED, EXIT_DOWN, EXIT_USAGE, EXIT_ROLLED_BACK, EXIT_UNDECIDED = 0, 1, 2, 3, 4
+POLICY_ENV = "TANDEM_CANARY_POLICY"
+"""The chart's policy (JSON), read when ``--policy`` is not given."""
 
 Gateways = Annotated[list[str], typer.Option(
     "--gateway", help="host:port of a gateway replica; repeat for every replica (each gets the plan).")]
@@ -50,13 +52,23 @@ def _control(gateways: list[str], token: str | None, tls_ca: Path | None) -> Any
 
 
 def build_policy(policy_file: Path | None, overrides: dict[str, Any]) -> Any:
-    """A :class:`~tandem.canary.CanaryPolicy` from ``policy_file`` (JSON) and the options given."""
+    """A :class:`~tandem.canary.CanaryPolicy` from ``policy_file`` (JSON; else the chart's
+    ``TANDEM_CANARY_POLICY`` variable, if set) and the options given."""
+    import os
+
     from pydantic import ValidationError
 
     from tandem.canary import CanaryPolicy
 
     body: dict[str, Any] = {}
-    if policy_file is not None:
+    if policy_file is None and os.environ.get(POLICY_ENV):
+        try:
+            body = json.loads(os.environ[POLICY_ENV])
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"{POLICY_ENV} is not JSON: {exc}", param_hint="--policy") from None
+        if not isinstance(body, dict):
+            raise typer.BadParameter(f"{POLICY_ENV} must hold a JSON object", param_hint="--policy")
+    elif policy_file is not None:
         try:
             body = json.loads(policy_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -90,7 +102,8 @@ def run(
         help="Feedback store to judge quality from (needed for interleave mode).")] = None,
     follow: Annotated[bool, typer.Option(
         help="Replay tandem.feedback into --feedback-store while running (TANDEM_KAFKA_* settings).")] = False,
-    policy: Annotated[Optional[Path], typer.Option(help="JSON with CanaryPolicy fields (the chart's canary values).")] = None,
+    policy: Annotated[Optional[Path], typer.Option(
+        help="JSON with CanaryPolicy fields (default: $TANDEM_CANARY_POLICY, the chart's gateway.canary.policy).")] = None,
     stages: Annotated[Optional[str], typer.Option(help="Shares, e.g. 0.01,0.1,0.5,1 (last must be 1).")] = None,
     mode: Annotated[Optional[str], typer.Option(help="interleave or split.")] = None,
     min_requests: Annotated[Optional[int], typer.Option(help="Candidate requests a stage needs.")] = None,
