@@ -21,22 +21,21 @@ SQLite runs in WAL mode with ``synchronous=FULL`` so a committed apply survives 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput, NotFound
+from tandem.streams.snapshot_files import SNAPSHOT_FORMAT_VERSION, SnapshotManifest, write_items
 
-SNAPSHOT_FORMAT_VERSION = "1.0"
+__all__ = ["APPLY_ERROR", "SNAPSHOT_FORMAT_VERSION", "ApplyResult", "CatalogStore", "Change", "RecordFailure",
+           "SnapshotManifest", "is_environmental"]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     item_id TEXT PRIMARY KEY,
@@ -129,28 +128,6 @@ def is_environmental(exc: BaseException) -> bool:
         or type(exc) is sqlite3.DatabaseError  # "database disk image is malformed" and kin
         or not isinstance(exc, Exception)  # KeyboardInterrupt, SystemExit
     )
-
-
-class SnapshotManifest(BaseModel):
-    """``manifest.json`` of a snapshot folder: what the pipelines read before the items."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    format_version: str = SNAPSHOT_FORMAT_VERSION
-    snapshot_version: int
-    """Increasing number of this snapshot in its store."""
-    seq: int
-    """Store sequence number covered: every change with ``seq`` <= this is in the snapshot."""
-    created: float
-    items: int
-    """Live items written."""
-    tombstones: int
-    """Deleted items known to the store (not written)."""
-    quarantined: int = 0
-    """Live items held back by the ingest poisoning quarantine (not written)."""
-    format: Literal["jsonl", "parquet"]
-    files: dict[str, str]
-    """File name → sha256."""
 
 
 class CatalogStore:
@@ -325,15 +302,7 @@ class CatalogStore:
             self._db.execute("COMMIT")
         quarantined = sum(item.item_id in held for item in items)
         items = [item for item in items if item.item_id not in held]
-        tmp = out / f".{name}.tmp"
-        if fmt == "jsonl":
-            with tmp.open("w", encoding="utf-8") as f:
-                for item in items:
-                    f.write(item.model_dump_json(exclude_none=True) + "\n")
-        else:
-            _write_parquet(items, tmp)
-        tmp.replace(out / name)
-        digest = _sha256(out / name)
+        digest = write_items(items, out / name, fmt)
         with self._tx():
             last = self._db.execute("SELECT COALESCE(MAX(snapshot_version), 0) FROM snapshots").fetchone()[0]
             manifest = SnapshotManifest(
@@ -401,27 +370,3 @@ def _describe(ev: Any, exc: BaseException) -> str:
     """``<item_id> v<version>: <ExceptionType>: <message>``, each part bounded for a header."""
     item_id = getattr(ev, "item_id", None)
     return f"{item_id!r:.80} v{getattr(ev, 'version', None)!r:.30}: {type(exc).__name__}: {str(exc)[:300]}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_parquet(items: Sequence[Item], path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = [i.model_dump() for i in items]
-    # Attributes vary per item; a JSON string column keeps the schema fixed across snapshots.
-    for r in rows:
-        r["attributes"] = json.dumps(r["attributes"], ensure_ascii=False)
-    schema = pa.schema(
-        [("item_id", pa.string()), ("title", pa.string()), ("description", pa.string()), ("brand", pa.string()),
-         ("category", pa.list_(pa.string())), ("attributes", pa.string()), ("price", pa.float64()),
-         ("version", pa.int64())]
-    )  # fmt: skip
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
