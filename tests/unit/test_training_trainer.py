@@ -13,6 +13,7 @@ from tandem.errors import InvalidInput
 from tandem.generative.fixtures import MICRO, tiny_id_map
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem.training.config import StageLR, TrainConfig, profile_config
+from tandem.training.loop import deadlines
 from tandem.training.trainer import StagedTrainer
 
 ITEMS = tiny_catalog()
@@ -168,7 +169,7 @@ def test_prepared_pseudo_queries_replace_the_templates(id_map: Any, tmp_path: Pa
     given = {ITEMS[0].item_id: ["prepared query one", "prepared query two", "over the cap"]}
     trainer = StagedTrainer(config, ITEMS, id_map, PAIRS, tmp_path, progress=False, pseudo=given)
     trainer._build(None)
-    texts = set(trainer.groups.index)
+    texts = set(trainer.data.groups.index)
     assert {"prepared query one", "prepared query two"} <= texts and "over the cap" not in texts
 
 
@@ -187,13 +188,16 @@ def test_time_budget_ends_stages_at_their_deadlines(id_map: Any, tmp_path: Path)
 
 def test_budget_deadlines_are_cumulative_shares_of_the_stages_that_run(id_map: Any, tmp_path: Path) -> None:
     cfg = CONFIG.model_copy(update={"time_budget_minutes": 10.0})
-    trainer = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False)
+    stages = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False).stages()
     # pretrain 0.1, memorise 0.4, align 0.4 (no id→query round): renormalised over 0.9.
-    assert trainer._deadline("pretrain", 0) == pytest.approx(600 * 0.1 / 0.9)
-    assert trainer._deadline("memorise", 0) == pytest.approx(600 * 0.5 / 0.9)
-    assert trainer._deadline("align", 0) == pytest.approx(600.0)
-    assert trainer._deadline("memorise", 1) == pytest.approx(600 * 0.5)  # pretrained start: no stage 1
-    assert StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, tmp_path, progress=False)._deadline("align", 0) is None
+    due = deadlines(stages, 600.0)
+    assert due["pretrain"] == pytest.approx(600 * 0.1 / 0.9)
+    assert due["memorise"] == pytest.approx(600 * 0.5 / 0.9)
+    assert due["align"] == pytest.approx(600.0)
+    pretrained = StagedTrainer(cfg, ITEMS, id_map, PAIRS, tmp_path, progress=False, pretrained=tmp_path).stages()
+    assert deadlines(pretrained, 600.0)["memorise"] == pytest.approx(600 * 0.5)  # pretrained start: no stage 1
+    assert deadlines(StagedTrainer(CONFIG, ITEMS, id_map, PAIRS, tmp_path, progress=False).stages(),
+                     None)["align"] is None
     with pytest.raises(ValueError, match="budget_shares"):
         TrainConfig(budget_shares={"pretrain": 1.0, "decode": 1.0})
 

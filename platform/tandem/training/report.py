@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ def write_summary(out: Path, summary: dict[str, Any]) -> Path:
 
 
 def write_curve(out: Path, steps: Sequence[Sequence[float]], epochs: Sequence[dict[str, Any]],
-                stages: Sequence[str]) -> Path:
-    """Loss per step (coloured by stage) and memorisation exact/prefix-match per epoch."""
+                stages: Sequence[str], shaded: Collection[str] = ()) -> Path:
+    """Loss per step (coloured by stage) and memorisation exact/prefix-match per epoch; epochs
+    of the ``shaded`` stages (alignment) get a grey band."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and in tests
@@ -41,7 +42,7 @@ def write_curve(out: Path, steps: Sequence[Sequence[float]], epochs: Sequence[di
         ax_mem.plot(xs, [r["memorisation"]["mean_prefix_match"] for _, r in mem], marker=".",
                     label="prefix-match (mean share)")
         for x, r in mem:
-            if r["stage"] == "align":
+            if r["stage"] in shaded:
                 ax_mem.axvspan(x - 0.5, x + 0.5, color="grey", alpha=0.1, linewidth=0)
     ax_mem.axhline(0.9, color="red", linestyle=":", linewidth=1, label="target 0.9")
     ax_mem.set(xlabel="epoch (all stages; shaded = alignment)", ylabel="doc→id rate", ylim=(0, 1.02),

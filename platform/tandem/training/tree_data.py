@@ -9,7 +9,7 @@ mix sources, so each gathers states from one cache; their order is shuffled per 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,13 +59,18 @@ def make_samples(source: str, texts: Sequence[str], items: Sequence[int], cache_
     return Samples(source, arr[:, 0], arr[:, 1])
 
 
-def batches(parts: Sequence[Samples], batch_size: int, rng: np.random.Generator) -> Iterator[tuple[Samples, int]]:
-    """Shuffled single-source batches over all ``parts``; yields (batch, samples so far)."""
+def batches(parts: Sequence[Samples], batch_size: int, rng: np.random.Generator,
+            shard: Callable[[list[tuple[int, npt.NDArray[np.int64]]]], list[tuple[int, npt.NDArray[np.int64]]]]
+            | None = None) -> Iterator[tuple[Samples, int]]:
+    """Shuffled single-source batches over all ``parts``; yields (batch, samples so far).
+    ``shard``: this process's share of the shuffled plan (see :class:`tandem.training.loop.Parallel`)."""
     plan: list[tuple[int, npt.NDArray[np.int64]]] = []
     for k, part in enumerate(parts):
         order = rng.permutation(len(part))
         plan.extend((k, order[s : s + batch_size]) for s in range(0, len(order), batch_size))
     rng.shuffle(plan)  # type: ignore[arg-type]
+    if shard is not None:
+        plan = shard(plan)
     done = 0
     for k, idx in plan:
         part = parts[k]

@@ -17,6 +17,12 @@ last one — cheap next to the encoder), so scores of nodes under different pare
 comparable; in-batch and hard negatives are special cases of that full softmax. With dev
 queries given, dev figures are recorded at init and after each stage, so it is on record
 whether training improved on the start.
+
+The stages are declared in :meth:`TreeTrainer.stages` and run by the shared
+:class:`~tandem.training.loop.StageLoop`; the checks (:class:`Checks`) and the time budget
+(:class:`Budget`) are callbacks. Batches are planned and gradients reduced through
+:attr:`TreeTrainer.parallel` (:class:`~tandem.training.loop.Parallel`), the one place a
+distributed run plugs in.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,7 @@ from tandem.encoder import TextEncoder
 from tandem.generative.tree_decoding import TreeIndex, tree_beam_search
 from tandem.generative.tree_model import TreeDecoder, tree_loss
 from tandem.ids.idmap import IdMap, item_text
+from tandem.training.loop import Callback, Control, Parallel, Position, Stage, StageLoop
 from tandem.training.state_cache import StateCache
 from tandem.training.tree_config import TreeTrainConfig
 from tandem.training.tree_data import Samples, batches, make_samples, title_spans
@@ -81,15 +87,17 @@ def dev_figures(model: TreeDecoder, index: TreeIndex, cache: StateCache, dev: De
     return {"ndcg@10": res.metrics["nDCG@10"], "r@10": res.metrics["R(rel=4)@10"], "r@100": res.metrics["R(rel=4)@100"]}
 
 
-class TreeTrainer:
+class TreeTrainer(Callback):
     """One v2 training run over a catalog, its ID map and training pairs; see the module docstring."""
 
     def __init__(self, config: TreeTrainConfig, items: Sequence[Item], id_map: IdMap, pairs: Sequence[tuple[str, str]],
                  encoder: TextEncoder, caches: tuple[StateCache, StateCache], *, dev: Dev | None = None,
-                 echo: Callable[[str], None] = print) -> None:
+                 echo: Callable[[str], None] = print, parallel: Parallel | None = None) -> None:
         """``caches``: states of the item texts and of all query-like texts (spans, training and
-        dev queries) under the frozen ``encoder``; ``id_map`` was built in the same space."""
+        dev queries) under the frozen ``encoder``; ``id_map`` was built in the same space.
+        ``parallel``: how batches are shared out and gradients reduced (one process by default)."""
         self.config, self.encoder, self.dev, self.echo = config, encoder, dev, echo
+        self.parallel = parallel or Parallel()
         self.id_map = id_map
         self.item_ids = id_map.item_ids()
         self.index = TreeIndex(id_map.as_array())
@@ -112,30 +120,27 @@ class TreeTrainer:
         with torch.no_grad():
             for p, table in enumerate(self.index.member_means(vectors)):
                 self.model.nodes[p].copy_(torch.from_numpy(table))
-        self.stages: dict[str, dict[str, Any]] = {}
+        self.stage_records: dict[str, dict[str, Any]] = {}
         self.encoder_changed = False
-        self._deadline = time.monotonic() + 60 * config.budget_minutes if config.budget_minutes else None
+        self.budget = Budget(config.budget_minutes)
+        self.loop = StageLoop([self.budget, self, Checks(self)])
         torch.manual_seed(config.seed)
 
-    # -- checks ---------------------------------------------------------------------------
-
-    def _record(self, stage: str, **extra: Any) -> dict[str, Any]:
+    def stages(self) -> list[Stage]:
+        """The declared training stages; each ``examples()`` gives its sample parts, drawn at its start."""
         cfg = self.config
-        rec: dict[str, Any] = {**extra, "memorisation": memorisation(self.model, self.index, self.docs, self.check,
-                                                                     cfg.check_beam)}
-        if self.dev is not None and cfg.eval_every_stage:
-            rec["dev"] = dev_figures(self.model, self.index, self.queries, self.dev, self.item_ids, cfg.upper_beam)
-        self.stages[stage] = rec
-        dev = rec.get("dev")
-        self.echo(f"[{stage}] exact-match {rec['memorisation']['exact_match']:.3f}"
-                  + (f", dev nDCG@10 {dev['ndcg@10']:.4f} R@10 {dev['r@10']:.4f} R@100 {dev['r@100']:.4f}" if dev else "")
-                  + (f", {extra['seconds']:.0f} s, loss {extra['final_loss']:.4f}" if "seconds" in extra else ""))
-        return rec
+        return [
+            Stage("memorise", cfg.memorise_epochs, cfg.lr, examples=lambda: [self.doc_samples, self.span_samples],
+                  batch_size=cfg.batch_size),
+            Stage("align", cfg.align_epochs, cfg.lr, examples=self._with_replay, batch_size=cfg.batch_size),
+            Stage("encoder", cfg.lora_epochs, cfg.lora_lr, examples=self._with_replay, peft=True,
+                  batch_size=cfg.lora_batch_size),
+        ]
 
-    def _over_budget(self) -> bool:
-        return self._deadline is not None and time.monotonic() > self._deadline
-
-    # -- stages ---------------------------------------------------------------------------
+    def _with_replay(self) -> list[Samples]:
+        """query→id with ``replay`` doc→id (a fresh sample per stage)."""
+        n_replay = int(len(self.query_samples) * self.config.replay / (1 - self.config.replay))
+        return [self.query_samples, self.doc_samples.subsample(n_replay, self.np_rng)]
 
     def _optimizer(self, extra: Sequence[torch.nn.Parameter] = (), extra_lr: float = 0.0) -> torch.optim.Optimizer:
         cfg, m = self.config, self.model
@@ -149,75 +154,135 @@ class TreeTrainer:
             groups.append({"params": list(extra), "lr": extra_lr, "weight_decay": 0.0})
         return torch.optim.AdamW([g for g in groups if g["lr"] > 0])
 
-    def _cached_stage(self, name: str, parts: list[Samples], epochs: int) -> None:
-        if epochs == 0 or not sum(map(len, parts)):
+    # -- stage events (the trainer is a callback of its own loop) --------------------------
+
+    def on_stage_begin(self, stage: Stage, at: Position, control: Control) -> None:
+        """Draw the stage's samples and build its optimiser (a PEFT stage: LoRA on the encoder first)."""
+        if control.skip:
             return
-        cfg = self.config
-        opt = self._optimizer()
+        assert stage.examples is not None
+        self._parts: list[Samples] = stage.examples()
+        if not stage.epochs or not sum(map(len, self._parts)):
+            control.skip = True
+            control.stop("nothing to train")
+            return
+        self._peft_params: list[torch.nn.Parameter] = []
+        if stage.peft:
+            from tandem.training.tree_lora import wrap_encoder
+
+            self._peft_params = wrap_encoder(self.encoder, self.config)
+        self._opt = self._optimizer(self._peft_params, stage.lr) if stage.peft else self._optimizer()
+        self._t0, self._losses, self._seen, self._epochs = time.monotonic(), [], 0, 0
+
+    def _train_epoch(self, stage: Stage, epoch: int, control: Control) -> dict[str, Any]:
+        from tandem.training.tree_lora import live_loss
+
+        self._epochs = epoch + 1
+        if stage.peft:
+            self.encoder.model.eval()  # no dropout: the cached stages saw dropout-free states, LoRA still gets gradients
+        self.model.train()
         caches = {"doc": self.docs, "span": self.queries, "query": self.queries}
-        t0, losses, seen, stop = time.monotonic(), [], 0, "epochs done"
-        for epoch in range(epochs):
-            self.model.train()
-            for batch, _ in batches(parts, cfg.batch_size, self.np_rng):
+        params = [*self.model.parameters(), *self._peft_params]
+        assert stage.batch_size is not None
+        for batch, _ in batches(self._parts, stage.batch_size, self.np_rng, shard=self.parallel.shard):
+            path = torch.from_numpy(self.index.paths[batch.items])
+            if stage.peft:
+                loss = live_loss(self, batch, path)
+            else:
                 q, st, mk = caches[batch.source].batch(batch.rows)
-                losses.append(self._step(opt, q, st, mk, batch.items))
-                seen += len(batch)
-                if self._over_budget():
-                    stop = f"time budget reached in epoch {epoch + 1}"
-                    break
-            if self._over_budget():
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.encoder.bf16 and q.device.type == "cpu"):
+                    loss = tree_loss(self.model, self.index.tables(), q, st, mk, path, beam=self.config.beam_negatives)
+            self._opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.parallel.all_reduce(params)
+            torch.nn.utils.clip_grad_norm_(params if stage.peft else self.model.parameters(), 1.0)
+            self._opt.step()
+            self._losses.append(float(loss.detach()))
+            self._seen += len(batch)
+            if self.loop.step_end(stage, control):
                 break
-        self._record(name, epochs=epoch + 1, seconds=time.monotonic() - t0, final_loss=float(np.mean(losses[-50:])),
-                     samples=seen, samples_per_s=seen / max(time.monotonic() - t0, 1e-9), stop_reason=stop)
+        return {}
 
-    def _step(self, opt: torch.optim.Optimizer, q: torch.Tensor, st: torch.Tensor, mk: torch.Tensor,
-              items: np.ndarray) -> float:
-        path = torch.from_numpy(self.index.paths[items])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.encoder.bf16 and q.device.type == "cpu"):
-            loss = tree_loss(self.model, self.index.tables(), q, st, mk, path, beam=self.config.beam_negatives)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        opt.step()
-        return float(loss.detach())
+    def on_stage_end(self, stage: Stage, control: Control) -> None:
+        """The stage's figures; after the PEFT stage, LoRA merged and the item texts re-encoded."""
+        extra: dict[str, Any] = {}
+        if stage.peft:
+            from tandem.training.tree_lora import merge_encoder
 
-    def memorise(self) -> None:
-        """Stage 2: doc→id over item texts and title spans."""
-        self._cached_stage("memorise", [self.doc_samples, self.span_samples], self.config.memorise_epochs)
-
-    def align(self) -> None:
-        """Stage 3: query→id with doc→id replay."""
-        n_replay = int(len(self.query_samples) * self.config.replay / (1 - self.config.replay))
-        parts = [self.query_samples, self.doc_samples.subsample(n_replay, self.np_rng)]
-        self._cached_stage("align", parts, self.config.align_epochs)
-
-    def adapt_encoder(self) -> None:
-        """Encoder stage: LoRA (peft) on query→id with doc→id replay; merged when done."""
-        from tandem.training.tree_lora import lora_stage
-
-        cfg = self.config
-        if cfg.lora_epochs == 0 or not len(self.query_samples) or self._over_budget():
-            return
-        rec = lora_stage(self, cfg)
-        self.encoder_changed = True
-        self.docs = StateCache.build(self.encoder, self.texts)  # the item texts under the adapted encoder
-        self.doc_samples = make_samples("doc", self.texts, range(len(self.texts)), self.docs.index())
-        self.check = Samples("doc", self.doc_samples.rows[np.searchsorted(self.doc_samples.items, self.check.items)],
-                             self.check.items)
-        if self.dev is not None:
-            self.queries = StateCache.build(self.encoder, list(self.dev[0].values()))
-        self._record("encoder", **rec)
+            merge_encoder(self.encoder)
+            extra = {"lora_rank": self.config.lora_rank, "lora_parameters": sum(p.numel() for p in self._peft_params)}
+        seconds = time.monotonic() - self._t0
+        self.stage_stats = {"epochs": self._epochs, "seconds": seconds,
+                            "final_loss": float(np.mean(self._losses[-50:])) if self._losses else 0.0,
+                            "samples": self._seen, "samples_per_s": self._seen / max(seconds, 1e-9),
+                            "stop_reason": control.reason or "epochs done", **extra}
+        if stage.peft:
+            self.encoder_changed = True
+            self.docs = StateCache.build(self.encoder, self.texts)  # the item texts under the adapted encoder
+            self.doc_samples = make_samples("doc", self.texts, range(len(self.texts)), self.docs.index())
+            self.check = Samples("doc", self.doc_samples.rows[np.searchsorted(self.doc_samples.items,
+                                                                               self.check.items)], self.check.items)
+            if self.dev is not None:
+                self.queries = StateCache.build(self.encoder, list(self.dev[0].values()))
 
     def run(self) -> dict[str, Any]:
         """All stages, then the whole-catalog memorisation check; returns the summary."""
         t0 = time.monotonic()
-        self._record("init")
-        self.memorise()
-        self.align()
-        self.adapt_encoder()
+        self.loop.run(self.stages(), self._train_epoch)
         final = memorisation(self.model, self.index, self.docs, self.doc_samples, self.config.check_beam)
         self.echo(f"[final] whole-catalog exact-match {final['exact_match']:.4f} over {final['items_checked']} items")
-        return {"stages": self.stages, "final_memorisation": final, "train_seconds": time.monotonic() - t0,
+        return {"stages": self.stage_records, "final_memorisation": final, "train_seconds": time.monotonic() - t0,
                 "items": len(self.item_ids), "pairs": len(self.query_samples), "spans": len(self.span_samples),
                 "encoder_changed": self.encoder_changed,
                 "parameters": sum(p.numel() for p in self.model.parameters())}
+
+
+class Budget(Callback):
+    """The run's wall-clock budget (``budget_minutes``, from the trainer's start): a stage does
+    not start once it is spent, and the running one stops after the step that spends it."""
+
+    def __init__(self, minutes: float | None) -> None:
+        self.deadline = time.monotonic() + 60 * minutes if minutes else None
+        self.epoch = 0
+
+    def over(self) -> bool:
+        """Whether the budget is spent."""
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def on_stage_begin(self, stage: Stage, at: Position, control: Control) -> None:
+        if self.over():
+            control.skip = True
+            control.stop("time budget reached before the stage")
+
+    def on_epoch_begin(self, stage: Stage, at: Position, control: Control) -> None:
+        self.epoch = at.epoch
+
+    def on_step_end(self, stage: Stage, control: Control) -> None:
+        if self.over():
+            control.stop(f"time budget reached in epoch {self.epoch + 1}", now=True)
+
+
+class Checks(Callback):
+    """Memorisation (and, with dev queries, dev figures) at init and after every stage that trained."""
+
+    def __init__(self, trainer: TreeTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self) -> None:
+        self.record("init", {})
+
+    def on_stage_end(self, stage: Stage, control: Control) -> None:
+        self.record(stage.name, self.trainer.stage_stats)
+
+    def record(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """Check the model now and file the figures (with ``extra``) under stage ``name``; echo a line."""
+        t, cfg = self.trainer, self.trainer.config
+        rec: dict[str, Any] = {**extra, "memorisation": memorisation(t.model, t.index, t.docs, t.check, cfg.check_beam)}
+        if t.dev is not None and cfg.eval_every_stage:
+            rec["dev"] = dev_figures(t.model, t.index, t.queries, t.dev, t.item_ids, cfg.upper_beam)
+        t.stage_records[name] = rec
+        dev = rec.get("dev")
+        t.echo(f"[{name}] exact-match {rec['memorisation']['exact_match']:.3f}"
+               + (f", dev nDCG@10 {dev['ndcg@10']:.4f} R@10 {dev['r@10']:.4f} R@100 {dev['r@100']:.4f}" if dev else "")
+               + (f", {extra['seconds']:.0f} s, loss {extra['final_loss']:.4f}" if "seconds" in extra else ""))
+        return rec
