@@ -1,0 +1,75 @@
+"""Sharded generative serving on a trained v2 model: same top 10 as one model, and the latency.
+
+Loads ``--model`` once as one model and as 2 and 4 shards by top-level ID code
+(:func:`tandem.generative.tree_shards.open_sharded_tree_retriever`: all shards in this
+process, one encoder pass per batch, shards decoded in parallel threads and merged by score —
+every shard on the same cores, the hardest case for latency). On the dev queries it reports
+the top-``k`` overlap of each sharded setup with one model, and p50/p99 latency per batch of
+``--batch`` queries (beam 100, upper beam 1000). Configurations are timed round-robin, batch by
+batch, so a change in machine load hits them alike.
+
+    python -m bench.shards --model MODEL_DIR --out bench-shards.json [--queries 320] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    """Measure, print and write the figures."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="v2 model folder (tandem train generative)")
+    ap.add_argument("--out", type=Path, required=True, help="JSON file for the figures")
+    ap.add_argument("--queries", type=int, default=0, help="dev queries (default: all)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--k", type=int, default=10, help="top-k compared")
+    ap.add_argument("--shards", default="2,4", help="shard counts compared with one model")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (per shard thread)")
+    args = ap.parse_args()
+
+    import torch
+
+    from tandem.catalog.datasets import data_root, load_homedepot
+    from tandem.generative.tree_shards import open_sharded_tree_retriever
+
+    torch.set_num_threads(args.threads)
+    dev = list(load_homedepot(data_root("homedepot"), splits=("dev",)).queries["dev"].values())
+    queries = dev[: args.queries] if args.queries else dev
+    counts = [1] + [int(c) for c in args.shards.split(",") if c]
+    setups = {n: open_sharded_tree_retriever(args.model, n, device="cpu") for n in counts}
+    for r in setups.values():
+        r.retrieve(queries[: args.batch], 100)  # warm-up
+    tops: dict[int, list[list[str]]] = {n: [] for n in counts}
+    ms: dict[int, list[float]] = {n: [] for n in counts}
+    for s in range(0, len(queries), args.batch):
+        chunk = queries[s : s + args.batch]
+        for n in counts[s // args.batch % len(counts):] + counts[: s // args.batch % len(counts)]:
+            t0 = time.perf_counter()
+            hits = setups[n].retrieve(chunk, 100)
+            ms[n].append((time.perf_counter() - t0) * 1000)
+            tops[n].extend([h.item_id for h in row[: args.k]] for row in hits)
+    one = tops[1]
+    result: dict[str, object] = {"model": str(args.model), "queries": len(queries), "batch": args.batch,
+                                 "threads": args.threads, "k": args.k}
+    for n in counts:
+        p50 = statistics.median(ms[n])
+        result[f"shards_{n}"] = {
+            "batch_p50_ms": p50, "batch_p99_ms": statistics.quantiles(ms[n], n=100, method="inclusive")[98],
+            "per_query_p50_ms": p50 / args.batch,
+            f"top{args.k}_overlap": sum(len(set(a) & set(b)) for a, b in zip(one, tops[n])) / sum(map(len, one)),
+            "p50_vs_one": p50 / statistics.median(ms[1]),
+        }
+        print(n, json.dumps(result[f"shards_{n}"]), flush=True)
+    result["shard_top10_overlap"] = min(result[f"shards_{n}"][f"top{args.k}_overlap"] for n in counts)  # type: ignore[index]
+    result["worst_p50_vs_one"] = max(result[f"shards_{n}"]["p50_vs_one"] for n in counts)  # type: ignore[index]
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

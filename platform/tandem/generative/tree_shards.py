@@ -1,0 +1,216 @@
+"""One shard of a v2 generative model: the subtrees of its top-level codes, the decoder shared.
+
+Shard ``i`` of ``N`` (:func:`~tandem.generative.sharding.shard_of_code`) keeps:
+
+- the whole decoder and the whole **top-level** node table, so its first decoding step scores
+  every top-level node exactly as the unsharded model does and picks the same ``beams[0]``;
+- below that, only its own subtrees: the cluster and item node tables are sliced to its rows,
+  and the child table of a top-level node it does not hold is empty, so beams that enter a
+  foreign subtree die at the next step (the shard's part of "fan out to the shards whose
+  top-level codes the first step picks": a shard none of whose codes were picked answers
+  nothing, at the cost of that first step).
+
+Merging the shards' top ``k`` by score (:class:`~tandem.generative.sharding.ShardedRetriever`)
+gives one model's top ``k`` up to beam pruning: each shard keeps its ``upper_beam`` best
+cluster nodes of its own subtrees instead of a share of one global beam, so it may find items
+one model pruned — never fewer candidates. Item scores (``rank="last"``: the item logit) are
+the same numbers as unsharded. Limits: ``gen_logprob`` of :meth:`score_items` is normalised
+over the shard's own nodes below the top level (comparable within a shard, not across);
+shards load the full model before slicing (peak memory at start-up is one full model).
+
+:func:`open_sharded_tree_retriever` builds all shards of one folder in one process sharing the
+encoder and each batch's encoding (the local composite); the generative service serves one
+shard with ``tandem serve generative --shard i/N``.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from tandem.errors import InvalidInput
+from tandem.generative.sharding import ShardedRetriever, shard_of_code
+from tandem.generative.tree_decoding import TreeIndex
+from tandem.generative.tree_model import TreeDecoder
+from tandem.generative.tree_retriever import TreeRetriever
+from tandem.retriever import Retriever
+
+#: What :meth:`TreeRetriever._encode` returns for a batch (tensors, and per-query rows last).
+Encoded = Any
+
+
+def shard_rows(codes: npt.NDArray[np.int64], shard: int, count: int) -> npt.NDArray[np.int64]:
+    """Item rows of ``codes`` ``[items, L]`` whose top-level code belongs to ``shard`` of ``count``."""
+    return np.flatnonzero(np.asarray(codes)[:, 0] % count == shard)
+
+
+class ShardTreeIndex(TreeIndex):
+    """A :class:`TreeIndex` over some items' rows that keeps the full tree's top-level numbering.
+
+    Top-level nodes are numbered as in ``full`` (so the shared top-level table lines up); top
+    nodes outside the shard have no children. ``node_maps[p]`` gives, per node of position
+    ``p >= 1`` here, its node (row at the last position) in ``full``.
+    """
+
+    def __init__(self, codes: npt.ArrayLike, rows: npt.NDArray[np.int64], full: TreeIndex) -> None:
+        arr = np.asarray(codes, dtype=np.int64)
+        if len(rows) == 0:
+            raise InvalidInput("this shard holds no items: use fewer shards than top-level codes")
+        super().__init__(arr[rows])
+        top = np.empty(len(self._node_of[0]), np.int64)
+        top[self.paths[:, 0]] = full.paths[rows, 0]
+        kids: list[list[int]] = [[] for _ in range(full.nodes_per_position[0])]
+        for local, children in enumerate(self._children[0]):
+            kids[int(top[local])] = children
+        self.paths[:, 0] = top[self.paths[:, 0]]
+        self._node_of[0] = dict(full._node_of[0])
+        self._children[0] = kids
+        self._tables = None
+        self.node_maps: list[npt.NDArray[np.int64]] = [np.arange(len(top))]
+        for p in range(1, self.length - 1):
+            m = np.empty(len(self._node_of[p]), np.int64)
+            m[self.paths[:, p]] = full.paths[rows, p]
+            self.node_maps.append(m)
+        self.node_maps.append(np.asarray(rows, np.int64))
+
+
+class SharedEncodings:
+    """The encoder outputs of recent batches, computed once however many shards ask (bounded)."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._batches: OrderedDict[tuple[str, ...], Future[Encoded]] = OrderedDict()
+
+    def get(self, queries: Sequence[str], encode: Callable[[Sequence[str]], Encoded]) -> Encoded:
+        """``encode(queries)``, or the result of the same batch's encoding by another shard."""
+        key = tuple(queries)
+        with self._lock:
+            fut = self._batches.get(key)
+            owner = fut is None
+            if owner:
+                fut = self._batches[key] = Future()
+                while len(self._batches) > self.capacity:
+                    self._batches.popitem(last=False)
+        assert fut is not None
+        if owner:
+            try:
+                fut.set_result(encode(queries))
+            except BaseException as exc:
+                fut.set_exception(exc)
+                with self._lock:
+                    self._batches.pop(key, None)
+        return fut.result()
+
+
+class ShardTreeRetriever(TreeRetriever):
+    """A :class:`TreeRetriever` serving shard ``shard`` of ``count``; see the module docstring."""
+
+    def __init__(self, model_dir: str | Path, shard: int, count: int, *, source: TreeRetriever | None = None,
+                 encodings: SharedEncodings | None = None, **options: Any) -> None:
+        """Load ``model_dir`` (or view the already loaded, unsharded ``source``: encoder and
+        decoder shared, node tables sliced) and keep shard ``shard``'s subtrees."""
+        if not 0 <= shard < count:
+            raise InvalidInput(f"`shard` must be in [0, {count}), got {shard}")
+        if source is None:
+            super().__init__(model_dir, **options)
+        else:
+            self.__dict__.update(source.__dict__)  # shares the encoder and the decoder's weights
+            self._recent, self._recent_lock = OrderedDict(), threading.Lock()
+        self.shard, self.count, self._encodings = shard, count, encodings
+        self._restrict()
+
+    def _restrict(self) -> None:
+        from dataclasses import replace
+
+        art = self.artifact
+        model, index, rows = shard_view(art.model, art.index, art.id_map.as_array(), self.shard, self.count)
+        self.artifact = replace(art, model=model, index=index)
+        all_ids = art.id_map.item_ids()
+        self._item_ids = [all_ids[r] for r in rows.tolist()]
+        self._row_of = {iid: row for row, iid in enumerate(self._item_ids)}
+        self._version = f"{self._version}-shard{self.shard}of{self.count}"
+
+    def _encode(self, queries: Sequence[str]) -> Any:
+        if self._encodings is None:
+            return super()._encode(queries)
+        res = self._encodings.get(queries, super()._encode)
+        if not (isinstance(res, tuple) and res and isinstance(res[-1], list)):
+            return res
+        # Per-query rows come last: each shard gets its own copies, since beam search records its
+        # (shard-specific) decoder levels on them. Only the encoding shard remembers the query.
+        rows = [copy.copy(r) for r in res[-1]]
+        for r in rows:
+            if hasattr(r, "levels"):
+                r.levels = None
+        return (*res[:-1], rows)
+
+    def add_items(self, items: Sequence[Any]) -> dict[str, tuple[int, ...]]:
+        """Assign IDs to all ``items`` (every shard assigns the same, deterministically) and make
+        decodable those whose top-level code is this shard's."""
+        from tandem.ids.idmap import coerce_items
+
+        batch = coerce_items(items)
+        codes = self.artifact.id_map.assign(batch)
+        mine = [it for it in batch if shard_of_code(codes[it.item_id][0], self.count) == self.shard]
+        if mine:
+            super().add_items(mine)
+        return codes
+
+
+def _shallow_copy(model: torch.nn.Module) -> Any:
+    """A module sharing ``model``'s parameters whose sub-modules can be replaced independently."""
+    clone = model.__class__.__new__(model.__class__)
+    clone.__dict__.update(model.__dict__)
+    clone._modules = dict(model._modules)  # type: ignore[assignment]
+    clone._parameters = dict(model._parameters)  # type: ignore[assignment]
+    return clone
+
+
+def shard_view(model: TreeDecoder, index: TreeIndex, codes: npt.NDArray[np.int64], shard: int,
+               count: int) -> tuple[TreeDecoder, ShardTreeIndex, npt.NDArray[np.int64]]:
+    """Shard ``shard`` of ``count`` of a decoder and its tree: a decoder sharing ``model``'s
+    weights and top-level table with the lower node tables sliced, its :class:`ShardTreeIndex`,
+    and the full tree's item rows it holds (in the shard's row order)."""
+    rows = shard_rows(codes, shard, count)
+    sub = ShardTreeIndex(codes, rows, index)
+    view = _shallow_copy(model)
+    tables = [model.nodes[0]] + [torch.nn.Parameter(model.nodes[p].data[torch.from_numpy(sub.node_maps[p])],
+                                                    requires_grad=False) for p in range(1, model.positions)]
+    view.nodes = torch.nn.ParameterList(tables)
+    return view, sub, rows
+
+
+def open_shard_retriever(model_dir: str | Path, shard: int, count: int, **options: Any) -> Retriever:
+    """What ``tandem serve generative --shard i/N`` serves: with ``count`` 1 the plain retriever."""
+    from tandem.generative.tree_artifact import is_tree_folder
+    from tandem.generative.tree_retriever import open_tree_retriever
+
+    if not is_tree_folder(Path(model_dir)):
+        raise InvalidInput(f"`shard`: {model_dir} is not a v2 (tree) model folder; only those can be sharded")
+    base = open_tree_retriever(Path(model_dir), **options)
+    if count == 1:
+        return base
+    return ShardTreeRetriever(model_dir, shard, count, source=base)
+
+
+def open_sharded_tree_retriever(model_dir: str | Path, count: int, **options: Any) -> Retriever:
+    """All ``count`` shards of ``model_dir`` in this process behind a :class:`ShardedRetriever`
+    (one encoder and one encoding per batch for all); with ``count`` 1 the plain retriever."""
+    from tandem.generative.tree_retriever import open_tree_retriever
+
+    base = open_tree_retriever(Path(model_dir), **options)
+    if count == 1:
+        return base
+    shared = SharedEncodings()
+    shards = [ShardTreeRetriever(model_dir, i, count, source=base, encodings=shared) for i in range(count)]
+    return ShardedRetriever(shards, name=base.name)
