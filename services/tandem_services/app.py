@@ -102,13 +102,18 @@ def retriever_server(sources: Sequence[Retriever], options: ServerOptions | None
 
 
 def front_services(searcher: HybridSearcher, executor: ThreadPoolExecutor, *, candidate: HybridSearcher | None,
-                   arms: Arms | None, feedback: FeedbackSink | None) -> list[Service]:
+                   arms: Arms | None, feedback: FeedbackSink | None, observers: Sequence = ()) -> list[Service]:
     """SearchService over the current (and candidate) searcher, routed by ``arms``, and the
     FeedbackService that labels events with the arm this process served (no sink: UNAVAILABLE),
-    and the CanaryService that sets the share (admin)."""
+    and the CanaryService that sets the share (admin). ``observers`` see every answered search
+    (:class:`tandem_services.learning.SearchObserver`: failed searches, the request log)."""
     served = ServedLog()
     search = ArmedSearchServicer(SearchServicer(searcher, executor),
                                  SearchServicer(candidate, executor) if candidate is not None else None, arms, served)
+    if observers:
+        from tandem_services.learning import ObservedSearchServicer
+
+        search = ObservedSearchServicer(search, observers)  # type: ignore[assignment]
     return [Service(search, search_pb2_grpc.add_SearchServiceServicer_to_server, SEARCH),
             Service(FeedbackServicer(feedback, served, executor, search.arms),
                     feedback_pb2_grpc.add_FeedbackServiceServicer_to_server, FEEDBACK),
@@ -116,24 +121,24 @@ def front_services(searcher: HybridSearcher, executor: ThreadPoolExecutor, *, ca
                     canary_pb2_grpc.add_CanaryServiceServicer_to_server, CANARY)]
 
 
-def _closers(candidate: HybridSearcher | None, feedback: FeedbackSink | None) -> list:
-    return [c.close for c in (candidate, feedback) if c is not None]
+def _closers(candidate: HybridSearcher | None, feedback: FeedbackSink | None, observers: Sequence = ()) -> list:
+    return [c.close for c in (candidate, feedback, *observers) if c is not None]
 
 
 def gateway_server(searcher: HybridSearcher, options: ServerOptions | None = None, *,
                    workers: int = 16, candidate: HybridSearcher | None = None, arms: Arms | None = None,
-                   feedback: FeedbackSink | None = None) -> TandemServer:
+                   feedback: FeedbackSink | None = None, observers: Sequence = ()) -> TandemServer:
     """The gateway: SearchService + FeedbackService + AdminService over ``searcher`` (whose
     sources may be remote); with ``candidate``, ``arms`` routes a share of users to it
-    (:mod:`tandem_services.arms`)."""
+    (:mod:`tandem_services.arms`); ``observers`` see every answered search."""
     executor = _executor(workers, "tandem-gateway")
     services = [
-        *front_services(searcher, executor, candidate=candidate, arms=arms, feedback=feedback),
+        *front_services(searcher, executor, candidate=candidate, arms=arms, feedback=feedback, observers=observers),
         Service(AdminServicer(searcher.versions, searcher.reload, executor),
                 admin_pb2_grpc.add_AdminServiceServicer_to_server, ADMIN),
     ]
     return TandemServer(services, options, on_stop=[searcher.close, lambda: executor.shutdown(wait=False),
-                                                    *_closers(candidate, feedback)])
+                                                    *_closers(candidate, feedback, observers)])
 
 
 def intent_server(decomposer: IntentDecomposer, options: ServerOptions | None = None) -> TandemServer:
@@ -145,14 +150,14 @@ def intent_server(decomposer: IntentDecomposer, options: ServerOptions | None = 
 def all_in_one_server(searcher: HybridSearcher, options: ServerOptions | None = None, *,
                       batch: BatchOptions | None = None, batched: Sequence[str] = (),
                       workers: int = 16, candidate: HybridSearcher | None = None, arms: Arms | None = None,
-                      feedback: FeedbackSink | None = None) -> TandemServer:
+                      feedback: FeedbackSink | None = None, observers: Sequence = ()) -> TandemServer:
     """Every service in one process (the embedded default): the gateway calls its retrievers
     in-process, and the same retrievers are also exposed as ``RetrieverService`` (by ``source``)
     and the decomposer as ``IntentService``."""
     executor = _executor(workers, "tandem-all")
     (retriever_svc, _), batchers = retriever_services(searcher.retrievers, batch, batched, executor)
     services = [
-        *front_services(searcher, executor, candidate=candidate, arms=arms, feedback=feedback),
+        *front_services(searcher, executor, candidate=candidate, arms=arms, feedback=feedback, observers=observers),
         retriever_svc,
         Service(IntentServicer(searcher.intents), intent_pb2_grpc.add_IntentServiceServicer_to_server, INTENT),
         Service(AdminServicer(searcher.versions, searcher.reload, executor),
@@ -161,7 +166,7 @@ def all_in_one_server(searcher: HybridSearcher, options: ServerOptions | None = 
     return TandemServer(services, options, on_stop=[*[b.close for b in batchers], searcher.close,
                                                     lambda: executor.shutdown(wait=False),
                                                     *[r.close for r in searcher.retrievers],
-                                                    *_closers(candidate, feedback)])
+                                                    *_closers(candidate, feedback, observers)])
 
 
 def load_factory(spec: str, *args: Any) -> Any:

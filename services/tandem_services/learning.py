@@ -7,7 +7,9 @@ vectors. :class:`FailedSearchEmitter` is what the gateway calls after each searc
 whether the search failed (:func:`tandem.failed.events.failure_reason`) and hands failures
 to a background thread that publishes them to ``tandem.failed-queries``. The queue is
 bounded and ``observe`` never blocks: when the broker is slow, failures are dropped and
-counted, searches are never held up.
+counted, searches are never held up. :class:`ObservedSearchServicer` is how the gateway hands
+every answered search to such observers (after the response is built; an observer's error is
+logged, never the caller's).
 """
 
 from __future__ import annotations
@@ -16,13 +18,47 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tandem.failed.events import FailedQuery, failure_reason
 from tandem.streams.config import StreamSettings
 
 log = logging.getLogger(__name__)
+
+
+class SearchObserver(Protocol):
+    """Sees every search the gateway answered; must return at once (queue, never publish inline)."""
+
+    def observe_search(self, request_id: str, user_id: str, query: str, item_ids: Sequence[str],
+                       best_score: float | None) -> object:
+        """Note one answered search."""
+        ...
+
+    def close(self) -> None:
+        """Flush and stop (server shutdown)."""
+        ...
+
+
+class ObservedSearchServicer:
+    """``SearchService`` that answers through ``inner`` and then tells each observer."""
+
+    def __init__(self, inner: Any, observers: Sequence[SearchObserver]) -> None:
+        self.inner, self.observers = inner, list(observers)
+        self.arms = inner.arms  # the FeedbackService and CanaryService read the inner servicer's arms
+
+    async def Search(self, request: Any, context: Any) -> Any:  # noqa: N802 - the gRPC method name
+        """The inner answer, observed."""
+        response = await self.inner.Search(request, context)
+        ids = [h.item_id for h in response.hits]
+        best = response.hits[0].score if response.hits else None
+        for o in self.observers:
+            try:
+                o.observe_search(response.request_id, request.user_id, request.query, ids, best)
+            except Exception as exc:  # noqa: BLE001 - observing must never fail a search
+                log.warning("search observer %s failed: %s", type(o).__name__, exc)
+        return response
 
 
 def run_profile_consumer(model: Path, redis_url: str | None, settings: StreamSettings | None = None,
@@ -60,6 +96,11 @@ class FailedSearchEmitter:
             self.dropped += 1
             return False
         return True
+
+    def observe_search(self, request_id: str, user_id: str, query: str, item_ids: Sequence[str],
+                       best_score: float | None) -> bool:
+        """:class:`SearchObserver` form of :meth:`observe`."""
+        return self.observe(request_id, user_id, query, len(item_ids), best_score)
 
     def _run(self) -> None:
         while not self._stop.is_set() or not self._q.empty():

@@ -448,3 +448,34 @@ def test_gateway_canary_values_reach_the_command_line_and_the_policy_the_config_
     values.write_text(yaml.safe_dump({"gateway": {"canary": {"share": 1.5}}}))
     bad = render_raw([str(values)])
     assert bad.returncode != 0 and "gateway.canary.share" in bad.stderr
+
+
+def test_gateway_personal_and_failed_query_values_reach_the_command_line(tmp_path: Path) -> None:
+    def gateway(objs: list[dict[str, Any]]) -> dict[str, Any]:
+        (gw,) = [d for d in of_kind(objs, "Deployment") if component(d) == "gateway"]
+        return gw["spec"]["template"]["spec"]["containers"][0]
+
+    args = gateway(render())["args"]
+    assert not any(a.startswith(("--profiles-", "--failed-")) for a in args)  # off by default
+    values = tmp_path / "personal.yaml"
+    values.write_text(yaml.safe_dump({
+        "gateway": {"personal": {"profilesModel": "models/v2", "weights": "personal/w.json"},
+                    "failedQueries": {"kafka": True, "minScore": 0.01}},
+        "redis": {"mode": "inCluster"}, "kafka": {"bootstrapServers": "kafka.search.svc:9092"}}))
+    gw = gateway(render([str(values)]))
+    args, env = gw["args"], {e["name"]: e.get("value") for e in gw.get("env", [])}
+    mount = next(m["mountPath"] for m in gw["volumeMounts"] if m["name"] == "artifacts")
+    for flag in (f"--profiles-model={mount}/models/v2", f"--profiles-weights={mount}/personal/w.json",
+                 "--profiles-redis-url=$(TANDEM_REDIS_URL)", "--profiles-consume", "--failed-queries-kafka",
+                 "--failed-min-score=0.01"):
+        assert flag in args, args
+    assert env["TANDEM_KAFKA_BOOTSTRAP"] == "kafka.search.svc:9092" and env["TANDEM_REDIS_URL"]
+    values.write_text(yaml.safe_dump({"gateway": {"personal": {"profilesModel": "models/v2"}}}))
+    bad = render_raw([str(values)])  # redis store without a Redis
+    assert bad.returncode != 0 and "gateway.personal.store" in bad.stderr
+    values.write_text(yaml.safe_dump({"gateway": {"personal": {"profilesModel": "m", "store": "memory",
+                                                               "consume": False}}}))
+    args = gateway(render([str(values)]))["args"]
+    assert "--profiles-model=" + mount + "/m" in args and not any(a.startswith("--profiles-redis") for a in args)
+    values.write_text(yaml.safe_dump({"gateway": {"personal": {"store": "disk"}}}))
+    assert render_raw([str(values)]).returncode != 0

@@ -128,3 +128,16 @@ def test_searcher_personalises_known_users_only_and_survives_a_dead_store():
     assert [h.item_id for h in result.hits] == ["a", "a2", "b"] and not result.degraded
     searcher.close()
     dead.close()
+
+
+def test_rerank_scores_only_the_depth_and_names_a_bad_base():
+    from tandem.fusion.base import FusedHit
+    from tandem.personal.rerank import rerank
+
+    fused = [FusedHit(i, s, ()) for i, s in (("a", 1.0), ("b", 0.9), ("c", 0.8), ("d", 0.1))]
+    scores = {"b": {"profile_prefix1": 1.0}, "d": {"profile_prefix1": 1.0}}
+    for base in ("logrank", "minmax"):
+        assert [h.item_id for h in rerank(fused, scores, {"profile_prefix1": 2.0}, 3, base)] == ["b", "a", "c", "d"]
+    assert [h.item_id for h in rerank(fused, scores, {"profile_prefix1": 5.0})] == ["b", "d", "a", "c"]
+    with pytest.raises(InvalidInput, match="`base`"):
+        PersonalFuser(RRF(), None, base="zscore")

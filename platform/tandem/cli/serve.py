@@ -14,6 +14,7 @@ import typer
 from tandem.cli.canary import (CanaryMode, CanaryPolicyFile, CanaryShare, CandidateAdapter,  # the canary's options
                                CandidateFusionModel, CandidateGenerative, CandidateModel, FeedbackFile, FeedbackKafka,
                                canary_parts)
+from tandem.cli.learning import FailedKafka, FailedMin, PConsume, PModel, PRedis, PWeights, learn_parts, personal_spec
 
 app = typer.Typer(help="Run Tandem's gRPC services: gateway, sparse, generative, intent, or --all-in-one.",
                   no_args_is_help=False, invoke_without_command=True)
@@ -145,7 +146,8 @@ def _intents(intent_model: Optional[Path]) -> Any:
 
 def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str], deadline_ms: float,
               intents: Any = None, fusion: str = "auto", fusion_model: Optional[Path] = None,
-              model: Optional[Path] = None, registry: Optional[str] = None, live_catalog: Any = None) -> Any:
+              model: Optional[Path] = None, registry: Optional[str] = None, live_catalog: Any = None,
+              personal: Any = None) -> Any:
     """The searcher of a server, by :func:`tandem.search.build.build_searcher` (what ``tandem
     search`` and ``tandem eval --system hybrid`` use too). Its catalog: ``--catalog``, else
     ``live_catalog`` (the gateway's sparse ``Lookup``), else a local source's stored fields;
@@ -159,7 +161,7 @@ def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str
 
     spec = SearcherSpec(sources=retrievers, fusion=fusion, fusion_model=fusion_model, model=model, registry=registry,
                         intents=intents, catalog=live_catalog, catalog_file=catalog, cache=make_cache(redis_url),
-                        config=SearchConfig(deadline_s=deadline_ms / 1000))
+                        config=SearchConfig(deadline_s=deadline_ms / 1000), personal=personal)
     try:
         return build_searcher(spec)
     except InvalidInput as exc:  # names the choice at fault (`fusion`, `fusion_model`, `catalog_file`)
@@ -194,6 +196,8 @@ def serve(
     candidate_fusion_model: CandidateFusionModel = None, canary_share: CanaryShare = 0.0,
     canary_mode: CanaryMode = "interleave", canary_policy: CanaryPolicyFile = None,
     feedback_kafka: FeedbackKafka = False, feedback_file: FeedbackFile = None,
+    profiles_model: PModel = None, profiles_redis_url: PRedis = None, profiles_weights: PWeights = None,  # issue 22
+    profiles_consume: PConsume = False, failed_queries_kafka: FailedKafka = False, failed_min_score: FailedMin = None,
 ) -> None:
     """Run the services. With --all-in-one: gateway, retrievers, intent and admin in one process."""
     if ctx.invoked_subcommand is not None:
@@ -223,17 +227,19 @@ def serve(
         retrievers = [load_sparse(str(index))]
         if model or generative_factory or registry:
             retrievers.append(_generative(model, generative_factory, generative_arg, adapter, registry, poll_s))
+        personal = personal_spec(profiles_model, profiles_redis_url, profiles_weights)
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, _intents(intent_model), fusion,
-                             fusion_model, model=model, registry=registry)
+                             fusion_model, model=model, registry=registry, personal=personal)
 
         def candidate() -> Any:  # the same sources but the candidate's generative model and fusion
             gen = _generative(candidate_model, None, [], candidate_adapter) if candidate_model else None
             return _searcher([retrievers[0], *([gen] if gen else retrievers[1:])], catalog, redis_url, deadline_ms,
                              searcher.intents, "auto" if candidate_fusion_model else fusion,
-                             candidate_fusion_model or fusion_model, model=model, registry=registry)
+                             candidate_fusion_model or fusion_model, model=model, registry=registry, personal=personal)
         parts = canary_parts(candidate if candidate_model or candidate_fusion_model else None, share=canary_share,
                              mode=canary_mode, policy_file=canary_policy, feedback_kafka=feedback_kafka,
                              feedback_file=feedback_file)
+        parts |= learn_parts(searcher, profiles_consume, failed_queries_kafka, failed_min_score)
         return _watch_cache(all_in_one_server(searcher, opts, batched=["generative"], **parts,
                                               batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms)),
                             searcher.cache)
@@ -267,6 +273,8 @@ def gateway(
     candidate_generative: CandidateGenerative = None, candidate_fusion_model: CandidateFusionModel = None,
     canary_share: CanaryShare = 0.0, canary_mode: CanaryMode = "interleave", canary_policy: CanaryPolicyFile = None,
     feedback_kafka: FeedbackKafka = False, feedback_file: FeedbackFile = None,
+    profiles_model: PModel = None, profiles_redis_url: PRedis = None, profiles_weights: PWeights = None,  # issue 22
+    profiles_consume: PConsume = False, failed_queries_kafka: FailedKafka = False, failed_min_score: FailedMin = None,
 ) -> None:
     """The gateway: SearchService over remote retriever services (BM25-only fallback)."""
     if intent and intent_model:
@@ -290,18 +298,20 @@ def gateway(
         # Titles, filter fields and which items still exist, from the served index (deleted and
         # quarantined items the generative model still knows are dropped: tandem.search.catalog.known_hits).
         live = RemoteCatalog(sparse, options=ch, timeout_s=min(0.5, deadline_ms / 1000))
+        personal = personal_spec(profiles_model, profiles_redis_url, profiles_weights)
         searcher = _searcher(retrievers, catalog, redis_url, deadline_ms, intents, fusion, fusion_model,
-                             registry=registry if generative else None, live_catalog=live)
+                             registry=registry if generative else None, live_catalog=live, personal=personal)
 
         def candidate() -> Any:  # the same sources but the candidate's generative service and fusion
             gen = (RemoteRetriever(candidate_generative, "generative", options=ch, timeout_s=deadline_ms / 1000)
                    if candidate_generative else None)
             return _searcher([retrievers[0], *([gen] if gen else retrievers[1:])], catalog, redis_url, deadline_ms,
                              intents, "auto" if candidate_fusion_model else fusion,
-                             candidate_fusion_model or fusion_model, live_catalog=live)
+                             candidate_fusion_model or fusion_model, live_catalog=live, personal=personal)
         parts = canary_parts(candidate if candidate_generative or candidate_fusion_model else None,
                              share=canary_share, mode=canary_mode, policy_file=canary_policy,
                              feedback_kafka=feedback_kafka, feedback_file=feedback_file)
+        parts |= learn_parts(searcher, profiles_consume, failed_queries_kafka, failed_min_score)
         return _watch_cache(gateway_server(searcher, opts, **parts), searcher.cache)
 
     _run(build, metrics_port, log_level)

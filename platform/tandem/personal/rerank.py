@@ -3,13 +3,17 @@
 :class:`PersonalFuser` wraps the served fuser. When the item scores carry no
 :data:`~tandem.personal.features.PROFILE_SCORES` (anonymous user, no profile, store down) it
 returns the inner fuser's ranking untouched, so requests without a known user behave exactly
-as before. Otherwise it takes the inner fuser's top ``depth`` and re-scores each hit as
+as before. Otherwise it re-scores each of the inner fuser's top ``depth`` hits as
 
-    min-max(inner score) + Σ_f w_f · f(item),   f ∈ profile_sim, profile_prefix1, profile_prefix2
+    base(hit) + Σ_f w_f · f(item),   f ∈ profile_sim, profile_prefix1, profile_prefix2
 
-(sorted by that, ties by the inner order). :func:`fit_weights` picks ``w`` on a grid by the
-nDCG@10 of logged clicks/purchases (purchases graded higher) over sessions with profiles —
-behaviour data, not relevance judgements.
+(sorted by that, ties by the inner order; hits below ``depth`` keep their order after them).
+``base`` is per-query normalised so one set of weights fits every query and every fuser:
+``logrank`` (−ln(rank), rank 1 = 0: the inner order with a prior that relevance decays with
+rank, independent of the fuser's score scale; the default) or ``minmax`` (min-max of the
+inner scores over the depth). :func:`fit_weights` picks ``w``, ``depth`` and ``base`` on a
+grid by the nDCG@10 of logged clicks/purchases (purchases graded higher) over sessions with
+profiles — behaviour data, not relevance judgements.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from tandem.errors import InvalidInput
 from tandem.fusion.base import FusedHit, Fuser, ItemScores, RankedList
 from tandem.fusion.normalized import normalize_scores
 from tandem.personal.features import PROFILE_SCORES
 
-DEFAULT_WEIGHTS = {"profile_sim": 0.5, "profile_prefix1": 0.2, "profile_prefix2": 0.3}
+DEFAULT_WEIGHTS = {"profile_sim": 0.0, "profile_prefix1": 2.0, "profile_prefix2": 0.0}
+BASES = ("logrank", "minmax")
 
 
 class PersonalFuser(Fuser):
@@ -34,7 +42,8 @@ class PersonalFuser(Fuser):
 
     name = "personal"
 
-    def __init__(self, inner: Fuser, weights: Mapping[str, float] | None = None, depth: int = 100) -> None:
+    def __init__(self, inner: Fuser, weights: Mapping[str, float] | None = None, depth: int = 100,
+                 base: str = "logrank") -> None:
         weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         unknown = set(weights) - set(PROFILE_SCORES)
         if unknown:
@@ -43,7 +52,9 @@ class PersonalFuser(Fuser):
             raise InvalidInput("`weights` must be finite numbers")
         if depth < 1:
             raise InvalidInput(f"`depth` must be >= 1, got {depth}")
-        self.inner, self.weights, self.depth = inner, weights, depth
+        if base not in BASES:
+            raise InvalidInput(f"`base` must be one of {BASES}, got {base!r}")
+        self.inner, self.weights, self.depth, self.base = inner, weights, depth, base
         self.score_names = inner.score_names
 
     def fuse(self, lists: Sequence[RankedList], k: int, item_scores: ItemScores | None = None) -> list[FusedHit]:
@@ -52,23 +63,28 @@ class PersonalFuser(Fuser):
         if not any(name in vals for vals in scores.values() for name in PROFILE_SCORES):
             return self.inner.fuse(lists, k, item_scores)
         fused = self.inner.fuse(lists, max(k, self.depth), item_scores)
-        return rerank(fused, scores, self.weights)[:k]
+        return rerank(fused, scores, self.weights, self.depth, self.base)[:k]
 
     def version(self) -> str:
         """The inner version plus a digest of the weights (cache keys change with them)."""
-        digest = hashlib.sha1(json.dumps(self.weights, sort_keys=True).encode()).hexdigest()[:8]
+        digest = hashlib.sha1(json.dumps([self.weights, self.depth, self.base], sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.inner.version()}+personal:{digest}"
 
 
-def rerank(fused: Sequence[FusedHit], scores: ItemScores, weights: Mapping[str, float]) -> list[FusedHit]:
-    """``fused`` re-scored with profile features (module docstring)."""
-    base = normalize_scores([h.score for h in fused], "minmax")
+def rerank(fused: Sequence[FusedHit], scores: ItemScores, weights: Mapping[str, float], depth: int | None = None,
+           base: str = "logrank") -> list[FusedHit]:
+    """``fused``'s top ``depth`` re-scored with profile features (module docstring)."""
+    top, rest = list(fused[:depth]), list(fused[len(fused) if depth is None else depth:])
+    if base == "minmax":
+        prior = [float(b) for b in normalize_scores([h.score for h in top], "minmax")]
+    else:
+        prior = [-math.log(n + 1) for n in range(len(top))]
     rescored = []
-    for n, (h, b) in enumerate(zip(fused, base, strict=True)):
+    for n, (h, b) in enumerate(zip(top, prior, strict=True)):
         vals = scores.get(h.item_id) or {}
-        s = float(b) + sum(w * float(vals.get(f, 0.0)) for f, w in weights.items())
+        s = b + sum(w * float(vals.get(f, 0.0)) for f, w in weights.items())
         rescored.append((-s, n, FusedHit(h.item_id, s, h.provenance)))
-    return [h for _, _, h in sorted(rescored, key=lambda t: (t[0], t[1]))]
+    return [h for _, _, h in sorted(rescored, key=lambda t: (t[0], t[1]))] + rest
 
 
 @dataclass(frozen=True)
@@ -88,26 +104,46 @@ def ndcg10(ranked: Sequence[str], gains: Mapping[str, float]) -> float:
     return dcg / ideal if ideal > 0 else 0.0
 
 
-def fit_weights(sessions: Sequence[Session], grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0)
-                ) -> tuple[dict[str, float], dict[str, float]]:
-    """Grid search of one weight per profile feature for the best mean nDCG@10 of the sessions'
-    engagement; returns the weights and ``{"ndcg@10": best, "ndcg@10_unpersonalised": baseline}``."""
+def _prior(fused: Sequence[FusedHit], base: str) -> np.ndarray:
+    if base == "minmax":
+        return np.asarray(normalize_scores([h.score for h in fused], "minmax"), dtype=np.float64)
+    return -np.log(np.arange(1, len(fused) + 1, dtype=np.float64))
+
+
+def fit_weights(sessions: Sequence[Session], grid: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0),
+                depths: Sequence[int] = (20, 50, 100), bases: Sequence[str] = BASES
+                ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Grid search of one weight per profile feature, the depth and the base for the best mean
+    nDCG@10 of the sessions' engagement; returns the weights and ``{"ndcg@10": best,
+    "ndcg@10_unpersonalised": baseline, "depth": .., "base": .., "sessions": n}``."""
     usable = [s for s in sessions if any(g > 0 for g in s.gains.values())]
     if not usable:
         raise InvalidInput("no session with a click or purchase to fit profile weights on")
+    disc = 1.0 / np.log2(np.arange(2, 12))
+    rows = []  # per session: features, gains, ideal DCG (the arithmetic of ndcg10, vectorised)
+    for s in usable:
+        ids = [h.item_id for h in s.fused]
+        feats = np.array([[float((s.scores.get(i) or {}).get(f, 0.0)) for f in PROFILE_SCORES] for i in ids])
+        gains = np.array([float(s.gains.get(i, 0.0)) for i in ids])
+        ideal = float(np.sort(np.fromiter(s.gains.values(), float))[::-1][:10] @ disc[:min(10, len(s.gains))])
+        rows.append((feats.reshape(len(ids), len(PROFILE_SCORES)), gains, ideal,
+                     {b: _prior(s.fused, b) for b in bases}))
 
-    def mean(weights: Mapping[str, float]) -> float:
-        return sum(ndcg10([h.item_id for h in rerank(s.fused, s.scores, weights)], s.gains)
-                   for s in usable) / len(usable)
+    def mean(w: np.ndarray, depth: int, base: str) -> float:
+        total = 0.0
+        for feats, gains, ideal, priors in rows:
+            n = min(depth, len(gains))
+            order = np.argsort(-(priors[base][:n] + feats[:n] @ w), kind="stable")
+            ranked = np.concatenate([gains[:n][order], gains[n:]])[:10]
+            total += float(ranked @ disc[:len(ranked)]) / ideal if ideal > 0 else 0.0
+        return total / len(rows)
 
-    baseline = sum(ndcg10([h.item_id for h in s.fused], s.gains) for s in usable) / len(usable)
-    best = (baseline, dict.fromkeys(PROFILE_SCORES, 0.0))
-    for combo in itertools.product(grid, repeat=len(PROFILE_SCORES)):
-        w = dict(zip(PROFILE_SCORES, combo, strict=True))
-        if not any(combo):
-            continue
-        m = mean(w)
-        if m > best[0] + 1e-9:
-            best = (m, w)
+    baseline = mean(np.zeros(len(PROFILE_SCORES)), 1, bases[0])
+    best: tuple[float, dict[str, float], int, str] = (baseline, dict.fromkeys(PROFILE_SCORES, 0.0), 1, bases[0])
+    for base in bases:
+        for depth in depths:
+            for combo in itertools.product(grid, repeat=len(PROFILE_SCORES)):
+                if any(combo) and (m := mean(np.array(combo, dtype=np.float64), depth, base)) > best[0] + 1e-9:
+                    best = (m, dict(zip(PROFILE_SCORES, combo, strict=True)), depth, base)
     return best[1], {"ndcg@10": round(best[0], 4), "ndcg@10_unpersonalised": round(baseline, 4),
-                     "sessions": len(usable)}
+                     "depth": best[2], "base": best[3], "sessions": len(usable)}

@@ -17,6 +17,7 @@ from tandem.cache import ResultCache
 from tandem.errors import InvalidInput
 from tandem.fusion.factory import make_fuser
 from tandem.intent.base import IntentDecomposer
+from tandem.personal.serving import PersonalSpec
 from tandem.retriever import Retriever
 from tandem.search.catalog import InMemoryCatalog, ItemLookup, StoredFieldsLookup
 from tandem.search.orchestrator import HybridSearcher
@@ -34,7 +35,8 @@ class SearcherSpec:
     ``tandem intent fit`` folder), else the whole query. Fusion: ``fusion`` by the rule of
     :func:`~tandem.fusion.factory.make_fuser`; ``auto`` takes ``fusion_model`` when given, else
     the fusion model the registry promoted with the base in use (``model``: a registry
-    base-model folder, or ``registry``: its current base).
+    base-model folder, or ``registry``: its current base). Personalisation: ``personal`` (user
+    profiles re-rank the fused list of requests with a known user; others rank as without it).
     """
 
     sources: Sequence[Retriever]
@@ -48,6 +50,7 @@ class SearcherSpec:
     catalog_file: Path | None = None
     cache: ResultCache | None = None
     config: SearchConfig = field(default_factory=SearchConfig)
+    personal: PersonalSpec | None = None
 
 
 def spec_catalog(spec: SearcherSpec) -> ItemLookup | None:
@@ -81,8 +84,15 @@ def build_searcher(spec: SearcherSpec) -> HybridSearcher:
     intents = spec_intents(spec)
     fuser = make_fuser(spec.fusion, spec.fusion_model, lookup, has_intents=intents is not None, model=spec.model,
                        registry=spec.registry)
+    reader = None
+    if spec.personal is not None:
+        from tandem.personal.rerank import PersonalFuser
+        from tandem.personal.serving import personal_parts
+
+        reader, weights, depth = personal_parts(spec.personal)
+        fuser = PersonalFuser(fuser, weights, depth)
     return HybridSearcher(spec.sources, fuser=fuser, intents=intents, cache=spec.cache, catalog=lookup,
-                          config=spec.config)
+                          config=spec.config, personal=reader)
 
 
 __all__ = ["SearcherSpec", "build_searcher", "spec_catalog", "spec_intents"]

@@ -1,0 +1,81 @@
+"""Options of ``tandem serve gateway|--all-in-one`` for learning from users (issue 22), here so
+serve.py only names them.
+
+- ``--profiles-model`` (a v2 model folder: its item vectors and IDs) turns personalisation on:
+  requests with a ``user_id`` whose profile exists are re-ranked by it, others rank as before.
+  Profiles live in Redis (``--profiles-redis-url``) or in this process; ``--profiles-consume``
+  keeps them current from ``tandem.feedback`` inside this process (needed with the in-process
+  store; with Redis one consumer for all replicas is enough). ``--profiles-weights``: the
+  re-ranking weights fitted on clicks (``bench.feedback --weights-out``), else the defaults.
+- ``--failed-queries-kafka`` publishes failed searches (zero hits; best score under
+  ``--failed-min-score``) to ``tandem.failed-queries`` from a bounded, never-blocking queue.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+PModel = Annotated[Optional[Path], typer.Option(
+    help="v2 model folder whose item vectors build user profiles: personalises requests with a known user_id.")]
+PRedis = Annotated[Optional[str], typer.Option(
+    envvar="TANDEM_PROFILES_REDIS_URL", help="Redis of the user profiles (redis://host:port/db); unset = in-process.")]
+PWeights = Annotated[Optional[Path], typer.Option(
+    help="Personal re-ranking weights (tandem.personal.weights/1 JSON); default: built-in weights.")]
+PConsume = Annotated[bool, typer.Option(
+    help="Fold tandem.feedback into the profiles inside this process (TANDEM_KAFKA_* settings).")]
+FailedKafka = Annotated[bool, typer.Option(
+    help="Publish failed searches to tandem.failed-queries (TANDEM_KAFKA_* settings).")]
+FailedMin = Annotated[Optional[float], typer.Option(
+    help="A search whose best fused score is under this counts as failed (default: zero hits only).")]
+
+
+def personal_spec(model: Optional[Path], redis_url: Optional[str], weights: Optional[Path]) -> Any:
+    """The :class:`~tandem.personal.serving.PersonalSpec` of the options (``None``: off), with
+    its store and vectors opened once so the current and the candidate searcher share them."""
+    if model is None:
+        if redis_url or weights:
+            raise typer.BadParameter("--profiles-redis-url/--profiles-weights need --profiles-model",
+                                     param_hint="--profiles-model")
+        return None
+    from tandem.errors import TandemError
+    from tandem.personal.serving import PersonalSpec, load_weights
+    from tandem.personal.store import open_profile_store
+    from tandem.personal.vectors import ItemVectors
+
+    try:
+        if weights is not None:
+            load_weights(weights)  # a bad file is a usage error now, not at the first request
+        return PersonalSpec(weights=weights, vectors=ItemVectors.from_tree_model(model),
+                            store=open_profile_store(redis_url))
+    except TandemError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profiles-model/--profiles-redis-url") from None
+
+
+def learn_parts(searcher: Any, consume: bool, failed_kafka: bool, min_score: Optional[float]) -> dict[str, Any]:
+    """The ``observers`` keyword argument of the gateway servers (the failed-search emitter),
+    and the profile consumer started in a daemon thread when ``consume``."""
+    from tandem_services.learning import FailedSearchEmitter
+
+    if consume:
+        if searcher.personal is None:
+            raise typer.BadParameter("--profiles-consume needs --profiles-model", param_hint="--profiles-consume")
+        from tandem.personal.consumer import PROFILE_GROUP, profile_consumer
+
+        store = searcher.personal.store
+        # Redis: the replicas share one group (each event folded once); in-process: each its own, all events.
+        group = PROFILE_GROUP if store.backend == "redis" else f"{PROFILE_GROUP}-{socket.gethostname()}"
+        consumer = profile_consumer(store, searcher.personal.vectors, group=group)
+        threading.Thread(target=consumer.run, name="profiles", daemon=True).start()
+    observers: list[Any] = []
+    if failed_kafka:
+        from tandem.failed.stream import FailedQueryPublisher
+
+        observers.append(FailedSearchEmitter(FailedQueryPublisher(), min_score=min_score))
+    elif min_score is not None:
+        raise typer.BadParameter("--failed-min-score needs --failed-queries-kafka", param_hint="--failed-min-score")
+    return {"observers": observers}
