@@ -75,24 +75,33 @@ def make_base_pipeline(
         train.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
         if gpus:
             train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-        fusion = c.train_fusion(snapshot=snap.outputs["snapshot"], model=train.outputs["model"],
-                                max_queries=fusion_max_queries, seed=seed).set_display_name("train fusion")
-        # It runs the new model over every candidate of thousands of queries: training's resources.
-        fusion.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
-        if gpus:
-            fusion.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-        ev = c.evaluate_model(snapshot=snap.outputs["snapshot"], model=train.outputs["model"])
-        ev.set_display_name("evaluate")
-        gate = c.promotion_gate(evaluation=ev.outputs["evaluation"], registry_uri=registry_uri,
-                                ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match)
-        gate.set_display_name("promotion gate").set_caching_options(False)
-        reg = c.register_base(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
-                              model=train.outputs["model"], evaluation=ev.outputs["evaluation"],
-                              decision=gate.outputs["decision"], fusion_model=fusion.outputs["fusion_model"],
-                              registry_uri=registry_uri)
-        reg.set_display_name("register").set_caching_options(False)
+        publish_steps(snap, train.outputs["model"], ids.outputs["id_map"], registry_uri=registry_uri, seed=seed,
+                      ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match,
+                      fusion_max_queries=fusion_max_queries, train_cpu=train_cpu, train_memory=train_memory, gpus=gpus)
 
     return base_pipeline
+
+
+def publish_steps(snap: Any, model: Any, id_map: Any, *, registry_uri: Any, seed: Any, ndcg_tolerance: Any,
+                  min_exact_match: Any, fusion_max_queries: Any, train_cpu: str = TRAIN_CPU,
+                  train_memory: str = TRAIN_MEMORY, gpus: int = 0) -> None:
+    """What follows a new base ``model`` (trained, or merged: ``tandem_pipelines.merge_step``):
+    learned fusion on it, dev evaluation, promotion gate, register."""
+    fusion = c.train_fusion(snapshot=snap.outputs["snapshot"], model=model,
+                            max_queries=fusion_max_queries, seed=seed).set_display_name("train fusion")
+    # It runs the new model over every candidate of thousands of queries: training's resources.
+    fusion.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
+    if gpus:
+        fusion.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    ev = c.evaluate_model(snapshot=snap.outputs["snapshot"], model=model)
+    ev.set_display_name("evaluate")
+    gate = c.promotion_gate(evaluation=ev.outputs["evaluation"], registry_uri=registry_uri,
+                            ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match)
+    gate.set_display_name("promotion gate").set_caching_options(False)
+    reg = c.register_base(snapshot=snap.outputs["snapshot"], id_map=id_map, model=model,
+                          evaluation=ev.outputs["evaluation"], decision=gate.outputs["decision"],
+                          fusion_model=fusion.outputs["fusion_model"], registry_uri=registry_uri)
+    reg.set_display_name("register").set_caching_options(False)
 
 
 base_pipeline = make_base_pipeline()

@@ -23,12 +23,14 @@ def _pipelines() -> dict[str, tuple[Any, str]]:
     """name → (pipeline function, the task whose ``registered`` output ends a run)."""
     from tandem_pipelines.adapter import adapter_pipeline
     from tandem_pipelines.base import base_pipeline
+    from tandem_pipelines.merge_step import merge_pipeline
 
-    return {"base": (base_pipeline, "register-base"), "adapter": (adapter_pipeline, "register-adapter")}
+    return {"base": (base_pipeline, "register-base"), "adapter": (adapter_pipeline, "register-adapter"),
+            "merge": (merge_pipeline, "register-base")}
 
 
 def run_local(pipeline: str, params: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """Run pipeline ``base`` or ``adapter`` locally with ``params``; returns what its register
+    """Run pipeline ``base``, ``adapter`` or ``merge`` (the monthly base from the previous one) locally with ``params``; returns what its register
     step recorded (``{"registered": False, ...}`` when an adapter run found nothing new).
 
     ``root`` holds every step's artifacts (default ``<TANDEM_HOME>/pipeline-runs``).

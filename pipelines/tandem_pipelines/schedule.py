@@ -41,10 +41,11 @@ def compile_pipelines(out_dir: Path = COMPILED_DIR) -> list[Path]:
 
     from tandem_pipelines.adapter import adapter_pipeline
     from tandem_pipelines.base import base_pipeline
+    from tandem_pipelines.merge_step import merge_pipeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, pipeline in (("base", base_pipeline), ("adapter", adapter_pipeline)):
+    for name, pipeline in (("base", base_pipeline), ("adapter", adapter_pipeline), ("merge", merge_pipeline)):
         path = out_dir / f"{name}.yaml"
         compiler.Compiler().compile(pipeline, str(path))
         written.append(path)

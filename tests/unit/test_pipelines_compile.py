@@ -19,7 +19,7 @@ def _strip_volatile(text: str) -> str:
 
 def test_checked_in_yaml_is_not_stale(tmp_path: Path) -> None:
     written = compile_pipelines(tmp_path)
-    assert sorted(p.name for p in written) == ["adapter.yaml", "base.yaml"]
+    assert sorted(p.name for p in written) == ["adapter.yaml", "base.yaml", "merge.yaml"]
     for fresh in written:
         checked_in = COMPILED_DIR / fresh.name
         assert checked_in.is_file(), "run `tandem pipelines compile`"

@@ -73,7 +73,7 @@ def schedule(
 
 @app.command("run")
 def run(
-    pipeline: Annotated[str, typer.Argument(help="Which pipeline: base or adapter.")],
+    pipeline: Annotated[str, typer.Argument(help="Which pipeline: base, adapter or merge (the monthly base from the previous one).")],
     local: Annotated[bool, typer.Option("--local", help="Run with kfp.local in this environment (required).")] = False,
     param: Param = None,
     root: Annotated[Path | None, typer.Option(help="Pipeline root (default: <home>/pipeline-runs).")] = None,
