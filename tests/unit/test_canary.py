@@ -102,6 +102,10 @@ def test_judge_rolls_back_on_errors_latency_and_significant_preference() -> None
     action, reason = judge(POLICY, OK, QualityEvidence(candidate_wins=2, current_wins=20))
     assert action == "rollback" and "interleaving prefers current" in reason
     assert judge(POLICY, OK, QualityEvidence(candidate_wins=25, current_wins=5))[0] == "advance"
+    trailing = QualityEvidence(candidate_wins=12, current_wins=19)  # worse, not significantly (p 0.28)
+    action, reason = judge(POLICY, OK, trailing)
+    assert action == "hold" and "trails" in reason
+    assert judge(POLICY.model_copy(update={"max_quality": 31}), OK, trailing)[0] == "advance"
     split = POLICY.model_copy(update={"mode": "split"})
     worse = QualityEvidence(requests={CURRENT: 1000, CANDIDATE: 1000}, clicked={CURRENT: 400, CANDIDATE: 300})
     assert judge(split, OK, worse)[0] == "rollback"

@@ -12,7 +12,9 @@ At every stage the controller waits for enough traffic on the candidate, then ju
   is worse at significance ``alpha`` is rolled back at once, whatever the stage's progress.
 
 Any failed check rolls back (share 0). A stage passes when the candidate served
-``min_requests`` requests and ``min_quality`` requests carry feedback, without a failed check;
+``min_requests`` requests and ``min_quality`` requests carry feedback, without a failed check
+and without the candidate trailing (a trailing candidate holds for more evidence, up to
+``max_quality``);
 the last stage is the promotion itself (the candidate serves everyone, split mode), since no
 comparison is left to make there. The tests are re-run as evidence arrives (sequential
 looks), which is why ``alpha`` defaults to 0.01 rather than 0.05.
@@ -57,6 +59,11 @@ class CanaryPolicy(BaseModel):
     """Most the candidate's p99 latency may be, as a multiple of current's (plus the slack)."""
     p99_slack_ms: float = Field(default=25.0, ge=0)
     """Absolute latency allowance added to the ratio (small p99s are noisy)."""
+    max_quality: int = Field(default=2000, ge=1)
+    """A stage whose candidate trails current (fewer interleaving wins, lower CTR) without
+    significance holds until this many requests carry feedback, then passes as not detectably
+    worse: the share never grows on evidence that points the wrong way (bench.canary: with
+    ``min_quality`` 20 a worse candidate trailing 12 vs 7 at 10 % went on to 50 %)."""
     min_latency_requests: int = Field(default=200, ge=1)
     """Requests each arm needs before the p99 guardrail is judged: a p99 of fewer is about its
     maximum, one slow outlier (seen in bench.canary: a 10-request p99 of 195 ms vs 71 ms)."""
@@ -107,15 +114,18 @@ def judge(policy: CanaryPolicy, windows: dict[str, ArmWindow], quality: QualityE
         if quality.current_wins > quality.candidate_wins and p < policy.alpha:
             return "rollback", (f"interleaving prefers current: {quality.current_wins} vs "
                                 f"{quality.candidate_wins} wins (p={p:.2g})")
-        have = quality.interleaved
+        have, behind = quality.interleaved, quality.current_wins > quality.candidate_wins
     else:
         z, p = two_proportion_test(quality.clicked[CURRENT], quality.requests[CURRENT],
                                    quality.clicked[CANDIDATE], quality.requests[CANDIDATE])
         if z < 0 and p < policy.alpha:
             return "rollback", (f"CTR {quality.ctr(CANDIDATE):.3f} vs current {quality.ctr(CURRENT):.3f} "
                                 f"(p={p:.2g})")
-        have = quality.requests[CANDIDATE]
+        have, behind = quality.requests[CANDIDATE], z < 0
     if cand.requests >= policy.min_requests and have >= policy.min_quality:
+        if behind and have < policy.max_quality:
+            return "hold", (f"the candidate trails current, not significantly yet (p={p:.2g}, {have} with "
+                            f"feedback): more evidence before a larger share, up to {policy.max_quality}")
         return "advance", f"{cand.requests} candidate requests, {have} with feedback, no check failed"
     return "hold", f"{cand.requests}/{policy.min_requests} candidate requests, {have}/{policy.min_quality} with feedback"
 
