@@ -318,27 +318,22 @@ def adapter_changes(catalog_uri: str, new_items_uri: str, registry_uri: str, max
     ``new_items_uri`` empty = the catalog items the base's ID map does not know. Writes
     ``new.jsonl``, ``old.jsonl`` and ``changes.json`` (counts, base reference) into ``out``.
     """
-    from tandem.errors import NotFound
-    from tandem.registry import ArtifactKind, Registry
+    from tandem.registry import Registry
     from tandem.registry.promotion import validate_adapter_thresholds
     from tandem.training.adapter import select_items
+    from tandem.training.adapter_publish import resolve_base
 
     validate_adapter_thresholds(max_forgetting, min_new_recall)
     reg = Registry(registry_uri or None)
-    try:
-        base = reg.resolve_current(ArtifactKind.BASE_MODEL)
-    except NotFound:
-        raise InvalidInput(f"`registry_uri` {reg.uri}: no current base-model; run the base pipeline first") from None
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with resolve_base(reg, dest=base_out) as base, tempfile.TemporaryDirectory() as tmp:
         catalog = _fetch(catalog_uri, "catalog_uri", Path(tmp) / Path(catalog_uri.rstrip("/")).name)
         new_file = _fetch(new_items_uri, "new_items_uri", Path(tmp) / ("new-" + Path(new_items_uri).name)) \
             if new_items_uri else None
-        reg.download(ArtifactKind.BASE_MODEL, base.manifest.version, base_out)
-        new, old = select_items(base_out, catalog=catalog, new_items=new_file)
+        new, old = select_items(base.path, catalog=catalog, new_items=new_file)
     _write_items(out / NEW_ITEMS, new)
     _write_items(out / OLD_ITEMS, old)
-    summary = {"base": base.manifest.ref, "new_items": len(new), "old_items": len(old), "catalog_uri": catalog_uri}
+    summary = {"base": base.ref, "new_items": len(new), "old_items": len(old), "catalog_uri": catalog_uri}
     (out / CHANGES_JSON).write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -359,12 +354,10 @@ def train_adapter(changes_dir: Path, base_dir: Path, seed: int, out: Path,
 
 
 def adapter_gate(summary: dict[str, Any], max_forgetting: float, min_new_recall: float) -> dict[str, Any]:
-    """The adapter promotion decision (:func:`tandem.registry.promotion.gate_adapter`)."""
-    from tandem.registry.promotion import gate_adapter
+    """The adapter promotion decision (:func:`tandem.training.adapter_publish.gate`)."""
+    from tandem.training.adapter_publish import gate
 
-    m, k = summary["metrics"], summary["config"]["eval_k"]
-    decision = gate_adapter(m.get("forgetting", 0.0), max_forgetting=max_forgetting, new_recall=m[f"new_r{k}"],
-                            min_new_recall=min_new_recall)
+    decision = gate(summary, max_forgetting, min_new_recall)
     return {**decision.as_dict(), "markdown": decision.to_markdown()}
 
 
@@ -374,17 +367,13 @@ def register_adapter(adapter_dir: Path, summary: dict[str, Any], decision: dict[
     gate passed (a rejected adapter stays in the registry, inspectable, never served)."""
     from tandem.generative.adapter_artifact import read_adapter_manifest
     from tandem.generative.tree_adapter import FORMAT as TREE_ADAPTER, read_tree_adapter_manifest
-    from tandem.registry import ArtifactKind, Registry
+    from tandem.registry import Registry
+    from tandem.training.adapter_publish import publish
 
     reg = Registry(registry_uri or None)
     kind = json.loads((adapter_dir / "manifest.json").read_text()).get("format")
     read = read_tree_adapter_manifest if kind == TREE_ADAPTER else read_adapter_manifest
     base_ref = read(adapter_dir)["base"].get("ref", "")
-    metrics = {k: float(v) for k, v in summary["metrics"].items()}
     promoted = bool(decision["promote"])
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "adapter"
-        shutil.copytree(adapter_dir, copy)  # KFP may mount inputs read-only; publish reads a plain copy
-        version = reg.publish(ArtifactKind.ADAPTER, copy, parents=[base_ref] if base_ref else [],
-                              metrics={**metrics, "promoted": float(promoted)}, promote=promoted)
+    version = publish(reg, adapter_dir, summary["metrics"], promoted, base_ref)
     return {"adapter": version, "base": base_ref, "promoted": promoted, "registry": reg.uri}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,11 +106,21 @@ def test_adapter_changes_needs_a_current_base(tmp_path: Path) -> None:
 
 
 def test_adapter_gate_uses_forgetting_and_new_item_recall() -> None:
-    summary = {"config": {"eval_k": 10}, "metrics": {"new_r10": 0.8, "forgetting": 0.01}}
-    assert steps.adapter_gate(summary, 0.05, 0.5)["promote"] is True
-    refused = steps.adapter_gate({**summary, "metrics": {"new_r10": 0.8, "forgetting": 0.2}}, 0.05, 0.5)
+    from tandem.training.adapter_metrics import AdapterMetrics
+
+    def summary(new_r10: float, forgetting: float) -> dict[str, Any]:
+        m = AdapterMetrics(k=10, new_recall=new_r10, new_recall_before=0.0, new_exact_match=1.0,
+                           new_exact_match_before=0.0, old_recall=0.9, old_recall_before=0.9,
+                           old_exact_match=0.95 - forgetting, old_exact_match_before=0.95)
+        assert m.as_dict()["forgetting"] == pytest.approx(forgetting)
+        return {"config": {"eval_k": 10}, "metrics": m.as_dict()}
+
+    assert steps.adapter_gate(summary(0.8, 0.01), 0.05, 0.5)["promote"] is True
+    refused = steps.adapter_gate(summary(0.8, 0.2), 0.05, 0.5)
     assert refused["promote"] is False and "forgetting" in refused["markdown"]
-    assert steps.adapter_gate({**summary, "metrics": {"new_r10": 0.1, "forgetting": 0.0}}, 0.05, 0.5)["promote"] is False
+    assert steps.adapter_gate(summary(0.1, 0.0), 0.05, 0.5)["promote"] is False
+    with pytest.raises(InvalidInput, match="`new_r10`"):
+        steps.adapter_gate({"config": {"eval_k": 10}, "metrics": {"forgetting": 0.0}}, 0.05, 0.5)
 
 
 def test_model_size_is_checked_first_and_maps_to_a_preset(tmp_path: Path) -> None:

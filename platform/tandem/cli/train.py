@@ -181,11 +181,10 @@ def _train_adapter(out: Path, base: Path | None, catalog: Path | None, new_items
                    registry: str | None, max_forgetting: float, min_new_recall: float,
                    progress: bool) -> dict[str, Any]:
     import logging
-    import tempfile
 
     from tandem.cli._options import key_values
-    from tandem.errors import InvalidInput
-    from tandem.training.adapter import adapter_config, select_items, train_adapter
+    from tandem.training.adapter import adapter_config, select_items
+    from tandem.training.adapter_publish import publish_adapter
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     overrides = key_values(sets, "--set")
@@ -194,73 +193,31 @@ def _train_adapter(out: Path, base: Path | None, catalog: Path | None, new_items
     if ewc is not None:
         overrides["ewc_lambda"] = ewc
     config = adapter_config(overrides)
-    reg, base_ref, tmp = None, "", None
-    if registry is not None:
-        from tandem.registry import ArtifactKind, Registry
-
-        reg = Registry(registry)
-        if base is None:
-            art = reg.resolve_current(ArtifactKind.BASE_MODEL)
-            base_ref = art.manifest.ref
-            if art.local_path is not None:
-                base = art.local_path
-            else:
-                tmp = tempfile.TemporaryDirectory(prefix="tandem-base-")
-                base = reg.download(ArtifactKind.BASE_MODEL, art.manifest.version, tmp.name)
-    if base is None:
-        raise InvalidInput("`--base` is required (or `--registry` with a current base-model)")
-    try:
-        new, old = select_items(base, catalog=catalog, new_items=new_items, store=store, since_version=since_version)
-        typer.echo(f"adapter: {len(new)} new/changed items, {len(old)} old items for replay and checks")
-        summary = train_adapter(base, new, old, out, config, base_ref=base_ref, progress=progress, echo=typer.echo)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    if reg is not None:
-        summary["registry"] = _publish_adapter(reg, out, summary, base_ref, max_forgetting, min_new_recall)
-    return summary
-
-
-def _publish_adapter(reg: Any, out: Path, summary: dict[str, Any], base_ref: str, max_forgetting: float,
-                     min_new_recall: float) -> dict[str, Any]:
-    """Gate the adapter on forgetting and new-item recall, publish it, promote it if it passed."""
-    import json
-
-    from tandem.registry import ArtifactKind
-    from tandem.registry.promotion import gate_adapter
-
-    m = summary["metrics"]
-    k = summary["config"]["eval_k"]
-    decision = gate_adapter(m.get("forgetting", 0.0), max_forgetting=max_forgetting,
-                            new_recall=m[f"new_r{k}"], min_new_recall=min_new_recall)
-    # Published either way (a rejected adapter stays inspectable); only a passing one becomes current.
-    version = reg.publish(ArtifactKind.ADAPTER, out, parents=[base_ref] if base_ref else [],
-                          metrics={**m, "promoted": float(decision.promote)}, promote=decision.promote)
-    (out.parent / f"{out.name}.promotion.json").write_text(json.dumps(decision.as_dict(), indent=2))
-    return {"version": version, "promoted": decision.promote, "reasons": decision.reasons}
+    return publish_adapter(
+        out, lambda base_dir: select_items(base_dir, catalog=catalog, new_items=new_items, store=store,
+                                           since_version=since_version),
+        config, base=base, registry=registry, max_forgetting=max_forgetting, min_new_recall=min_new_recall,
+        progress=progress, echo=typer.echo)
 
 
 def _print_adapter_summary(s: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    m, k = s["metrics"], s["config"]["eval_k"]
+    from tandem.training.adapter_metrics import AdapterMetrics
+
+    m = AdapterMetrics.from_dict(s["metrics"], s["config"]["eval_k"])
     p = s["parameters"]
     table = Table(title=f"adapter ({s['config']['peft']['method']}, {p['trainable']:,} trainable parameters = "
                         f"{100 * p['trainable_share']:.2f} %) — {s['new_items']} new/changed items, "
                         f"{s['old_items']} old, {s['device']}")
     for col in ("check", "before", "after"):
         table.add_column(col)
-    rows = [(f"new-item R@{k} (held-out pseudo-query)", f"new_r{k}"),
-            ("new-item doc→id exact-match", "new_exact_match"),
-            (f"old-item R@{k} (held-out pseudo-query)", f"old_r{k}"),
-            ("old-item doc→id exact-match", "old_exact_match")]
-    for label, key in rows:
-        if key in m:
-            table.add_row(label, f"{m[key + '_before']:.3f}", f"{m[key]:.3f}")
+    for label, before, after in m.rows():
+        table.add_row(label, f"{before:.3f}", f"{after:.3f}")
     console = Console(width=140)
     console.print(table)
-    console.print(f"forgetting {m.get('forgetting', 0.0):+.3f}; {s['train_seconds']:.1f} s training "
+    console.print(f"forgetting {m.forgetting:+.3f}; {s['train_seconds']:.1f} s training "
                   f"({s['samples_per_s']:.0f} samples/s, replay {s['config']['replay']:.0%}, "
                   f"EWC λ={s['config']['ewc_lambda']:g}); pseudo-queries: {s['query_source']}; folder {s['out']}")
     reg = s.get("registry")

@@ -7,6 +7,9 @@
    on doc→id and pseudo-query→id of the new items with ``replay`` old-item examples (the
    chapter's 80/20 continual-learning mix); the base's own weights and old rows stay frozen.
    The encoder stays frozen, so its states are encoded once.
+   Corrective pairs (``extra_pairs``: query text → item id, from the failed-query cycle,
+   :func:`tandem.failed.cycle.corrective_pairs`) join the new pairs, replay included, so a
+   cycle's fixes reach the model with the next adapter even in an hour without new items.
 3. **Checks** as in the v1 adapter: new/old-item R@k on held-out pseudo-queries and doc→id
    exact-match, before and after, with the same summary keys, so the CLI, the pipelines and
    the promotion gate treat both kinds alike.
@@ -26,6 +29,7 @@ from tandem.catalog.item import Item
 from tandem.generative.tree_artifact import TreeArtifact, append_items, load_tree_model
 from tandem.generative.tree_decoding import tree_beam_search
 from tandem.training.adapter import AdapterConfig, _split_items, pseudo_query_source
+from tandem.training.adapter_metrics import AdapterMetrics
 from tandem.training.state_cache import StateCache
 from tandem.training.tree_data import Samples, batches, make_samples
 
@@ -44,8 +48,8 @@ def _decode(art: TreeArtifact, texts: list[str], k: int, upper: int = 300) -> np
 
 
 def _checks(art: TreeArtifact, items: list[Item], eval_queries: list[str], k: int, prefix: str) -> dict[str, float]:
-    if not items:
-        return {}
+    if not items:  # an hour without new items (corrective pairs only): nothing new to find
+        return {f"{prefix}_r{k}": 0.0, f"{prefix}_exact_match": 0.0} if prefix == "new" else {}
     rows = {iid: i for i, iid in enumerate(art.id_map.item_ids())}
     want = np.array([rows.get(it.item_id, -2) for it in items])
     hits = _decode(art, eval_queries, k)
@@ -54,9 +58,24 @@ def _checks(art: TreeArtifact, items: list[Item], eval_queries: list[str], k: in
             f"{prefix}_exact_match": float((top1 == want).mean())}
 
 
+def _corrective_r(art: TreeArtifact, pairs: Sequence[tuple[str, int]], k: int, limit: int = 500) -> float:
+    """R@k of the corrective queries (any of a query's target items in the top ``k``)."""
+    targets: dict[str, set[int]] = {}
+    for q, row in pairs:
+        targets.setdefault(q, set()).add(row)
+    queries = sorted(targets)[:limit]
+    if not queries:
+        return 0.0
+    hits = _decode(art, queries, k)
+    return float(np.mean([bool(targets[q] & set(h.tolist())) for q, h in zip(queries, hits, strict=True)]))
+
+
 def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Sequence[Item], out: Path,
-                       cfg: AdapterConfig, *, base_ref: str = "", echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train an adapter for ``new_items`` on the v2 base in ``base_dir``; write it to ``out``; return the summary."""
+                       cfg: AdapterConfig, *, base_ref: str = "", echo: Callable[[str], None] = print,
+                       extra_pairs: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Train an adapter for ``new_items`` and the corrective ``extra_pairs`` (query text, item
+    id of the base; others are skipped) on the v2 base in ``base_dir``; write it to ``out``;
+    return the summary."""
     from tandem.generative.model import pick_device
     from tandem.generative.tree_adapter import base_identity, save_tree_adapter, wrap_lora
 
@@ -66,7 +85,12 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     art = load_tree_model(Path(base_dir), device)
     identity = base_identity(art.manifest, art.id_map)
     id_map, k = art.id_map, cfg.eval_k
-    new, old = _split_items(set(id_map.item_ids()), new_items, old_items)
+    base_rows = {iid: i for i, iid in enumerate(id_map.item_ids())}
+    extra = [(q, base_rows[i]) for q, i in dict.fromkeys(extra_pairs) if i in base_rows and q.strip()]
+    if extra and not new_items:  # corrective pairs only: every old item may be replayed
+        new, old = [], [it for it in old_items if it.item_id in base_rows]
+    else:
+        new, old = _split_items(set(id_map.item_ids()), new_items, old_items)
     old_eval = [old[i] for i in np.sort(rng.choice(len(old), min(cfg.eval_old_items, len(old)), replace=False))]
     queries, query_source = pseudo_query_source(cfg.pseudo_queries, cfg.min_query_words)
     n_q = cfg.queries_per_item
@@ -78,9 +102,10 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     new_eval, old_eval_q = [eval_query(it) for it in new], [eval_query(it) for it in old_eval]
     t0 = time.perf_counter()
     before = _checks(art, new, new_eval, k, "new") | _checks(art, old_eval, old_eval_q, k, "old")
+    corrective = {"pairs": len(extra), f"r{k}_before": _corrective_r(art, extra, k)} if extra else {}
     # assignment: IDs in the reserved space, rows at the items' own embeddings
     known = set(id_map.item_ids())
-    codes = id_map.assign(new)
+    codes = id_map.assign(new) if new else {}
     fresh = [it for it in new if it.item_id not in known]
     vecs, _ = art.encoder.encode([it.text() for it in fresh]) if fresh else (np.zeros((0, art.encoder.dim)), None)
     n_base = len(art.model.nodes[-1])
@@ -94,6 +119,7 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     rows = {iid: i for i, iid in enumerate(id_map.item_ids())}
     new_pairs = [(it.text(), rows[it.item_id]) for it in new] + [
         (q, rows[it.item_id]) for it in new for q in queries(it, n_q, cfg.seed)]
+    new_pairs += extra
     n_old = int(len(new_pairs) * cfg.replay / (1 - cfg.replay))
     pick = rng.choice(len(old), min(len(old), max(n_old // 2, 1)), replace=False) if old and n_old else []
     old_pairs = [(old[i].text(), rows[old[i].item_id]) for i in pick] + [
@@ -136,20 +162,15 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     t2 = time.perf_counter()
     after = _checks(art, new, new_eval, k, "new") | _checks(art, old_eval, old_eval_q, k, "old")
     check_s += time.perf_counter() - t2
-    metrics = {f"new_r{k}_before": before.get(f"new_r{k}", 0.0), f"new_r{k}_assigned": assigned[f"new_r{k}"],
-               f"new_r{k}": after[f"new_r{k}"], "new_exact_match_before": before.get("new_exact_match", 0.0),
-               "new_exact_match_assigned": assigned["new_exact_match"], "new_exact_match": after["new_exact_match"]}
-    if old_eval:
-        metrics |= {f"old_r{k}_before": before[f"old_r{k}"], f"old_r{k}": after[f"old_r{k}"],
-                    "old_exact_match_before": before["old_exact_match"], "old_exact_match": after["old_exact_match"],
-                    "forgetting": before["old_exact_match"] - after["old_exact_match"],
-                    f"old_r{k}_drop": before[f"old_r{k}"] - after[f"old_r{k}"]}
+    metrics = AdapterMetrics.from_checks(k, before, after, assigned).as_dict()
     n_trainable = sum(p.numel() for p in trainable if p is not items_table) + (len(items_table) - n_base) * art.encoder.dim
     total = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in art.encoder.model.parameters())
     summary = {"config": cfg.model_dump(mode="json"), "kind": "tree", "device": str(device),
                "new_items": len(new), "changed_items": len(new) - len(fresh), "old_items": len(old),
                "old_items_checked": len(old_eval), "query_source": query_source,
-               "examples_new": len(new_pairs), "replay_pool": len(old_pairs),
+               "examples_new": len(new_pairs) - len(extra), "examples_corrective": len(extra),
+               "corrective": corrective | ({f"r{k}": _corrective_r(art, extra, k)} if extra else {}),
+               "replay_pool": len(old_pairs),
                "parameters": {"trainable": n_trainable, "total": total, "trainable_share": n_trainable / total},
                "epochs": epochs, "samples": samples, "train_seconds": round(train_s, 2), "fisher_seconds": 0.0,
                "check_seconds": round(check_s, 2), "samples_per_s": round(samples / max(train_s, 1e-9), 1),
