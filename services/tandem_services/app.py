@@ -214,10 +214,15 @@ def load_sparse(index_dir: str, name: str = "bm25", follow_s: float | None = SPA
 
 
 def load_generative(model_dir: str | None, factory: str | None, *args: Any, adapter: str | None = None,
-                    registry: str | None = None, poll_s: float = 30.0) -> Retriever:
+                    registry: str | None = None, poll_s: float = 30.0, shard: str | None = None) -> Retriever:
     """The generative retriever: from ``factory`` if given; else the registry's current base model
     and adapter, hot-reloaded when the pointers move (``registry``, polled every ``poll_s``);
-    else the model folder ``model_dir`` (with ``adapter`` merged in when given)."""
+    else the model folder ``model_dir`` (with ``adapter`` merged in when given). ``shard``
+    (``"i/N"``): only shard i of N of that folder (:mod:`tandem_services.shards`)."""
+    if shard:
+        from tandem_services.shards import load_shard
+
+        return load_shard(model_dir, shard, adapter=adapter, registry=registry, factory=factory)
     if factory:
         return load_factory(factory, *args)
     if registry:

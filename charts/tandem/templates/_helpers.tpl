@@ -22,9 +22,10 @@ the restricted security context, probes and volumes cannot drift between service
 {{- end }}
 {{- end }}
 
-{{/* Name of one component's objects: (dict "root" $ "component" "gateway"). */}}
+{{/* Name of one component's objects: (dict "root" $ "component" "gateway"); a "shard" key
+(generative.shards > 1) appends "-<shard>". */}}
 {{- define "tandem.componentName" -}}
-{{- printf "%s-%s" (include "tandem.fullname" .root) .component }}
+{{- printf "%s-%s" (include "tandem.fullname" .root) .component }}{{ if hasKey . "shard" }}-{{ .shard }}{{ end }}
 {{- end }}
 
 {{- define "tandem.chart" -}}
@@ -50,12 +51,18 @@ app.kubernetes.io/part-of: tandem
 {{- define "tandem.componentSelectorLabels" -}}
 {{ include "tandem.selectorLabels" .root }}
 app.kubernetes.io/component: {{ .component }}
+{{- if hasKey . "shard" }}
+tandem.io/shard: {{ .shard | quote }}
+{{- end }}
 {{- end }}
 
 {{/* All labels of one component's objects. */}}
 {{- define "tandem.componentLabels" -}}
 {{ include "tandem.labels" .root }}
 app.kubernetes.io/component: {{ .component }}
+{{- if hasKey . "shard" }}
+tandem.io/shard: {{ .shard | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "tandem.serviceAccountName" -}}
@@ -88,8 +95,17 @@ app.kubernetes.io/component: {{ .component }}
 cluster domain), localhost (kubectl port-forward) and tls.dnsNames. One name per line. */}}
 {{- define "tandem.tlsDnsNames" -}}
 {{- $ns := .Release.Namespace }}
+{{- $names := list }}
 {{- range $c := list "gateway" "sparse" "generative" "intent" }}
-{{- $n := include "tandem.componentName" (dict "root" $ "component" $c) }}
+{{- $names = append $names (include "tandem.componentName" (dict "root" $ "component" $c)) }}
+{{- end }}
+{{- $shards := int (default 1 .Values.generative.shards) }}
+{{- if gt $shards 1 }}
+{{- range $i := until $shards }}
+{{- $names = append $names (include "tandem.componentName" (dict "root" $ "component" "generative" "shard" $i)) }}
+{{- end }}
+{{- end }}
+{{- range $n := $names }}
 {{ $n }}
 {{ printf "%s.%s" $n $ns }}
 {{ printf "%s.%s.svc" $n $ns }}

@@ -115,13 +115,14 @@ def _run(build, metrics_port: int, log_level: str) -> None:
         raise typer.Exit(2) from None
 
 
-def _target(value: Optional[str], option: str) -> Optional[str]:
-    """A downstream ``HOST:PORT`` checked (a bare host would dial port 443); a usage error if not."""
+def _target(value: Optional[str], option: str, many: bool = False) -> Optional[str]:
+    """A downstream ``HOST:PORT`` (``many``: comma-separated ones) checked (a bare host would dial port 443)."""
     from tandem.cli._options import server_address
     from tandem.errors import InvalidInput
 
     try:
-        return server_address(value, option) if value is not None else None
+        values = value.split(",") if many and value else [value]
+        return ",".join(server_address(v, option) for v in values) if value is not None else None
     except InvalidInput as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 
@@ -169,13 +170,14 @@ def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str
 
 
 def _generative(model: Optional[Path], factory: Optional[str], factory_arg: list[str],
-                adapter: Optional[Path] = None, registry: Optional[str] = None, poll_s: float = 30.0) -> Any:
+                adapter: Optional[Path] = None, registry: Optional[str] = None, poll_s: float = 30.0,
+                shard: Optional[str] = None) -> Any:
     from tandem_services.app import load_generative
 
     if poll_s <= 0:
         raise typer.BadParameter("must be > 0", param_hint="--poll-s")
     return load_generative(str(model) if model else None, factory, *factory_arg,
-                           adapter=str(adapter) if adapter else None, registry=registry, poll_s=poll_s)
+                           adapter=str(adapter) if adapter else None, registry=registry, poll_s=poll_s, shard=shard)
 
 
 @app.callback()
@@ -250,7 +252,8 @@ def serve(
 @app.command()
 def gateway(
     sparse: Annotated[str, typer.Option(help="host:port of the sparse (BM25) RetrieverService.")],
-    generative: Annotated[Optional[str], typer.Option(help="host:port of the generative RetrieverService.")] = None,
+    generative: Annotated[Optional[str], typer.Option(help="host:port of the generative RetrieverService; shards "
+                                                      "of a sharded one comma-separated, shard 0 first.")] = None,
     intent: Annotated[Optional[str], typer.Option(
         help="host:port of the IntentService (default: whole query).")] = None,
     intent_model: IntentModel = None, fusion: Fusion = "auto", fusion_model: FusionModel = None,
@@ -279,7 +282,7 @@ def gateway(
     """The gateway: SearchService over remote retriever services (BM25-only fallback)."""
     if intent and intent_model:
         raise typer.BadParameter("give --intent (remote) or --intent-model (in-process), not both")
-    sparse, generative, intent, candidate_generative = (_target(v, f"--{o}") for v, o in (
+    sparse, generative, intent, candidate_generative = (_target(v, f"--{o}", o == "generative") for v, o in (
         (sparse, "sparse"), (generative, "generative"), (intent, "intent"),
         (candidate_generative, "candidate-generative")))
     opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port,
@@ -292,8 +295,9 @@ def gateway(
 
         ch = ChannelOptions(token=downstream_token, tls_ca=downstream_ca)
         retrievers = [RemoteRetriever(sparse, "bm25", options=ch, timeout_s=deadline_ms / 1000)]
-        if generative:
-            retrievers.append(RemoteRetriever(generative, "generative", options=ch, timeout_s=deadline_ms / 1000))
+        if generative:  # several addresses: the shards, behind one ShardedRetriever
+            from tandem_services.shards import remote_generative
+            retrievers.append(remote_generative(generative, ch, deadline_ms / 1000))
         intents = RemoteIntents(intent, options=ch) if intent else _intents(intent_model)
         # Titles, filter fields and which items still exist, from the served index (deleted and
         # quarantined items the generative model still knows are dropped: tandem.search.catalog.known_hits).
@@ -353,7 +357,8 @@ def sparse_cmd(
 def generative_cmd(
     model: Model = None, factory: Factory = None, factory_arg: FactoryArg = [],  # noqa: B006
     adapter: AdapterDir = None, registry: RegistryUri = None, poll_s: PollS = 30.0,
-    max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0,
+    max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0, shard: Annotated[Optional[str], typer.Option(
+        help="i/N: serve only shard i of N of --model (by top-level ID code; the gateway merges the shards).")] = None,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50053,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
@@ -368,7 +373,7 @@ def generative_cmd(
     def build():
         from tandem_services.app import BatchOptions, retriever_server
 
-        retriever = _generative(model, factory, factory_arg, adapter, registry, poll_s)
+        retriever = _generative(model, factory, factory_arg, adapter, registry, poll_s, shard)
         retriever.name = "generative"
         return retriever_server([retriever], opts, batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms))
 
