@@ -117,6 +117,14 @@ class Running:
         self.log.close()
 
 
+def _gateway(container: dict[str, Any], tmp: Path) -> Running:
+    """Start the gateway ``container`` with a client token and an admin token in its auth folder."""
+    (tmp / "auth").mkdir()
+    (tmp / "auth" / "tokens").write_text("client-token\n")
+    (tmp / "auth" / "admin-tokens").write_text("admin-token\n")
+    return Running(container, tmp, {"TANDEM_DOWNSTREAM_TOKEN": "internal-token"})
+
+
 @pytest.fixture
 def intent_server(tmp_path: Path) -> Iterator[Running]:
     container = _container("intent", ["intent.enabled=true"])
@@ -162,10 +170,7 @@ def test_rendered_gateway_command_starts_and_requires_a_token(tmp_path: Path) ->
     container = _container("gateway", [])
     env = {e["name"]: e for e in container["env"]}
     assert env["TANDEM_DOWNSTREAM_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "internal-token"
-    (tmp_path / "auth").mkdir()
-    (tmp_path / "auth" / "tokens").write_text("client-token\n")
-    (tmp_path / "auth" / "admin-tokens").write_text("admin-token\n")
-    server = Running(container, tmp_path, {"TANDEM_DOWNSTREAM_TOKEN": "internal-token"})
+    server = _gateway(container, tmp_path)
     try:
         server.wait_serving()
         with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as resp:
@@ -188,3 +193,48 @@ def test_rendered_gateway_command_starts_and_requires_a_token(tmp_path: Path) ->
     finally:
         server.stop()
 
+
+
+def test_rendered_gateway_ranks_with_the_fusion_model_promoted_in_the_registry_it_is_given(tmp_path: Path) -> None:
+    """With the generative service following the registry, the chart's gateway (``--fusion auto``)
+    reads that registry and serves the learned fusion promoted with its current base."""
+    import random
+
+    import grpc
+    from tandem.fusion import RankedList
+    from tandem.fusion.learned import Example, LearnedFusion, title_lookup
+    from tandem.registry import ArtifactKind, Registry
+    from tandem.registry.fusion import MODEL_FILE
+    from tandem.retriever import Hit
+    from tandem.v1 import admin_pb2, admin_pb2_grpc
+
+    rng = random.Random(0)
+    examples = []
+    for q in range(30):
+        items = [f"q{q}i{j}" for j in range(8)]
+        rel = rng.choice(items)
+        hits = [Hit(i, float(i == rel) + rng.random(), "bm25") for i in items]
+        examples.append(Example([RankedList("bm25", hits, "q")], {rel: 4}))
+    model, _ = LearnedFusion.train(examples[:20], examples[20:], titles=title_lookup({}),
+                                   grid=[{"num_leaves": 4, "learning_rate": 0.2, "min_data_in_leaf": 5}])
+    reg = Registry(tmp_path / "registry")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "weights.bin").write_bytes(b"base")
+    base = reg.publish(ArtifactKind.BASE_MODEL, tmp_path / "base", promote=True)
+    (tmp_path / "fusion").mkdir()
+    model.save(tmp_path / "fusion" / MODEL_FILE)
+    (tmp_path / "fusion" / "report.json").write_text("{}")
+    reg.publish(ArtifactKind.FUSION, tmp_path / "fusion", parents=[f"base-model:{base}"], promote=True)
+
+    container = _container("gateway", ["generative.registry.enabled=true"])
+    assert "--registry=/var/lib/tandem/registry" in container["args"]
+    container["args"] = [a.replace("/var/lib/tandem/registry", str(tmp_path / "registry")) for a in container["args"]]
+    server = _gateway(container, tmp_path)
+    try:
+        server.wait_serving()
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as ch:
+            got = admin_pb2_grpc.AdminServiceStub(ch).Versions(
+                admin_pb2.VersionsRequest(), timeout=5, metadata=(("authorization", "Bearer admin-token"),))
+        assert dict(got.versions)["fusion"] == model.version(), server.output()
+    finally:
+        server.stop()

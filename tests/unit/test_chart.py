@@ -416,6 +416,28 @@ def test_gateway_fusion_and_learned_model_reach_the_command_line() -> None:
     assert bad.returncode != 0 and "fusion" in bad.stderr
 
 
+def test_gateway_reads_the_registry_the_generative_service_follows_for_the_promoted_fusion_model() -> None:
+    def gateway(sets: list[str]) -> tuple[list[str], dict[str, Any]]:
+        (gw,) = [d for d in of_kind(render(sets=sets), "Deployment") if component(d) == "gateway"]
+        spec = gw["spec"]["template"]["spec"]
+        return spec["containers"][0]["args"], {v["name"]: v for v in spec["volumes"]}
+
+    args, _ = gateway([])  # modelDir: no registry to read
+    assert not any(a.startswith("--registry") for a in args)
+    args, volumes = gateway(["generative.registry.enabled=true"])
+    assert "--fusion=auto" in args and "--registry=/var/lib/tandem/registry" in args
+    assert "persistentVolumeClaim" in volumes["artifacts"]  # the registry on the artifact volume is mounted
+    s3 = ["generative.registry.enabled=true", "artifacts.uri=s3://bucket/tandem", "networkPolicy.enabled=true"]
+    args, volumes = gateway(s3)
+    assert "--registry=s3://bucket/tandem" in args and "emptyDir" in volumes["artifacts"]
+    (policy,) = [p for p in of_kind(render(sets=s3), "NetworkPolicy")
+                 if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == "gateway"]
+    egress = [p.get("port") for rule in policy["spec"]["egress"] for p in rule.get("ports", [])]
+    assert 443 in egress  # networkPolicy.objectStorePort: the registry is read from the object store
+    args, _ = gateway(["generative.registry.enabled=true", "gateway.fusion=rrf"])  # fusion named: no lookup
+    assert not any(a.startswith("--registry") for a in args)
+
+
 def test_gateway_canary_values_reach_the_command_line_and_the_policy_the_config_map(tmp_path: Path) -> None:
     from tandem.canary import CanaryPolicy
 

@@ -131,6 +131,16 @@ localhost
 {{- if isAbs .path }}{{ .path }}{{ else }}{{ printf "%s/%s" .root.Values.artifacts.mountPath .path }}{{ end }}
 {{- end }}
 
+{{/* The artifact registry: artifacts.uri, else `registry/` on the artifact volume. */}}
+{{- define "tandem.registryUri" -}}
+{{- .Values.artifacts.uri | default (printf "%s/registry" .Values.artifacts.mountPath) }}
+{{- end }}
+
+{{/* "true" when the gateway reads the registry: `--fusion auto` beside a generative service that follows it. */}}
+{{- define "tandem.gatewayReadsRegistry" -}}
+{{- if and .Values.generative.enabled .Values.generative.registry.enabled (eq .Values.gateway.fusion "auto") }}true{{ end }}
+{{- end }}
+
 {{/* In-cluster address of a retriever/intent service: (dict "root" $ "component" "sparse" "port" 50052). */}}
 {{- define "tandem.serviceAddress" -}}
 {{- printf "%s.%s.svc:%v" (include "tandem.componentName" .) .root.Release.Namespace .port }}
