@@ -5,7 +5,8 @@ Loads ``--model`` once as one model and as 2 and 4 shards by top-level ID code
 process, one encoder pass per batch, shards decoded in parallel threads and merged by score —
 every shard on the same cores, the hardest case for latency). On the dev queries it reports
 the top-``k`` overlap of each sharded setup with one model, and p50/p99 latency per batch of
-``--batch`` queries (beam 100, upper beam 1000). Configurations are timed round-robin, batch by
+``--batch`` queries (beam 100, upper beam 1000), with the process CPU time per batch next to
+it (what the shards cost, whatever else shares the machine). Configurations are timed round-robin, batch by
 batch, so a change in machine load hits them alike.
 
     python -m bench.shards --model MODEL_DIR --out bench-shards.json [--queries 320] [--threads 2]
@@ -46,12 +47,14 @@ def main() -> None:
         r.retrieve(queries[: args.batch], 100)  # warm-up
     tops: dict[int, list[list[str]]] = {n: [] for n in counts}
     ms: dict[int, list[float]] = {n: [] for n in counts}
+    cpu: dict[int, list[float]] = {n: [] for n in counts}  # process CPU: robust to other jobs' load
     for s in range(0, len(queries), args.batch):
         chunk = queries[s : s + args.batch]
         for n in counts[s // args.batch % len(counts):] + counts[: s // args.batch % len(counts)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             hits = setups[n].retrieve(chunk, 100)
             ms[n].append((time.perf_counter() - t0) * 1000)
+            cpu[n].append((time.process_time() - c0) * 1000)
             tops[n].extend([h.item_id for h in row[: args.k]] for row in hits)
     one = tops[1]
     result: dict[str, object] = {"model": str(args.model), "queries": len(queries), "batch": args.batch,
@@ -63,9 +66,12 @@ def main() -> None:
             "per_query_p50_ms": p50 / args.batch,
             f"top{args.k}_overlap": sum(len(set(a) & set(b)) for a, b in zip(one, tops[n])) / sum(map(len, one)),
             "p50_vs_one": p50 / statistics.median(ms[1]),
+            "cpu_p50_ms": statistics.median(cpu[n]),
+            "cpu_vs_one": statistics.median(cpu[n]) / statistics.median(cpu[1]),
         }
         print(n, json.dumps(result[f"shards_{n}"]), flush=True)
-    result["shard_top10_overlap"] = min(result[f"shards_{n}"][f"top{args.k}_overlap"] for n in counts)  # type: ignore[index]
+    result["shard_top10_overlap"] = min(result[f"shards_{n}"][f"top{args.k}_overlap"]  # type: ignore[index]
+                                        for n in counts)
     result["worst_p50_vs_one"] = max(result[f"shards_{n}"]["p50_vs_one"] for n in counts)  # type: ignore[index]
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
