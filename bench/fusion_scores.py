@@ -2,11 +2,16 @@
 
 For each dev query: the BM25 and generative lists at depth ``--depth`` (not timed: retrieval
 is measured by ``bench.serve`` and ``bench.decoding_v2``), then, timed per query, (1) the
-generative model's item scores of every candidate (:meth:`TreeRetriever.score_items`:
-encoder pass + forced decoding of all candidates' IDs) and (2) the learned fusion's
-features and LambdaMART ranking of the union. Candidates are capped at ``--candidates``.
+generative model's item scores of every candidate (:meth:`TreeRetriever.score_items`: the
+forced decoding of all candidates' IDs from the per-level decoder states and normalisers
+that retrieval kept, plus the encoder cosine) and (2) the learned fusion's features and
+LambdaMART ranking of the union (``fusion`` = ``features`` + ``predict`` and ordering).
+Candidates are capped at ``--candidates``. ``cold_item_scores`` times the same call for a
+query this replica did not just retrieve (encoder pass, decoder memory, a pass over every
+level's nodes for the normalisers): what a miss of the retriever's recent-query memory costs.
 
     python -m bench.fusion_scores --model MODEL_DIR --fusion-model FUSION.json --out bench-fusion-scores.json
+    python -m bench.fusion_scores --model MODEL_DIR --fusion-model FUSION.json --out F --quick   # 60 queries
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=100, help="hits per source")
     ap.add_argument("--candidates", type=int, default=200, help="most candidates scored and fused per query")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="60 queries (a smoke run of a few minutes)")
     args = ap.parse_args()
+    if args.quick:
+        args.queries = min(args.queries, 60)
 
     import torch
 
@@ -49,7 +57,8 @@ def main() -> None:
     titles = title_lookup({it.item_id: it.title for it in load_items(root / "products.jsonl").items})
     fusion = LearnedFusion.load(args.fusion_model, titles=titles if "q_in_title" in
                                 json.loads(args.fusion_model.read_text())["features"] else None)
-    score_ms, fuse_ms, sizes = [], [], []
+    ms: dict[str, list[float]] = {k: [] for k in ("item_scores", "features", "fusion", "cold_item_scores")}
+    sizes = []
     for n, q in enumerate(queries):
         lists = [RankedList("bm25", bm25.retrieve([q], args.depth)[0], q),
                  RankedList("generative", gen.retrieve([q], args.depth)[0], q)]
@@ -60,19 +69,26 @@ def main() -> None:
         t1 = time.perf_counter()
         fusion.fuse(lists, args.depth, scores)
         t2 = time.perf_counter()
+        fusion.builder.build(lists, scores)
+        t3 = time.perf_counter()
+        gen.score_items(f"{q} ", ids)  # not retrieved: encoded and normalised here
+        t4 = time.perf_counter()
         if n:  # the first query warms caches (titles, kernels)
-            score_ms.append(1000 * (t1 - t0))
-            fuse_ms.append(1000 * (t2 - t1))
+            for key, dt in (("item_scores", t1 - t0), ("fusion", t2 - t1), ("features", t3 - t2),
+                            ("cold_item_scores", t4 - t3)):
+                ms[key].append(1000 * dt)
             sizes.append(len(ids))
-    total = np.array(score_ms) + np.array(fuse_ms)
-    figures = {
-        "queries": len(total), "threads": args.threads, "median_candidates": float(np.median(sizes)),
-        "item_scores_p50_ms": round(float(np.median(score_ms)), 2),
-        "fusion_p50_ms": round(float(np.median(fuse_ms)), 2),
+    total = np.array(ms["item_scores"]) + np.array(ms["fusion"])
+    figures: dict[str, object] = {"queries": len(total), "threads": args.threads,
+                                  "median_candidates": float(np.median(sizes))}
+    figures.update({f"{k}_p50_ms": round(float(np.median(v)), 2) for k, v in ms.items()})
+    figures.update({
         "added_p50_ms": round(float(np.median(total)), 2),
         "added_p99_ms": round(float(np.percentile(total, 99)), 2),
+        "cold_added_p50_ms": round(float(np.median(np.array(ms["cold_item_scores"]) + np.array(ms["fusion"]))), 2),
         "fusion_features": len(fusion.builder.names), "score_names": list(fusion.score_names),
-    }
+        "precision": str(gen.dtype).removeprefix("torch."),
+    })
     args.out.write_text(json.dumps({"figures": figures}, indent=2))
     for k, v in figures.items():
         print(f"{k:24s} {v}")

@@ -13,6 +13,9 @@ also ``tandem serve generative`` (a trained model folder) ← ``tandem serve gat
 * ``miss_qps`` is concurrency / mean miss latency (the phases are interleaved, so wall time
   is shared with the direct calls).
 
+What item scores + learned fusion add per search on the full catalog (issue 18's <= 5 ms
+p50 at 200 candidates) is measured in-process by ``bench.fusion_scores``.
+
 ``python -m bench.serve [--quick] --out FILE.json`` prints a table and writes
 ``{"figures": {...}, "config": {...}}``. ``--quick`` uses a 5,000-item slice of the catalog
 and fewer requests (under a minute on 2 cores, index build included).

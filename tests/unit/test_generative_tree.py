@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tandem.errors import CorruptArtifact, InvalidInput
-from tandem.generative.tree_decoding import TreeIndex, tree_beam_search
+from tandem.generative.tree_decoding import TreeIndex, forced_log_probs, tree_beam_search
 from tandem.generative.tree_model import TreeDecoder
 from tandem.testing.tiny_catalog import tiny_catalog
 
@@ -111,12 +111,18 @@ def test_new_items_are_findable_at_assignment(trained: Path) -> None:
 
     r = TreeRetriever(trained, num_beams=5, device="cpu")
     new = [it for it in tiny_catalog() if it.item_id in HELD_OUT]
+    r.retrieve(["drill"], 3)  # its per-level normalisers are remembered for item scores...
     codes = r.add_items(new)
     assert set(codes) == set(HELD_OUT)
     hits = r.retrieve([it.title for it in new], 3)
     assert [h[0].item_id for h in hits] == list(HELD_OUT)
     assert r.add_items(new) == codes  # replaying the same event changes nothing
     assert all(v is not None for v in r.score_items("drill", list(HELD_OUT)))  # and scorable at once
+    # ...and dropped by add_items: the item level's softmax now spans the new items too
+    enc, art = r._encoded("drill"), r.artifact
+    fresh = forced_log_probs(art.model, art.index, enc.q, enc.states, enc.mask, torch.tensor([0, len(r._item_ids) - 1]))
+    got = r.score_items("drill", [r._item_ids[0], r._item_ids[-1]])
+    assert [v[0] for v in got] == pytest.approx(fresh.tolist(), abs=1e-5)
 
 
 def _rehash(folder: Path) -> None:

@@ -16,7 +16,8 @@ from tandem.fusion import RankedList
 from tandem.fusion.features import FeatureBuilder
 from tandem.fusion.fit import fit_learned_fusion
 from tandem.fusion.learned import Example, LearnedFusion
-from tandem.generative.tree_decoding import TreeIndex, forced_log_probs
+from tandem.generative.tree_decoding import (TreeIndex, forced_log_probs, host_rows, level_log_probs, query_levels,
+                                             tree_beam_search_levels)
 from tandem.generative.tree_model import TreeDecoder, TreeDecoderConfig
 from tandem.retriever import Hit, Retriever, validate_queries
 from tandem.search.orchestrator import HybridSearcher
@@ -55,6 +56,58 @@ def test_forced_log_probs_of_a_prefix_conditioned_decoder_are_a_distribution_ove
     assert float(got.exp().sum()) == pytest.approx(1.0, abs=1e-4)  # the trie-constrained chain rule
     with pytest.raises(InvalidInput):
         forced_log_probs(model, index, q.repeat(2, 1), st.repeat(2, 1, 1), mk.repeat(2, 1), torch.arange(2))
+
+
+def _straightforward(model: TreeDecoder, index: TreeIndex, q: torch.Tensor, st: torch.Tensor, mk: torch.Tensor,
+                     rows: torch.Tensor) -> torch.Tensor:
+    """Forced decoding as first written: every candidate's own path, one decoder step per candidate."""
+    kv, bias = model.memory(st, mk)
+    paths = torch.from_numpy(index.paths)[rows]
+    total = torch.zeros(len(rows))
+    for p in range(index.length):
+        if p == 0 or not model.decoder_config.condition_on_prefix:
+            level = model.logits(p, model.step(p, None, q, kv, bias)[:, 0])[0]
+            total += level[paths[:, p]] - level.logsumexp(-1)
+        else:
+            cand = index.tables()[p - 1][paths[None, :, p - 1]]
+            lg = model.logits(p, model.step(p, paths[None, :, p - 1], q, kv, bias), cand).masked_fill(cand < 0, -1e9)
+            gold = (cand == paths[None, :, p, None]).float().argmax(-1)
+            total += (lg.gather(-1, gold[..., None]).squeeze(-1) - lg.logsumexp(-1))[0]
+    return total
+
+
+@torch.inference_mode()
+def test_levels_kept_from_beam_search_score_items_as_the_straightforward_forced_decoding() -> None:
+    model, index, (q, st, mk) = _model(conditioned=False)
+    q2, st2 = torch.nn.functional.normalize(torch.randn(1, 16), dim=-1), torch.randn(1, 5, 16)
+    mk2 = torch.tensor([[1, 1, 1, 0, 0]])  # padded in the batch
+    _, _, levels = tree_beam_search_levels(model, index, torch.cat([q, q2]), torch.cat([st, st2]),
+                                           torch.cat([mk, mk2]), beams=[2, 4, 5])
+    assert levels is not None and levels.states.shape == (2, 3, 16)
+    rows = torch.tensor([17, 0, 7, 8, 7])  # shared prefixes and a repeated item
+    for i, (qi, sti, mki) in enumerate([(q, st, mk), (q2, st2[:, :3], mk2[:, :3])]):
+        want = _straightforward(model, index, qi, sti, mki, rows)
+        assert torch.allclose(level_log_probs(model, index, levels.row(i), rows), want, atol=1e-5)
+        assert torch.allclose(level_log_probs(model, index, query_levels(model, qi, sti, mki), rows), want, atol=1e-5)
+    with pytest.raises(InvalidInput, match="one query"):
+        level_log_probs(model, index, levels, rows)
+
+
+@torch.inference_mode()
+def test_prefix_conditioned_forced_decoding_scores_each_distinct_parent_once_with_the_same_result() -> None:
+    model, index, (q, st, mk) = _model(conditioned=True)
+    rows = torch.tensor([17, 0, 1, 7, 8, 7, 16])
+    assert torch.allclose(forced_log_probs(model, index, q, st, mk, rows),
+                          _straightforward(model, index, q, st, mk, rows), atol=1e-5)
+    with pytest.raises(InvalidInput, match="parent-conditioned"):
+        query_levels(model, q, st, mk)
+
+
+def test_host_rows_gather_on_the_host_and_widen_bf16_exactly() -> None:
+    t, rows = torch.randn(7, 5), np.array([3, 0, 3])
+    assert np.array_equal(host_rows(t, rows), t[rows].numpy())
+    b = t.to(torch.bfloat16)
+    assert np.array_equal(host_rows(b, rows), b.float()[rows].numpy())
 
 
 def _rl(source: str, ids: Sequence[str], kind: str = "query") -> RankedList:

@@ -11,22 +11,33 @@ generative model's log-probability of the item's ID and the encoder's cosine, gi
 *every* candidate by :meth:`~tandem.retriever.Retriever.score_items`): per score its value and
 its gap to the best candidate of the query, and one flag saying whether the item was scored
 (a missing score is 0 with the flag 0, never a failed search).
+
+The matrix is built column block by column block with NumPy over all candidates (one array
+operation per list, not per candidate: this runs on every search, ~200 candidates). Values
+are computed in float64 and stored as float32 once. Adding features: name them in
+:func:`feature_names` and fill their columns in :meth:`FeatureBuilder.candidates` (each block
+writes ``X[:, start:stop]``; :attr:`FeatureBuilder.column` finds a block's first column).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from tandem.fusion.base import ItemScores, RankedList
+from tandem.fusion.base import Evidence, ItemScores, RankedList
 from tandem.fusion.normalized import normalize_scores
 
 Slot = tuple[str, str]
 _WORD = re.compile(r"[a-z0-9]+")
 AGGREGATES = ("n_lists", "n_sources", "rrf", "best_rr")
 TITLE_FEATURES = ("q_in_title", "sub_in_title", "type_in_title", "title_len")
+#: Rank stored for a source that did not return an item (larger than any real rank).
+ABSENT = np.iinfo(np.int64).max
+#: Titles kept per builder between searches (their stems); cleared when full.
+TITLE_CACHE = 200_000
 
 
 def _stems(text: str) -> set[str]:
@@ -42,6 +53,35 @@ def feature_names(slots: Sequence[Slot], with_titles: bool, score_names: Sequenc
     return names
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """One query's candidates: ids (first-seen order), features ``X`` ``[n, features]`` (float32)
+    and, per source of the lists, each candidate's best rank (:data:`ABSENT` if none) and the
+    source's score at that rank: the provenance of fused hits."""
+
+    ids: list[str]
+    X: np.ndarray
+    sources: list[str]
+    ranks: np.ndarray
+    scores: np.ndarray
+
+    def best_rank(self) -> np.ndarray:
+        """Each candidate's best rank in any list ``[n]``."""
+        return self.ranks.min(1) if self.sources else np.zeros(len(self.ids), np.int64)
+
+    def provenance(self, picked: Sequence[int]) -> list[tuple[Evidence, ...]]:
+        """The evidence of candidates ``picked``: per candidate one per source that returned
+        it, best rank first (then source name)."""
+        by_name = sorted(range(len(self.sources)), key=self.sources.__getitem__)
+        ranks = self.ranks[picked][:, by_name]
+        order = np.argsort(ranks, axis=1, kind="stable")  # stable: equal ranks stay in name order
+        names = np.array(self.sources, dtype=object)[by_name][order].tolist()
+        scores = np.take_along_axis(self.scores[picked][:, by_name], order, 1).tolist()
+        counts = (ranks != ABSENT).sum(1).tolist()
+        ranks = np.take_along_axis(ranks, order, 1).tolist()
+        return [tuple(map(Evidence, n[:c], r[:c], sc[:c])) for n, r, sc, c in zip(names, ranks, scores, counts, strict=True)]
+
+
 class FeatureBuilder:
     """Builds the candidate × feature matrix for one query's ranked lists."""
 
@@ -54,92 +94,105 @@ class FeatureBuilder:
         self.rrf_k = rrf_k
         self._title_cache: dict[str, tuple[set[str], int]] = {}
         self.names = feature_names(self.slots, titles is not None, self.score_names)
+        #: First column of each named feature (blocks fill ``X[:, column[first name]:...]``).
+        self.column = {n: j for j, n in enumerate(self.names)}
 
     def _title_stems(self, item_ids: Sequence[str]) -> list[tuple[set[str], int]]:
-        missing = [i for i in item_ids if i not in self._title_cache]
+        """Each item's title stems and word count, from the cache or the ``titles`` lookup
+        (read into a local dict first: another search may clear the cache meanwhile)."""
+        cache = self._title_cache
+        got = {i: cache.get(i) for i in item_ids}
+        missing = [i for i, v in got.items() if v is None]
         if missing:
+            assert self.titles is not None
             found = self.titles(missing)
+            if len(cache) + len(missing) > TITLE_CACHE:  # bound memory on a long-running server
+                cache.clear()
             for i in missing:
                 t = found.get(i, "")
-                if len(self._title_cache) > 200_000:  # bound memory on a long-running server
-                    self._title_cache.clear()
-                self._title_cache[i] = (_stems(t), len(t.split()))
-        return [self._title_cache[i] for i in item_ids]
+                got[i] = cache[i] = (_stems(t), len(t.split()))
+        return [got[i] for i in item_ids]  # type: ignore[misc]
 
     def build(self, lists: Sequence[RankedList], item_scores: ItemScores | None = None) -> tuple[list[str], np.ndarray]:
         """Candidate ids (first-seen order) and their feature matrix (``float32``)."""
-        ids, X, _ = self.build_with_evidence(lists, item_scores)
-        return ids, X
+        c = self.candidates(lists, item_scores)
+        return c.ids, c.X
 
-    def build_with_evidence(self, lists: Sequence[RankedList], item_scores: ItemScores | None = None
-                            ) -> tuple[list[str], np.ndarray, dict[str, dict[str, tuple[int, float]]]]:
-        """:meth:`build` plus each item's best ``(rank, score)`` per source (for provenance).
+    def candidates(self, lists: Sequence[RankedList], item_scores: ItemScores | None = None) -> Candidates:
+        """:meth:`build` plus each candidate's best rank and score per source (for provenance)."""
+        ids = list(dict.fromkeys(h.item_id for rl in lists for h in rl.hits))
+        sources = list(dict.fromkeys(rl.source for rl in lists))
+        n = len(ids)
+        X = np.zeros((n, len(self.names)), np.float64)
+        ranks = np.full((n, len(sources)), ABSENT, np.int64)
+        scores = np.zeros((n, len(sources)), np.float64)
+        if n:
+            self._fill_lists(lists, ids, sources, X, ranks, scores)
+            if self.titles is not None:
+                self._fill_titles(lists, ids, X)
+            if self.score_names:
+                self._fill_scores(ids, item_scores or {}, X)
+        return Candidates(ids, X.astype(np.float32), sources, ranks, scores)
 
-        Rows are filled as Python lists and converted once: per-element NumPy writes cost
-        more than the whole feature computation at ~300 candidates.
-        """
-        width = len(self.names)
+    def _fill_lists(self, lists: Sequence[RankedList], ids: Sequence[str], sources: Sequence[str], X: np.ndarray,
+                    ranks: np.ndarray, scores: np.ndarray) -> None:
+        """Slot columns, aggregates, and the per-source best ranks/scores; one array step per list."""
+        pos = {i: j for j, i in enumerate(ids)}
+        src = {s: j for j, s in enumerate(sources)}
         base = 3 * len(self.slots)
-        rows: dict[str, list[float]] = {}
-        evidence: dict[str, dict[str, tuple[int, float]]] = {}
         for rl in lists:
+            if not rl.hits:
+                continue
+            hit_rows = np.fromiter((pos[h.item_id] for h in rl.hits), np.int64, len(rl.hits))
+            rows, first = np.unique(hit_rows, return_index=True)  # an item counts once per list: its best rank
+            rank = first + 1
+            rr = 1.0 / rank
+            raw = [h.score for h in rl.hits]
+            norm = np.asarray(normalize_scores(raw, "minmax"), np.float64)[first]
+            X[rows, base] += 1
+            X[rows, base + 2] += rl.intent_weight / (self.rrf_k + rank)
+            X[rows, base + 3] = np.fmax(X[rows, base + 3], rr)
             s = self._index.get((rl.source, rl.intent_kind))
-            c = 3 * s if s is not None else -1
-            norms = normalize_scores([h.score for h in rl.hits], "minmax")
-            seen: set[str] = set()
-            for rank, (h, norm) in enumerate(zip(rl.hits, norms), start=1):
-                item = h.item_id
-                if item in seen:
-                    continue
-                seen.add(item)
-                row = rows.get(item)
-                if row is None:
-                    row = rows[item] = [0.0] * width
-                    evidence[item] = {}
-                ev = evidence[item]
-                best = ev.get(rl.source)
-                if best is None or rank < best[0]:
-                    ev[rl.source] = (rank, h.score)
-                rr = 1.0 / rank
-                row[base] += 1
-                row[base + 2] += rl.intent_weight / (self.rrf_k + rank)
-                if rr > row[base + 3]:
-                    row[base + 3] = rr
-                if c >= 0:
-                    if rr > row[c]:
-                        row[c] = rr
-                    if norm > row[c + 1]:
-                        row[c + 1] = norm
-                    row[c + 2] = 1.0
-        ids = list(rows)
-        for item in ids:
-            rows[item][base + 1] = len(evidence[item])
-        if self.titles is not None and ids:
-            query = next((rl.intent for rl in lists if rl.intent_kind == "query"), lists[0].intent)
-            q = _stems(query)
-            subs = [sb for sb in (_stems(rl.intent) for rl in lists if rl.intent_kind not in ("query", "normalized"))
-                    if sb]
-            typ = next((_stems(rl.intent) for rl in lists if rl.intent_kind == "product_type"), set())
-            t0 = base + len(AGGREGATES)
-            for item, (stems, length) in zip(ids, self._title_stems(ids)):
-                row = rows[item]
-                row[t0] = len(q & stems) / len(q) if q else 0.0
-                row[t0 + 1] = max((len(sb & stems) / len(sb) for sb in subs), default=0.0)
-                row[t0 + 2] = float(bool(typ) and typ <= stems)
-                row[t0 + 3] = length
-        if self.score_names and ids:
-            self._fill_scores(ids, rows, item_scores or {}, width - 1 - 2 * len(self.score_names))
-        X = np.array([rows[i] for i in ids], dtype=np.float32).reshape(len(ids), width)
-        return ids, X, evidence
+            if s is not None:
+                c = 3 * s
+                X[rows, c] = np.fmax(X[rows, c], rr)
+                X[rows, c + 1] = np.fmax(X[rows, c + 1], norm)
+                X[rows, c + 2] = 1.0
+            k = src[rl.source]
+            better = rank < ranks[rows, k]
+            ranks[rows[better], k] = rank[better]
+            scores[rows[better], k] = np.asarray(raw, np.float64)[first][better]
+        X[:, base + 1] = (ranks != ABSENT).sum(1)
 
-    def _fill_scores(self, ids: Sequence[str], rows: dict[str, list[float]], item_scores: ItemScores,
-                     start: int) -> None:
-        """Item-score columns from ``start``: per name value and gap to the query's best; a presence flag."""
+    def _fill_titles(self, lists: Sequence[RankedList], ids: Sequence[str], X: np.ndarray) -> None:
+        """Title columns: query/sub-intent/product-type words in each candidate's title, title length."""
+        query = next((rl.intent for rl in lists if rl.intent_kind == "query"), lists[0].intent)
+        q = _stems(query)
+        subs = [sb for sb in (_stems(rl.intent) for rl in lists if rl.intent_kind not in ("query", "normalized")) if sb]
+        typ = next((_stems(rl.intent) for rl in lists if rl.intent_kind == "product_type"), set())
+        got = self._title_stems(ids)
+        n, t0 = len(ids), self.column[TITLE_FEATURES[0]]
+
+        def share(words: set[str]) -> np.ndarray:
+            return np.fromiter((len(words & st) for st, _ in got), np.float64, n) / len(words)
+
+        if q:
+            X[:, t0] = share(q)
+        if subs:
+            X[:, t0 + 1] = np.max([share(sb) for sb in subs], axis=0)
+        if typ:
+            X[:, t0 + 2] = np.fromiter((typ <= st for st, _ in got), np.float64, n)
+        X[:, t0 + 3] = np.fromiter((length for _, length in got), np.float64, n)
+
+    def _fill_scores(self, ids: Sequence[str], item_scores: ItemScores, X: np.ndarray) -> None:
+        """Item-score columns: per name value and gap to the query's best (0 where missing); a presence flag."""
+        start = self.column[f"score__{self.score_names[0]}__value"]
+        per_item = [item_scores.get(i) or {} for i in ids]
         for j, name in enumerate(self.score_names):
-            vals = {i: float(v) for i in ids if (v := (item_scores.get(i) or {}).get(name)) is not None}
-            best = max(vals.values(), default=0.0)
-            for i, v in vals.items():
-                rows[i][start + 2 * j] = v
-                rows[i][start + 2 * j + 1] = v - best
-        for i in ids:
-            rows[i][-1] = float(bool(item_scores.get(i)))
+            vals = np.fromiter((np.nan if (v := d.get(name)) is None else float(v) for d in per_item), np.float64,
+                               len(ids))
+            have = ~np.isnan(vals)
+            best = vals[have].max() if have.any() else 0.0
+            X[:, start + 2 * j] = np.where(have, vals, 0.0)
+            X[:, start + 2 * j + 1] = np.where(have, vals - best, 0.0)
+        X[:, self.column["score__present"]] = np.fromiter(map(bool, per_item), np.float64, len(ids))

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem.errors import CorruptArtifact, InvalidInput
-from tandem.fusion.base import Evidence, FusedHit, Fuser, ItemScores, RankedList
+from tandem.fusion.base import FusedHit, Fuser, ItemScores, RankedList
 from tandem.fusion.features import FeatureBuilder, Slot
 
 FORMAT = "tandem.fusion.learned/1"
@@ -156,15 +156,15 @@ class LearnedFusion(Fuser):
         """Rank every candidate of ``lists`` by the model; at most ``k`` (see :meth:`Fuser.fuse`)."""
         if k < 1:
             raise InvalidInput(f"`k` must be >= 1, got {k}")
-        ids, X, evidence = self.builder.build_with_evidence(lists, item_scores)
-        if not ids:
+        c = self.builder.candidates(lists, item_scores)
+        if not c.ids:
             return []
-        scores = self.booster.predict(X, num_threads=1).tolist()
-        best_rank = {i: min(r for r, _ in evidence[i].values()) for i in ids}
-        order = sorted(range(len(ids)), key=lambda j: (-scores[j], best_rank[ids[j]], ids[j]))[:k]
-        return [FusedHit(ids[j], scores[j], tuple(
-            Evidence(s, r, sc) for s, (r, sc) in sorted(evidence[ids[j]].items(), key=lambda kv: (kv[1][0], kv[0]))))
-            for j in order]
+        # one LightGBM call over the float32 matrix (one thread: searches run in parallel)
+        scores = self.booster.predict(c.X, num_threads=1)
+        # best first; ties by the best rank in any list, then by id
+        order = np.lexsort((np.array(c.ids), c.best_rank(), -scores))[:k].tolist()
+        values = scores.tolist()
+        return [FusedHit(c.ids[j], values[j], ev) for j, ev in zip(order, c.provenance(order), strict=True)]
 
     def version(self) -> str:
         """``learned:<model digest>``."""

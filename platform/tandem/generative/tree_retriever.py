@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import torch
 
 from tandem.errors import InvalidInput
 from tandem.generative.tree_artifact import load_tree_model
-from tandem.generative.tree_decoding import Rank, forced_log_probs, tree_beam_search
+from tandem.generative.tree_decoding import (QueryLevels, Rank, forced_log_probs, host_rows, level_log_probs,
+                                             query_levels, row_dots, tree_beam_search_levels)
 from tandem.retriever import Hit, Retriever, validate_queries, validate_scoring
 
 #: Characters of a query that reach the tokenizer; far above the encoder's token limit.
@@ -32,6 +34,17 @@ MAX_QUERY_CHARS = 4096
 #: Recent queries whose encoder outputs are kept for :meth:`TreeRetriever.score_items`: the
 #: searcher scores every candidate right after retrieving, so the query is not encoded twice.
 RECENT_ENCODINGS = 256
+
+
+@dataclass
+class _Encoded:
+    """One query's encoder outputs (``q`` ``[1, dim]``, ``states``/``mask`` trimmed to its tokens)
+    and, once it was decoded, its :class:`~tandem.generative.tree_decoding.QueryLevels`."""
+
+    q: torch.Tensor
+    states: torch.Tensor
+    mask: torch.Tensor
+    levels: QueryLevels | None = None
 
 
 class TreeRetriever(Retriever):
@@ -69,14 +82,15 @@ class TreeRetriever(Retriever):
         files = self.artifact.manifest.get("files", {})
         self._version = f"{self.artifact.id_map.version}-{str(files.get('decoder.safetensors', ''))[:12]}{adapter_sha}"
         self.truncated = 0
-        self._recent: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._recent: OrderedDict[str, _Encoded] = OrderedDict()
         self._recent_lock = threading.Lock()
 
     def version(self) -> str:
         """ID-map version and the decoder checksum's prefix: changes with either."""
         return self._version
 
-    def _encode(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encode(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[_Encoded]]:
+        """Encode a batch; each query's outputs are also remembered (returned last, in order)."""
         enc = self.artifact.encoder
         ids, mask = enc.tokenize([q[:MAX_QUERY_CHARS] for q in queries])
         self.truncated += int((mask.sum(1) >= enc.max_length).sum())
@@ -85,20 +99,22 @@ class TreeRetriever(Retriever):
             q = enc.pool(states, mask)
         q, states = q.to(self.dtype), states.to(self.dtype)
         lengths = mask.sum(1).tolist()
-        with self._recent_lock:  # one row per query, trimmed and copied (not a view of the batch)
-            for i, text in enumerate(queries):
-                n = int(lengths[i])
-                self._recent[text] = (q[i : i + 1].clone(), states[i : i + 1, :n].clone(), mask[i : i + 1, :n].clone())
+        # one row per query, trimmed and copied (not a view of the batch)
+        rows = [_Encoded(q[i : i + 1].clone(), states[i : i + 1, : int(n)].clone(), mask[i : i + 1, : int(n)].clone())
+                for i, n in enumerate(lengths)]
+        with self._recent_lock:
+            for text, row in zip(queries, rows, strict=True):
+                self._recent[text] = row
                 self._recent.move_to_end(text)
             while len(self._recent) > RECENT_ENCODINGS:
                 self._recent.popitem(last=False)
-        return q, states, mask
+        return q, states, mask, rows
 
-    def _encoded(self, query: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encoded(self, query: str) -> _Encoded:
         """The encoder outputs of one query: remembered from a recent :meth:`retrieve`, else computed."""
         with self._recent_lock:
             hit = self._recent.get(query)
-        return hit if hit is not None else self._encode([query])
+        return hit if hit is not None else self._encode([query])[3][0]
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Top ``k`` items per query by item-level score; see :class:`Retriever`."""
@@ -109,8 +125,12 @@ class TreeRetriever(Retriever):
         beams = [max(self.upper_beam, k)] * (art.index.length - 1) + [max(self.num_beams, k)]
         out: list[list[Hit]] = []
         for start in range(0, len(queries), self.batch_size):
-            q, states, mask = self._encode(queries[start : start + self.batch_size])
-            nodes, scores = tree_beam_search(art.model, art.index, q, states, mask, beams=beams, rank=self.rank)
+            q, states, mask, remembered = self._encode(queries[start : start + self.batch_size])
+            nodes, scores, levels = tree_beam_search_levels(art.model, art.index, q, states, mask, beams=beams,
+                                                            rank=self.rank)
+            if levels is not None:  # item scores of these queries reuse them (see score_items)
+                for i, enc in enumerate(remembered):
+                    enc.levels = levels.row(i)
             for row_nodes, row_scores in zip(nodes.tolist(), scores.float().tolist(), strict=True):
                 hits = [Hit(self._item_ids[n], float(s), self.name) for n, s in zip(row_nodes, row_scores) if n >= 0]
                 out.append(hits[:k])
@@ -119,9 +139,12 @@ class TreeRetriever(Retriever):
     def score_items(self, query: str, item_ids: Sequence[str]) -> list[tuple[float, ...] | None]:
         """``(gen_logprob, gen_cosine)`` of each known item for ``query``; ``None`` for unknown ids.
 
-        One encoder pass (none when the query was just retrieved) and one forced decoding of
-        all the items' IDs (see :func:`~tandem.generative.tree_decoding.forced_log_probs`): the
-        model's judgement of candidates other sources found, for learned fusion.
+        The model's judgement of candidates other sources found, for learned fusion: the
+        forced decoding of every item's ID (see :mod:`~tandem.generative.tree_decoding`). A
+        query just retrieved costs no encoder pass and no pass over the item table: its
+        per-level decoder states and softmax normalisers are remembered from beam search, so
+        scoring 200 items is a gather of their (distinct) path nodes and one small matmul per
+        level. Otherwise they are computed once here (and remembered).
         """
         validate_scoring(query, item_ids)
         rows = [self._row_of.get(i, -1) for i in item_ids]
@@ -129,13 +152,20 @@ class TreeRetriever(Retriever):
         if not known:
             return [None] * len(rows)
         art = self.artifact
-        q, states, mask = self._encoded(query)
-        idx = torch.tensor(known, dtype=torch.long, device=q.device)
-        logp = forced_log_probs(art.model, art.index, q, states, mask, idx).tolist()
+        enc = self._encoded(query)
+        known_rows = np.asarray(known, np.int64)
         with torch.inference_mode():
-            emb = art.model.nodes[-1][idx].float()
-            cos = (torch.nn.functional.normalize(emb, dim=-1) @ q[0].float()).tolist()
-        it = iter(zip(logp, cos, strict=True))
+            emb = host_rows(art.model.nodes[-1], known_rows)  # [M, dim] float32, shared by both scores
+            if art.model.decoder_config.condition_on_prefix:
+                logp = forced_log_probs(art.model, art.index, enc.q, enc.states, enc.mask, torch.from_numpy(known_rows))
+            else:
+                if enc.levels is None:
+                    enc.levels = query_levels(art.model, enc.q, enc.states, enc.mask)
+                logp = level_log_probs(art.model, art.index, enc.levels, known_rows, item_vectors=emb)
+            qv = enc.q[0].float().cpu().numpy()
+        # the cosine of the query's pooled vector with each item embedding (as F.normalize: norms >= 1e-12)
+        cos = row_dots(emb, qv) / np.maximum(np.sqrt(np.einsum("ij,ij->i", emb, emb)), 1e-12)
+        it = iter(zip(logp.tolist(), cos.tolist(), strict=True))
         return [next(it) if r >= 0 else None for r in rows]
 
     def add_items(self, items: Sequence[Any]) -> dict[str, tuple[int, ...]]:
@@ -156,6 +186,9 @@ class TreeRetriever(Retriever):
 
         vecs, _ = art.encoder.encode([it.text() for it in new])
         append_items(art, [codes[it.item_id] for it in new], torch.from_numpy(np.asarray(vecs)))
+        with self._recent_lock:  # the item level's softmax now spans the new items: normalisers are stale
+            for enc in self._recent.values():
+                enc.levels = None
         for it in new:
             self._row_of[it.item_id] = len(self._item_ids)
             self._item_ids.append(it.item_id)
