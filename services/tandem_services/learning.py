@@ -7,9 +7,10 @@ vectors. :class:`FailedSearchEmitter` is what the gateway calls after each searc
 whether the search failed (:func:`tandem.failed.events.failure_reason`) and hands failures
 to a background thread that publishes them to ``tandem.failed-queries``. The queue is
 bounded and ``observe`` never blocks: when the broker is slow, failures are dropped and
-counted, searches are never held up. :class:`ObservedSearchServicer` is how the gateway hands
-every answered search to such observers (after the response is built; an observer's error is
-logged, never the caller's).
+counted, searches are never held up. :class:`RequestLogEmitter` does the same for every
+answered search (the request log that joins feedback to queries).
+:class:`ObservedSearchServicer` is how the gateway hands every answered search to such
+observers (after the response is built; an observer's error is logged, never the caller's).
 """
 
 from __future__ import annotations
@@ -72,35 +73,27 @@ def run_profile_consumer(model: Path, redis_url: str | None, settings: StreamSet
     return consumer.run()
 
 
-class FailedSearchEmitter:
-    """Publishes the gateway's failed searches in the background (module docstring)."""
+class _Background:
+    """A bounded queue drained by one thread that publishes batches; :meth:`_offer` never blocks
+    (a full queue drops the record and counts it), a publisher error is logged and counted."""
 
-    def __init__(self, publisher: Any, *, min_score: float | None = None, max_queue: int = 10_000,
-                 batch: int = 200) -> None:
-        self.publisher, self.min_score, self.batch = publisher, min_score, batch
-        self._q: queue.Queue[FailedQuery] = queue.Queue(maxsize=max_queue)
+    what = "records"
+
+    def __init__(self, publisher: Any, *, max_queue: int = 10_000, batch: int = 200) -> None:
+        self.publisher, self.batch = publisher, batch
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self.dropped = self.sent = self.errors = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="failed-searches", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.what.replace(" ", "-"), daemon=True)
         self._thread.start()
 
-    def observe(self, request_id: str, user_id: str, query: str, hits: int, best_score: float | None) -> bool:
-        """Queue the search if it failed; ``True`` when it was queued. Never blocks."""
-        reason = failure_reason(hits, best_score, self.min_score)
-        if reason is None:
-            return False
+    def _offer(self, record: Any) -> bool:
         try:
-            self._q.put_nowait(FailedQuery(request_id, user_id, query[:512], reason, hits,
-                                           float(best_score or 0.0), time.time()))
+            self._q.put_nowait(record)
         except queue.Full:
             self.dropped += 1
             return False
         return True
-
-    def observe_search(self, request_id: str, user_id: str, query: str, item_ids: Sequence[str],
-                       best_score: float | None) -> bool:
-        """:class:`SearchObserver` form of :meth:`observe`."""
-        return self.observe(request_id, user_id, query, len(item_ids), best_score)
 
     def _run(self) -> None:
         while not self._stop.is_set() or not self._q.empty():
@@ -117,11 +110,51 @@ class FailedSearchEmitter:
             try:
                 self.publisher.send(records)
                 self.sent += len(records)
-            except Exception as exc:  # noqa: BLE001 - losing a failure report must not stop the emitter
+            except Exception as exc:  # noqa: BLE001 - losing a report must not stop the emitter
                 self.errors += len(records)
-                log.warning("failed searches not published (%d dropped): %s", len(records), exc)
+                log.warning("%s not published (%d dropped): %s", self.what, len(records), exc)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish what is queued (up to ``timeout_s``) and stop."""
         self._stop.set()
         self._thread.join(timeout_s)
+
+
+class FailedSearchEmitter(_Background):
+    """Publishes the gateway's failed searches in the background (module docstring)."""
+
+    what = "failed searches"
+
+    def __init__(self, publisher: Any, *, min_score: float | None = None, max_queue: int = 10_000,
+                 batch: int = 200) -> None:
+        self.min_score = min_score
+        super().__init__(publisher, max_queue=max_queue, batch=batch)
+
+    def observe(self, request_id: str, user_id: str, query: str, hits: int, best_score: float | None) -> bool:
+        """Queue the search if it failed; ``True`` when it was queued. Never blocks."""
+        reason = failure_reason(hits, best_score, self.min_score)
+        if reason is None:
+            return False
+        return self._offer(FailedQuery(request_id, user_id, query[:512], reason, hits, float(best_score or 0.0),
+                                       time.time()))
+
+    def observe_search(self, request_id: str, user_id: str, query: str, item_ids: Sequence[str],
+                       best_score: float | None) -> bool:
+        """:class:`SearchObserver` form of :meth:`observe`."""
+        return self.observe(request_id, user_id, query, len(item_ids), best_score)
+
+
+class RequestLogEmitter(_Background):
+    """Publishes every answered search (request id, user, query, ranked ids) to the request log
+    (:mod:`tandem.feedback.requests`), so feedback can be joined to its query."""
+
+    what = "request log records"
+
+    def observe_search(self, request_id: str, user_id: str, query: str, item_ids: Sequence[str],
+                       best_score: float | None) -> bool:
+        """Queue the record; ``False`` when the queue was full. Never blocks."""
+        from tandem.feedback.requests import MAX_ITEMS, MAX_QUERY_CHARS, RequestRecord
+
+        del best_score
+        return self._offer(RequestRecord(request_id, user_id, query[:MAX_QUERY_CHARS], tuple(item_ids[:MAX_ITEMS]),
+                                         time.time()))

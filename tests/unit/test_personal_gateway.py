@@ -1,7 +1,7 @@
 """Personalisation through the gateway (issue 22 item 1): a searcher built from a
 ``SearcherSpec(personal=...)`` behind ``gateway_server`` re-ranks a request whose user has a
 profile, answers requests without a user or profile exactly like a plain searcher, and hands
-failed searches to the failed-search emitter."""
+failed searches to the failed-search emitter and every search to the request log."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tandem.testing.term_overlap import TermOverlapRetriever
 from tandem.testing.tiny_catalog import tiny_catalog
 from tandem.v1 import search_pb2, search_pb2_grpc
 from tandem_services.app import gateway_server
-from tandem_services.learning import FailedSearchEmitter
+from tandem_services.learning import FailedSearchEmitter, RequestLogEmitter
 from tandem_services.runner import BackgroundServer
 from tandem_services.server import ServerOptions
 
@@ -65,9 +65,9 @@ def test_gateway_personalises_known_users_only_and_emits_failed_searches() -> No
     spec = dict(sources=[TermOverlapRetriever(ITEMS, name="bm25")], catalog=InMemoryCatalog(ITEMS), fusion="rrf")
     plain = build_searcher(SearcherSpec(**spec))
     personal = build_searcher(SearcherSpec(**spec, personal=PersonalSpec(store=_store(vectors), vectors=vectors)))
-    emitter = FailedSearchEmitter(Publisher(), batch=1)
+    emitter, requests = FailedSearchEmitter(Publisher(), batch=1), RequestLogEmitter(Publisher(), batch=1)
     with BackgroundServer(lambda: gateway_server(personal, ServerOptions(drain_s=0, grace_s=0),
-                                                 observers=[emitter])) as srv, \
+                                                 observers=[emitter, requests])) as srv, \
             grpc.insecure_channel(srv.address) as ch:
         stub = search_pb2_grpc.SearchServiceStub(ch)
         expected = _ids(plain.search(SearchRequest(query=QUERY, top_k=5)))
@@ -82,8 +82,12 @@ def test_gateway_personalises_known_users_only_and_emits_failed_searches() -> No
     assert top[fan.hits[0].item_id] == "Sawtooth" and top[anonymous.hits[0].item_id] != "Sawtooth"
     assert len(missing.hits) == 0
     deadline = time.monotonic() + 5
-    while not emitter.publisher.records and time.monotonic() < deadline:
+    while (not emitter.publisher.records or len(requests.publisher.records) < 4) and time.monotonic() < deadline:
         time.sleep(0.02)
+    logged = {r.request_id: r for r in requests.publisher.records}  # the request log: id -> query, ranked ids
+    assert logged[fan.request_id].query == QUERY and logged[fan.request_id].user_id == "saw-fan"
+    assert list(logged[fan.request_id].item_ids) == [h.item_id for h in fan.hits]
+    assert logged[missing.request_id].item_ids == ()
     assert [(r.request_id, r.reason, r.query) for r in emitter.publisher.records] == [
         (missing.request_id, "zero_hits", "zzzz qqqq")]
 

@@ -41,8 +41,14 @@ def train(
     candidates: Annotated[int, typer.Option(help="Hits per source and intent (the searcher's depth).")] = 100,
     events: Annotated[Path | None, typer.Option(
         help="Click/purchase log (JSONL: qid, item_id, event) for the multi-task labels.")] = None,
-    click_weight: Annotated[float, typer.Option(help="Label weight of a click.")] = 0.0,
-    purchase_weight: Annotated[float, typer.Option(help="Label weight of a purchase.")] = 0.0,
+    feedback_db: Annotated[Path | None, typer.Option(
+        help="Feedback store (tandem stream feedback) joined with --request-log: the gateway's clicks and "
+             "purchases as multi-task labels (queries without judgements join the training set).")] = None,
+    request_log: Annotated[Path | None, typer.Option(
+        help="Request log (SQLite, tandem.feedback.requests) naming each request's query, for --feedback-db.")] = None,
+    relevance_weight: Annotated[float, typer.Option(help="λ of the relevance task: label weight of a grade.")] = 1.0,
+    click_weight: Annotated[float, typer.Option(help="λ of the click task: label weight of a click.")] = 0.0,
+    purchase_weight: Annotated[float, typer.Option(help="λ of the purchase task: label weight of a purchase.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Sampling, split and LightGBM seed.")] = 13,
 ) -> None:
     """Record the searcher's candidate lists for judged queries, train LambdaMART, write the model."""
@@ -54,10 +60,21 @@ def train(
     from tandem.fusion.learned import catalog_titles, read_events
     from tandem.training.tree_run import read_fusion_holdout
 
+    if (feedback_db is None) != (request_log is None):
+        raise typer.BadParameter("--feedback-db and --request-log go together", param_hint="--request-log")
+    if events is not None and feedback_db is not None:
+        raise typer.BadParameter("give --events or --feedback-db/--request-log, not both", param_hint="--events")
     try:
         qs, judged = read_queries(queries), read_qrels(qrels)
         holdout = read_fusion_holdout(model) if model is not None else set()
         ids = select_queries([q for q in qs if q in judged], holdout, max_queries, seed)
+        behaviour = read_events(events) if events is not None else None
+        if feedback_db is not None and request_log is not None:
+            behaviour, extra = _behaviour(feedback_db, request_log, qs)
+            qs |= extra
+            ids += sorted(extra)
+            typer.echo(f"fusion train: behaviour labels on {len(behaviour)} queries ({len(extra)} without "
+                       "judgements)", err=True)
         if holdout:  # queries the generative model never trained on: its scores there are honest
             typer.echo(f"fusion train: {len(ids)} judged queries of the model's fusion holdout", err=True)
         if not ids:
@@ -77,7 +94,7 @@ def train(
             collect_s = time.perf_counter() - started
             fitted, report = fit_learned_fusion(
                 lists, judged, titles=titles, selection_share=selection_share, seed=seed,
-                events=read_events(events) if events is not None else None, click_weight=click_weight,
+                events=behaviour, click_weight=click_weight, relevance_weight=relevance_weight,
                 purchase_weight=purchase_weight, depth=candidates, scores=scores)
         finally:
             hybrid.close()
@@ -88,3 +105,20 @@ def train(
     report |= {"out": str(path), "queries": len(ids), "model_fusion_holdout": len(holdout),
                "collect_seconds": round(collect_s, 1), "train_seconds": round(time.perf_counter() - started - collect_s, 1), "version": fitted.version()}
     typer.echo(json.dumps(report, indent=2))
+
+
+def _behaviour(feedback_db: Path, request_log: Path, queries: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """Clicks/purchases of the feedback store joined to their queries through the request log."""
+    from tandem.errors import InvalidInput
+    from tandem.feedback.requests import RequestLog, behaviour_events
+    from tandem.feedback.store import FeedbackStore
+
+    for path, name in ((feedback_db, "--feedback-db"), (request_log, "--request-log")):
+        if not path.is_file():
+            raise InvalidInput(f"`{name}` {path} does not exist")
+    log = RequestLog(request_log)
+    try:
+        with FeedbackStore(feedback_db) as store:
+            return behaviour_events(log, (e for _, e in store.events()), queries)
+    finally:
+        log.close()

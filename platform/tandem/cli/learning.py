@@ -56,10 +56,29 @@ def personal_spec(model: Optional[Path], redis_url: Optional[str], weights: Opti
         raise typer.BadParameter(str(exc), param_hint="--profiles-model/--profiles-redis-url") from None
 
 
-def learn_parts(searcher: Any, consume: bool, failed_kafka: bool, min_score: Optional[float]) -> dict[str, Any]:
-    """The ``observers`` keyword argument of the gateway servers (the failed-search emitter),
+def _supervised(make: Any, backoff_s: float = 5.0) -> None:
+    """Run ``make().run()`` until it returns; a consumer that dies (Redis or Kafka away while a
+    batch is applied: its offsets stay uncommitted, the batch comes again) is rebuilt after
+    ``backoff_s``, so one outage does not stop the profiles for the life of the process."""
+    import logging
+    import time
+
+    while True:
+        try:
+            make().run()
+            return
+        except Exception as exc:  # noqa: BLE001 - logged; the next consumer re-reads the uncommitted batch
+            logging.getLogger(__name__).warning("profile consumer stopped (%s); restarting in %.0f s",
+                                                str(exc)[:200], backoff_s)
+            time.sleep(backoff_s)
+
+
+def learn_parts(searcher: Any, consume: bool, failed_kafka: bool, min_score: Optional[float],
+                feedback_kafka: bool = False) -> dict[str, Any]:
+    """The ``observers`` keyword argument of the gateway servers (the failed-search emitter; with
+    ``feedback_kafka`` the request-log emitter, whose records join the feedback to its queries),
     and the profile consumer started in a daemon thread when ``consume``."""
-    from tandem_services.learning import FailedSearchEmitter
+    from tandem_services.learning import FailedSearchEmitter, RequestLogEmitter
 
     if consume:
         if searcher.personal is None:
@@ -69,8 +88,9 @@ def learn_parts(searcher: Any, consume: bool, failed_kafka: bool, min_score: Opt
         store = searcher.personal.store
         # Redis: the replicas share one group (each event folded once); in-process: each its own, all events.
         group = PROFILE_GROUP if store.backend == "redis" else f"{PROFILE_GROUP}-{socket.gethostname()}"
-        consumer = profile_consumer(store, searcher.personal.vectors, group=group)
-        threading.Thread(target=consumer.run, name="profiles", daemon=True).start()
+        threading.Thread(target=_supervised, args=(lambda: profile_consumer(store, searcher.personal.vectors,
+                                                                            group=group),),
+                         name="profiles", daemon=True).start()
     observers: list[Any] = []
     if failed_kafka:
         from tandem.failed.stream import FailedQueryPublisher
@@ -78,4 +98,8 @@ def learn_parts(searcher: Any, consume: bool, failed_kafka: bool, min_score: Opt
         observers.append(FailedSearchEmitter(FailedQueryPublisher(), min_score=min_score))
     elif min_score is not None:
         raise typer.BadParameter("--failed-min-score needs --failed-queries-kafka", param_hint="--failed-min-score")
+    if feedback_kafka:
+        from tandem.feedback.requests import RequestLogPublisher
+
+        observers.append(RequestLogEmitter(RequestLogPublisher()))
     return {"observers": observers}

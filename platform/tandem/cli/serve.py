@@ -241,7 +241,7 @@ def serve(
         parts = canary_parts(candidate if candidate_model or candidate_fusion_model else None, share=canary_share,
                              mode=canary_mode, policy_file=canary_policy, feedback_kafka=feedback_kafka,
                              feedback_file=feedback_file)
-        parts |= learn_parts(searcher, profiles_consume, failed_queries_kafka, failed_min_score)
+        parts |= learn_parts(searcher, profiles_consume, failed_queries_kafka, failed_min_score, feedback_kafka)
         return _watch_cache(all_in_one_server(searcher, opts, batched=["generative"], **parts,
                                               batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms)),
                             searcher.cache)
@@ -315,7 +315,7 @@ def gateway(
         parts = canary_parts(candidate if candidate_generative or candidate_fusion_model else None,
                              share=canary_share, mode=canary_mode, policy_file=canary_policy,
                              feedback_kafka=feedback_kafka, feedback_file=feedback_file)
-        parts |= learn_parts(searcher, profiles_consume, failed_queries_kafka, failed_min_score)
+        parts |= learn_parts(searcher, profiles_consume, failed_queries_kafka, failed_min_score, feedback_kafka)
         return _watch_cache(gateway_server(searcher, opts, **parts), searcher.cache)
 
     _run(build, metrics_port, log_level)

@@ -139,21 +139,31 @@ def fit_learned_fusion(lists: Mapping[str, Sequence[RankedList]], qrels: Mapping
                        titles: Any = None, selection_share: float = 0.2, seed: int = 13,
                        events: Mapping[str, Mapping[str, set[str]]] | None = None, click_weight: float = 0.0,
                        purchase_weight: float = 0.0, depth: int = 100,
-                       scores: Mapping[str, ItemScores] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Train LambdaMART on ``lists`` (and item ``scores``) of the judged queries; returns the
+                       scores: Mapping[str, ItemScores] | None = None,
+                       relevance_weight: float = 1.0) -> tuple[Any, dict[str, Any]]:
+    """Train LambdaMART on ``lists`` (and item ``scores``) of the labelled queries; returns the
     model with everything the data has (the ablation's last row) and a report: the selection
     part's measures for each ablation row, RRF and the whole-query BM25 list, and the shipped
-    model's feature importances (gain)."""
+    model's feature importances (gain).
+
+    Multi-task labels (λ per task): ``relevance_weight`` · grade + ``click_weight`` · [clicked]
+    + ``purchase_weight`` · [purchased]. A query with behaviour ``events`` but no judgement
+    (e.g. from the request log, :func:`tandem.feedback.requests.behaviour_events`) is trained
+    on too; the selection measures use the judged selection queries only."""
     from tandem.eval.metrics import evaluate
     from tandem.fusion.learned import LearnedFusion, examples
     from tandem.fusion.rrf import RRF
 
     scores = scores or {}
-    judged = [q for q in lists if q in qrels and any(g > 0 for g in qrels[q].values())]
+    if relevance_weight < 0:
+        raise InvalidInput(f"`relevance_weight` must be >= 0, got {relevance_weight}")
+    judged = [q for q in lists if (q in qrels and any(g > 0 for g in qrels[q].values())) or (events or {}).get(q)]
     if len(judged) < 10:
         raise InvalidInput(f"only {len(judged)} judged queries with candidate lists; learned fusion needs >= 10")
     train_ids, sel_ids = split_queries(judged, selection_share, seed)
-    sel_qrels = {q: qrels[q] for q in sel_ids}
+    sel_ids = [q for q in sel_ids if q in qrels and any(g > 0 for g in qrels[q].values())] or sel_ids
+    sel_qrels = {q: qrels.get(q, {}) for q in sel_ids}
+    labels = {q: {i: relevance_weight * g for i, g in qrels.get(q, {}).items()} for q in judged}
 
     def measure(fn: Any) -> dict[str, float]:
         run = {q: [(h.item_id, float(h.score)) for h in fn(q)] for q in sel_ids}
@@ -174,8 +184,8 @@ def fit_learned_fusion(lists: Mapping[str, Sequence[RankedList]], qrels: Mapping
         last = n == len(rows) - 1
         part = {q: _keep(lists[q], which) for q in judged}
         model, info = LearnedFusion.train(
-            examples({q: part[q] for q in train_ids}, qrels, events, click_weight, purchase_weight, scores),
-            examples({q: part[q] for q in sel_ids}, qrels, events, click_weight, purchase_weight, scores),
+            examples({q: part[q] for q in train_ids}, labels, events, click_weight, purchase_weight, scores),
+            examples({q: part[q] for q in sel_ids}, labels, events, click_weight, purchase_weight, scores),
             titles=titles, seed=seed, score_names=names,
             grid=None if last else [{"num_leaves": 15, "learning_rate": 0.05, "min_data_in_leaf": 50}])
         fitted = model
