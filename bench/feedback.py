@@ -13,7 +13,8 @@ items of the query pools plus 6,000 others. Item vectors and IDs: the v2 model i
 (:func:`tandem.personal.consumer.profile_consumer`) folds it into profiles in a private
 Redis (:class:`RedisProfileStore`). Users with history run ``HISTORY`` sessions (clicks on
 the non-personalised ranking), then ``FIT`` sessions whose clicks fit the re-ranking weights
-(:func:`tandem.personal.rerank.fit_weights`), then ``TEST`` held-out sessions scored with
+(:func:`tandem.personal.rerank.fit_weights`, judged on the shown top 10) and are then folded
+into the profiles too, then ``TEST`` held-out sessions scored with
 nDCG@10 on affinity-weighted relevance, personalised (:class:`PersonalFuser`, profile read
 through :class:`ProfileReader`) against non-personalised. Users without history run ``TEST``
 sessions through the same personalised path. Then Redis is stopped and the test sessions
@@ -25,8 +26,10 @@ simulated users; zero-hit and no-click searches go to ``tandem.failed-queries`` 
 failed retypes the clean query a minute later and clicks on it). One failed-query cycle
 (:func:`tandem.failed.cycle.run_cycle`, catalog vocabulary of every title) then runs, and
 R@10 (grade ≥ 4) of the typo'd and of the clean queries is measured with the cycle's
-corrections applied. No adapter is trained here: the corrective samples are written and
-counted, but their effect through an adapter is not measured.
+corrections applied. With ``--adapter`` one tree adapter is then trained on the cycle's
+corrective samples and measured through the generative retriever and the hybrid
+(:mod:`bench.feedback_adapter`: ``generative_typo_r10_relative_gain``,
+``hybrid_typo_r10_relative_gain``, ``*_clean_r10_drop``).
 
 Figures: ``personalisation_ndcg_gain``, ``no_history_ndcg_change``,
 ``failed_query_r10_relative_gain``, ``clean_r10_drop`` (absolute R@10, 0.01 = 1 point), plus
@@ -101,7 +104,7 @@ def _ndcg(ranked: list[str], g: dict[str, float]) -> float | None:
 
 
 def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis: Any, texts: dict, qrels: dict,
-                    codes: dict, n_users: int, n_cold: int) -> dict[str, Any]:
+                    codes: dict, n_users: int, n_cold: int, weights_out: Path | None = None) -> dict[str, Any]:
     """Phase 1 (module docstring)."""
     from tandem.fusion.rrf import RRF
     from tandem.fusion.scoring import candidate_ids
@@ -128,7 +131,7 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
         reads.append((time.perf_counter() - t0) * 1000)
         return ranked, lists, scores
 
-    fit_sessions = []
+    fit_sessions, pending = [], []
     for u in users:
         for q in plan[u.user_id][HISTORY:HISTORY + FIT]:
             ranked, lists, scores = observed(u, q)
@@ -137,8 +140,20 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
             for p, kind in acts:
                 engaged[ranked[p]] = max(engaged.get(ranked[p], 0.0), 2.0 if kind == "purchase" else 1.0)
             fit_sessions.append(Session(RRF().fuse(lists, 100), scores, engaged))
-    weights, fit = fit_weights(fit_sessions)
-    fuser = PersonalFuser(RRF(), weights)
+            ev = _events(u.user_id, f"{u.user_id}-f{len(fit_sessions)}", ranked, acts, now + HISTORY + len(fit_sessions))
+            pending.extend(ev)
+    # The fit sessions happened before the held-out ones: their clicks are part of the profile
+    # the held-out sessions read (the scores above were read before they were folded in).
+    sink.send(pending)
+    _wait(consumer, sent + len(pending))
+    # Objective on the shown top 10 only (every item there had a chance to be examined; clicks
+    # say nothing about the order below), base = the fuser's own min-max score as the prior.
+    weights, fit = fit_weights(fit_sessions, depths=(10,), bases=("minmax",))
+    fuser = PersonalFuser(RRF(), weights, depth=100, base=fit["base"])
+    if weights_out is not None:
+        from tandem.personal.serving import save_weights
+
+        save_weights(weights_out, weights, 100, fit | {"served_base": fit["base"]})
 
     def evaluate(group: list[SimUser]) -> tuple[list[float], list[float], int]:
         base, pers, failed = [], [], 0
@@ -245,6 +260,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller pools and a 6,000-item index plus the judged items")
     ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--adapter", action="store_true",
+                    help="also train one tree adapter on the cycle's corrective samples and measure it (bench.feedback_adapter)")
+    ap.add_argument("--weights-out", type=Path, help="write the fitted re-ranking weights (tandem serve --profiles-weights)")
     ap.add_argument("--model", type=Path, default=Path("/work/v3/full"), help="v2 model folder (item vectors, IDs)")
     args = ap.parse_args()
 
@@ -309,7 +327,7 @@ def main() -> None:
         sink, publisher = KafkaFeedbackSink(settings), FailedQueryPublisher(settings)
         try:
             figures |= personalisation(ranker, sink, consumers["profiles"], ProfileReader(profiles, vectors), redis,
-                                       texts, train, codes, n_users, n_cold)
+                                       texts, train, codes, n_users, n_cold, args.weights_out)
             print("personalisation:", json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}),
                   flush=True)
             base_sent = consumers["feedback"].totals.events
@@ -317,6 +335,16 @@ def main() -> None:
                                       store, publisher, consumers["failed"], threads["failed"].start,
                                       tmpdir / "failed.jsonl",
                                       {q: dq[q] for q in dev_ids}, dev, vocab, args.out.with_suffix(".cycle"))
+            if args.adapter:
+                from bench.feedback_adapter import adapter_phase
+                from tandem.failed.cycle import Corrections
+                from tandem.eval.robustness import perturb_queries
+
+                clean = {q: dq[q] for q in dev_ids}
+                figures |= adapter_phase(args.model, args.out.with_suffix(".cycle"), items, ranker.bm25,
+                                         perturb_queries(clean, "typo", seed=SEED), clean, dev, tmpdir / "adapter",
+                                         rewrite=Corrections.load(args.out.with_suffix(".cycle")).rewrite)
+                figures["adapter_trained"] = True
         finally:
             for c in consumers.values():
                 c.stop()

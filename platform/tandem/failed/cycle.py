@@ -123,6 +123,30 @@ def read_report(folder: str | Path) -> dict[str, Any]:
     return d
 
 
+def corrective_pairs(folder: str | Path, per_query: int = 3) -> list[tuple[str, str]]:
+    """(query, item id) pairs of a cycle's ``samples.jsonl``: the first ``per_query`` targets of
+    each sample, what the hourly adapter takes as ``extra_pairs``; :class:`InvalidInput` when
+    absent, :class:`CorruptArtifact` naming the line that is malformed."""
+    if per_query < 1:
+        raise InvalidInput(f"`per_query` must be >= 1, got {per_query}")
+    p = Path(folder) / "samples.jsonl"
+    if not p.is_file():
+        raise InvalidInput(f"`{folder}` holds no samples.jsonl (run the failed-query step first)")
+    out: list[tuple[str, str]] = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            query, items = d["query"], d["item_ids"]
+            if not isinstance(query, str) or not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise TypeError("`query` must be a string and `item_ids` a list of strings")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptArtifact(f"{p}:{n}: not a corrective sample ({exc})"[:300]) from None
+        out.extend((query, i) for i in items[:per_query])
+    return out
+
+
 class Corrections:
     """The corrections a cycle learnt, applied to incoming queries (exact normalised match)."""
 

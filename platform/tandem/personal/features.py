@@ -18,7 +18,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from tandem.personal.profile import ProfileConfig, UserProfile, prefix_keys
+import numpy as np
+
+from tandem.personal.profile import ProfileConfig, UserProfile
 from tandem.personal.store import ProfileStore
 from tandem.personal.vectors import ItemVectors
 
@@ -27,21 +29,26 @@ PROFILE_SCORES = ("profile_sim", "profile_prefix1", "profile_prefix2")
 
 def profile_scores(profile: UserProfile, ids: Sequence[str], vectors: ItemVectors
                    ) -> dict[str, dict[str, float]]:
-    """:data:`PROFILE_SCORES` of each of ``ids`` the vectors know (others are left out)."""
+    """:data:`PROFILE_SCORES` of each of ``ids`` the vectors know (others are left out).
+
+    On the search path: one gather and one mat-vec for the similarities, prefix keys built
+    from the codes' first two levels as plain strings (the profile's ``"44"`` / ``"44/2"``)."""
     u = profile.unit()
     if u is None:
         return {}
-    known = [i for i in ids if i in vectors]
+    row = vectors.row
+    known = [i for i in ids if i in row]
     if not known:
         return {}
-    rows = [vectors.row[i] for i in known]
+    rows = np.fromiter((row[i] for i in known), dtype=np.int64, count=len(known))
     sims = (vectors.vectors[rows] @ u).tolist()
+    codes = vectors.codes[rows, :2].tolist()
+    shares, inv = profile.prefixes, (1.0 / profile.weight if profile.weight > 0 else 0.0)
     out: dict[str, dict[str, float]] = {}
-    for item, sim, r in zip(known, sims, rows, strict=True):
-        keys = prefix_keys(vectors.codes[r].tolist(), 2)
-        out[item] = {"profile_sim": float(sim),
-                     "profile_prefix1": profile.prefix_share(keys[0]) if keys else 0.0,
-                     "profile_prefix2": profile.prefix_share(keys[1]) if len(keys) > 1 else 0.0}
+    for item, sim, c in zip(known, sims, codes, strict=True):
+        k1 = str(c[0]) if c else ""
+        out[item] = {"profile_sim": float(sim), "profile_prefix1": shares.get(k1, 0.0) * inv,
+                     "profile_prefix2": shares.get(f"{k1}/{c[1]}", 0.0) * inv if len(c) > 1 else 0.0}
     return out
 
 
