@@ -261,7 +261,7 @@ def register(snapshot_dir: Path, ids_dir: Path, model_dir: Path, evaluation: dic
     ``fusion_dir`` with the base as its parent; promote them all when the gate said so, and
     only if the current base is still the one the gate compared against."""
     from tandem.registry import ArtifactKind, Registry
-    from tandem.training.trainer import CHECKPOINT_DIR
+    from tandem.training.checkpoint import CHECKPOINT_DIR
 
     reg = Registry(registry_uri or None)
     metrics = {k: float(v) for k, v in evaluation["metrics"].items()}

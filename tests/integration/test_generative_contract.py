@@ -62,7 +62,7 @@ def test_top_hit_is_the_trained_item_with_a_confident_log_prob(trained_dir: Path
 
 def test_eval_system_factory_builds_the_retriever(trained_dir: Path) -> None:
     from tandem.eval import SystemSpec, build_system, register_system
-    from tandem.generative.retriever import generative_system
+    from tandem.generative.loading import generative_system
 
     register_system("generative", generative_system)
     r = build_system("generative", SystemSpec(model=trained_dir, options={"num_beams": 5}))

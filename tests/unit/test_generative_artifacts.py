@@ -106,7 +106,7 @@ def test_retriever_input_handling(model_dir: Path) -> None:
 def test_eval_factory_needs_a_model() -> None:
     from types import SimpleNamespace
 
-    from tandem.generative.retriever import generative_system
+    from tandem.generative.loading import generative_system
 
     with pytest.raises(InvalidInput, match="`--model`"):
         generative_system(SimpleNamespace(model=None, options={}))

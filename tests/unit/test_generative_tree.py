@@ -126,7 +126,7 @@ def test_new_items_are_findable_at_assignment(trained: Path) -> None:
 
 
 def _rehash(folder: Path) -> None:
-    from tandem.generative.artifacts import sha256_file
+    from tandem.versioned import sha256_file
 
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"] if (folder / name).is_file()}

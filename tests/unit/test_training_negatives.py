@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from tandem.errors import InvalidInput
 from tandem.training.negatives import hard_negatives, in_batch_negatives, positives_by_query, random_negatives
-from tandem.training.objectives import ranking_loss, sequence_logprob
+from tandem.generative.model import sequence_logprob
+from tandem.training.objectives import ranking_loss
 
 
 @settings(max_examples=60, deadline=None)

@@ -47,7 +47,7 @@ _SYSTEMS: dict[str, SystemFactory] = {}
 
 #: name → "module:function" registered on first use, for systems living in other packages.
 LAZY_SYSTEMS: dict[str, str] = {
-    "generative": "tandem.generative.retriever:generative_system",
+    "generative": "tandem.generative.loading:generative_system",
     "hybrid": "tandem.eval.hybrid:hybrid_system",
     "ensemble": "tandem.generative.ensemble:ensemble_system",
 }

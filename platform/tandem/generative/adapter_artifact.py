@@ -1,7 +1,7 @@
 """The on-disk form of an hourly adapter, and attaching one to its base model.
 
 An adapter folder holds ``adapter.safetensors`` + ``adapter.json`` (the PEFT weights and
-spec, see :mod:`tandem.training.peft_methods`), ``idmap/`` (the base's ID map extended
+spec, see :mod:`tandem.generative.peft_adapters`), ``idmap/`` (the base's ID map extended
 with the new items, placed in the reserved code space) and ``manifest.json``: format
 version, the base it was trained on (the SHA-256 of the base's ``model.safetensors`` and
 its ID-map version), the checks' metrics, the training summary and a SHA-256 of every file.
@@ -18,19 +18,17 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tandem.errors import CorruptArtifact, NotFound
-
-if TYPE_CHECKING:
-    from tandem.generative.artifacts import GenerativeArtifact
-    from tandem.training.peft_methods import PeftSpec
+from tandem.generative.artifacts import GenerativeArtifact, verify_files
+from tandem.generative.peft_adapters import ADAPTER_WEIGHTS, PeftSpec, load_adapter, merge
+from tandem.versioned import MANIFEST, file_checksums, read_versioned_manifest
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 FORMAT = "tandem.adapter"
 FORMAT_VERSION = "1.0"
 IDMAP_DIR = "idmap"
@@ -43,40 +41,20 @@ def base_fingerprint(base_manifest: dict[str, Any]) -> str:
     return str(base_manifest.get("files", {}).get("model.safetensors", ""))
 
 
-def save_adapter_artifact(directory: Path, peft_model: Any, spec: PeftSpec, id_map: Any, *,
-                          base_manifest: dict[str, Any], new_items: list[str], metrics: dict[str, float],
-                          training: dict[str, Any] | None = None, base_ref: str = "") -> Path:
-    """Write a complete adapter folder (see module docstring); returns its manifest path.
-
-    ``peft_model`` must still be unmerged (its adapter tensors are what is saved).
-    """
-    from tandem.training.peft_methods import save_adapter
-
-    save_adapter(peft_model, spec, Path(directory))
-    return finish_adapter_artifact(directory, spec, id_map, base_manifest=base_manifest, new_items=new_items,
-                                   metrics=metrics, training=training, base_ref=base_ref)
-
-
 def finish_adapter_artifact(directory: Path, spec: PeftSpec, id_map: Any, *, base_manifest: dict[str, Any],
                             new_items: list[str], metrics: dict[str, float],
                             training: dict[str, Any] | None = None, base_ref: str = "") -> Path:
     """Add the ID map and the manifest to a folder whose adapter files are already saved.
 
-    Split from :func:`save_adapter_artifact` because merging for the after-training checks
-    folds the adapter away: the weights are saved first, the metrics known only later.
+    The adapter's weights are saved first (:func:`tandem.training.peft_methods.save_adapter`)
+    because merging for the after-training checks folds the adapter away; the metrics are
+    known only later.
     """
-    from tandem.generative.artifacts import sha256_file
-    from tandem.training.peft_methods import ADAPTER_WEIGHTS
-
     directory = Path(directory)
     if not (directory / ADAPTER_WEIGHTS).is_file():
         raise NotFound(f"{directory} has no {ADAPTER_WEIGHTS}; save the adapter first")
     id_map.save(str(directory / IDMAP_DIR))
-    files = {
-        p.relative_to(directory).as_posix(): sha256_file(p)
-        for p in sorted([*directory.iterdir(), *(directory / IDMAP_DIR).iterdir()])
-        if p.is_file() and p.name != MANIFEST
-    }
+    files = file_checksums(directory, [*directory.iterdir(), *(directory / IDMAP_DIR).iterdir()])
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -98,8 +76,6 @@ def finish_adapter_artifact(directory: Path, spec: PeftSpec, id_map: Any, *, bas
 
 def read_adapter_manifest(directory: Path) -> dict[str, Any]:
     """Parse and version-check an adapter folder's ``manifest.json``."""
-    from tandem.generative.artifacts import read_versioned_manifest
-
     return read_versioned_manifest(directory, fmt=FORMAT, fmt_version=FORMAT_VERSION, known_keys=_KNOWN_KEYS,
                                    what="adapter")
 
@@ -110,9 +86,7 @@ def attach_adapter(artifact: GenerativeArtifact, directory: Path) -> GenerativeA
     Raises :class:`CorruptArtifact` when the adapter fails a checksum, was trained on a
     different base, or its ID map is not an extension of the base's.
     """
-    from tandem.generative.artifacts import GenerativeArtifact, verify_files
     from tandem.generative.idmap import load_id_map
-    from tandem.training.peft_methods import ADAPTER_WEIGHTS, load_adapter, merge
 
     directory = Path(directory)
     manifest = read_adapter_manifest(directory)

@@ -10,7 +10,6 @@ message instead of crashing (or executing code) deep inside ``torch.load``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -18,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tandem.errors import CorruptArtifact, NotFound
+from tandem.errors import CorruptArtifact
 from tandem.generative.model import refuse_pickles
+from tandem.versioned import MANIFEST, file_checksums, read_versioned_manifest, verify_checksums
 
 if TYPE_CHECKING:
     from transformers import T5ForConditionalGeneration
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 FORMAT = "tandem.generative"
 #: major.minor: a reader accepts any minor of its major (unknown keys dropped with a warning).
 FORMAT_VERSION = "1.0"
@@ -54,15 +53,6 @@ class GenerativeArtifact:
         return int(self.manifest["max_input_length"])
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_artifact(
     directory: Path,
     model: T5ForConditionalGeneration,
@@ -78,11 +68,7 @@ def save_artifact(
     model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save(directory)
     id_map.save(str(directory / IDMAP_DIR))
-    files = {
-        p.relative_to(directory).as_posix(): sha256_file(p)
-        for p in sorted([*directory.iterdir(), *(directory / IDMAP_DIR).iterdir()])
-        if p.is_file() and p.name != MANIFEST
-    }
+    files = file_checksums(directory, [*directory.iterdir(), *(directory / IDMAP_DIR).iterdir()])
     cfg = model.config
     manifest = {
         "format": FORMAT,
@@ -106,48 +92,6 @@ def save_artifact(
     return path
 
 
-def read_versioned_json(path: Path, *, fmt: str, fmt_version: str, what: str) -> dict[str, Any]:
-    """Parse the JSON object at ``path`` and check its ``format`` and major ``format_version``.
-
-    Every versioned Tandem file (model and adapter manifests, adapter specs) goes through
-    this, so they refuse a missing, unreadable, foreign or too-new file alike:
-    :class:`CorruptArtifact` naming ``what`` and the path.
-    """
-    if not path.is_file():
-        raise CorruptArtifact(f"{path.parent} has no {path.name}; not a Tandem {what}")
-    try:
-        body = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptArtifact(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(body, dict) or body.get("format") != fmt:
-        raise CorruptArtifact(f"{path} is not a `{fmt}` {what}")
-    version = str(body.get("format_version", ""))
-    if version.split(".")[0] != fmt_version.split(".")[0]:
-        raise CorruptArtifact(f"{path} has format_version {version!r}; this Tandem reads {fmt_version[0]}.x")
-    return body
-
-
-def read_versioned_manifest(directory: Path, *, fmt: str, fmt_version: str, known_keys: set[str],
-                            what: str) -> dict[str, Any]:
-    """Parse ``directory/manifest.json`` (see :func:`read_versioned_json`).
-
-    Shared by model and adapter folders (``what`` names the kind in messages). Keys this
-    version does not know are dropped with a warning, so a newer writer's extras never
-    change what is loaded.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise NotFound(f"{what} folder `{directory}` does not exist")
-    path = directory / MANIFEST
-    manifest = read_versioned_json(path, fmt=fmt, fmt_version=fmt_version, what=f"{what} folder manifest")
-    unknown = set(manifest) - known_keys
-    if unknown:
-        log.warning("%s manifest %s: ignoring unknown keys %s (written by a newer Tandem?)", what, path,
-                    sorted(unknown))
-        manifest = {k: v for k, v in manifest.items() if k in known_keys}
-    return manifest
-
-
 def read_manifest(directory: Path) -> dict[str, Any]:
     """Parse and version-check ``manifest.json`` of a model folder."""
     return read_versioned_manifest(directory, fmt=FORMAT, fmt_version=FORMAT_VERSION, known_keys=_KNOWN_KEYS,
@@ -161,25 +105,15 @@ def verify_files(directory: Path, manifest: dict[str, Any], required: str = "mod
     """
     directory = Path(directory)
     refuse_pickles(directory)
-    files = manifest.get("files")
-    if not isinstance(files, dict) or required not in files:
-        raise CorruptArtifact(f"{directory}/{MANIFEST} lists no {required}")
-    for name, digest in files.items():
-        path = directory / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise CorruptArtifact(f"manifest lists a file outside the folder: {name!r}")
-        if not path.is_file():
-            raise CorruptArtifact(f"{directory} is missing `{name}` listed in its manifest")
-        if sha256_file(path) != digest:
-            raise CorruptArtifact(f"`{name}` in {directory} fails its checksum: the file is corrupted or was changed")
+    verify_checksums(directory, manifest.get("files"), required)
 
 
-def load_artifact(directory: Path, device: Any = "cpu", adapter: Path | None = None) -> GenerativeArtifact:
+def load_artifact(directory: Path, device: Any = "cpu") -> GenerativeArtifact:
     """Verify and load a model folder written by :func:`save_artifact` (never unpickles).
 
-    With ``adapter`` (a folder from ``tandem train adapter`` made on this base), the adapter
-    is merged into the weights and its extended ID map replaces the base's; see
-    :mod:`tandem.generative.adapter_artifact`.
+    An hourly adapter is merged in afterwards by
+    :func:`tandem.generative.adapter_artifact.attach_adapter` (which depends on this module,
+    not the other way round).
     """
     from transformers import T5ForConditionalGeneration
 
@@ -200,9 +134,5 @@ def load_artifact(directory: Path, device: Any = "cpu", adapter: Path | None = N
         )
     id_map = load_id_map(directory / manifest["id_map"]["path"])
     artifact = GenerativeArtifact(model=model, tokenizer=tokenizer, id_map=id_map, manifest=manifest)
-    if adapter is not None:
-        from tandem.generative.adapter_artifact import attach_adapter
-
-        artifact = attach_adapter(artifact, Path(adapter))
     artifact.model.to(device).eval()
     return artifact

@@ -70,7 +70,7 @@ class EnsembleRetriever(Retriever):
         """``log p_m(id | query)`` of each item under member ``member_index`` (teacher-forced)."""
         import torch
 
-        from tandem.training.objectives import sequence_logprob
+        from tandem.generative.model import sequence_logprob
 
         m = self.members[member_index]
         model = m.artifact.model

@@ -136,3 +136,17 @@ def refuse_pickles(path: Path) -> None:
 def count_parameters(model: Any) -> int:
     """Number of distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``log p(target | source)`` per row: the sum of the target tokens' log-probabilities.
+
+    Summed, not averaged: every semantic ID has the same length, and the sum is the score
+    constrained decoding ranks by. ``-100`` labels (padding) contribute nothing.
+    """
+    import torch
+
+    mask = labels != -100
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, labels.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(1)

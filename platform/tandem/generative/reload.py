@@ -124,7 +124,7 @@ class HotSwapRetriever(Retriever):
         return dest
 
     def _build(self, base: str, adapter: str | None) -> _Slot:
-        from tandem.generative import load_retriever
+        from tandem.generative.loading import load_retriever
         from tandem.registry import ArtifactKind
 
         base_dir = self._local(ArtifactKind.BASE_MODEL, base)

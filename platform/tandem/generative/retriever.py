@@ -66,8 +66,15 @@ class GenerativeRetriever(Retriever):
 
         _check_options(num_beams, batch_size)
         dev = pick_device(device)
-        self._setup(load_artifact(Path(model_dir), dev, adapter=Path(adapter) if adapter else None), dev,
-                    num_beams, batch_size, normalize)
+        if adapter:
+            from tandem.generative.adapter_artifact import attach_adapter
+
+            # Merged on the CPU, as loaded, then moved: the adapter tensors follow the base.
+            artifact = attach_adapter(load_artifact(Path(model_dir), "cpu"), Path(adapter))
+            artifact.model.to(dev).eval()
+        else:
+            artifact = load_artifact(Path(model_dir), dev)
+        self._setup(artifact, dev, num_beams, batch_size, normalize)
 
     @classmethod
     def from_artifact(cls, artifact: GenerativeArtifact, *, num_beams: int = 10, batch_size: int = 32,
@@ -101,7 +108,7 @@ class GenerativeRetriever(Retriever):
         files = artifact.manifest.get("files", {})
         self._version = f"{id_map.version}-{str(files.get('model.safetensors', ''))[:12]}"
         if artifact.adapter_manifest is not None:
-            from tandem.training.peft_methods import ADAPTER_WEIGHTS
+            from tandem.generative.peft_adapters import ADAPTER_WEIGHTS
 
             adapter_files = artifact.adapter_manifest.get("files", {})
             self._version += f"+{str(adapter_files.get(ADAPTER_WEIGHTS, ''))[:12]}"
@@ -164,22 +171,3 @@ class GenerativeRetriever(Retriever):
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-
-
-def generative_system(spec: object) -> Retriever:
-    """Factory for ``tandem eval --system generative --model DIR`` (a ``SystemSpec``).
-
-    Options: ``num_beams`` (default 100, so R@100 is measured over 100 distinct items),
-    ``normalize``, ``batch_size``, ``device``, ``adapter`` (an adapter folder trained on this
-    base). The catalog is not needed: the model folder (or the adapter) carries its ID map,
-    which names every item the model can return.
-    """
-    model = getattr(spec, "model", None)
-    if model is None:
-        raise InvalidInput("`--model` is required for the generative system (a folder from `tandem train generative`)")
-    from tandem.eval.systems import GENERATIVE_OPTIONS
-    from tandem.generative import load_retriever
-
-    opts = {k: v for k, v in (getattr(spec, "options", {}) or {}).items() if k in GENERATIVE_OPTIONS}
-    opts.setdefault("num_beams", 100)
-    return load_retriever(model, **opts)  # type: ignore[return-value]

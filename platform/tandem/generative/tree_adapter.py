@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tandem.errors import CorruptArtifact
-from tandem.generative.artifacts import MANIFEST, read_versioned_manifest, sha256_file, verify_files
+from tandem.generative.artifacts import verify_files
+from tandem.versioned import MANIFEST, read_versioned_manifest, sha256_file
 
 if TYPE_CHECKING:
     from tandem.generative.tree_artifact import TreeArtifact

@@ -20,7 +20,8 @@ import torch
 
 from tandem.encoder import TextEncoder, check_encoder_folder
 from tandem.errors import CorruptArtifact
-from tandem.generative.artifacts import FORMAT, IDMAP_DIR, MANIFEST, read_versioned_manifest, sha256_file, verify_files
+from tandem.generative.artifacts import FORMAT, IDMAP_DIR, verify_files
+from tandem.versioned import MANIFEST, read_versioned_manifest, sha256_file
 from tandem.generative.tree_decoding import TreeIndex
 from tandem.generative.tree_model import TreeDecoder, TreeDecoderConfig
 from tandem.ids.idmap import IdMap

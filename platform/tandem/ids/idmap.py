@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tandem.catalog.item import Item
-from tandem.errors import InvalidInput, NotFound
+from tandem.errors import CorruptArtifact, InvalidInput, NotFound
 from tandem.ids.config import SemanticIdConfig
 from tandem.ids.embed import Embedder
 
@@ -242,9 +242,13 @@ class IdMap:
     @classmethod
     def load(cls, path: str) -> IdMap:
         """Read a map written by :meth:`save` (same major format, any minor)."""
-        from tandem.ids.persist import load_idmap
+        from tandem.ids.persist import read_idmap
 
-        return load_idmap(path)
+        parts = read_idmap(path)
+        try:
+            return cls(tree=CodeTree(**parts.pop("tree")), **parts)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorruptArtifact(f"{path}: inconsistent ID map ({type(exc).__name__}: {exc})") from exc
 
 
 def capacity_check(n_items: int, config: SemanticIdConfig, top_nodes: int = 1) -> None:

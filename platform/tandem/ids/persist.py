@@ -13,14 +13,17 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tandem.errors import CorruptArtifact, NotFound
-from tandem.ids.config import SemanticIdConfig
+from tandem.ids.config import EmbedderConfig, SemanticIdConfig
 from tandem.ids.embed import embedder_from_state
-from tandem.ids.idmap import CodeTree, IdMap
+from tandem.versioned import newer_minor, same_major
+
+if TYPE_CHECKING:
+    from tandem.ids.idmap import IdMap
 
 FORMAT_VERSION = "1.0"
 _KNOWN_KEYS = {"format_version", "version", "base_id", "category_levels", "config", "item_ids", "codes",
@@ -64,13 +67,11 @@ def save_idmap(idmap: IdMap, path: str | os.PathLike[str]) -> None:
 
 def _check_format(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     fv = str(doc.get("format_version", ""))
-    major, _, minor = fv.partition(".")
-    mine_major, _, mine_minor = FORMAT_VERSION.partition(".")
-    if not major.isdigit() or major != mine_major:
+    if not same_major(fv, FORMAT_VERSION):
         raise CorruptArtifact(f"{path}: ID map format {fv!r} is not readable by format {FORMAT_VERSION}")
     unknown = set(doc) - _KNOWN_KEYS
     if unknown:
-        if minor.isdigit() and int(minor) > int(mine_minor):
+        if newer_minor(fv, FORMAT_VERSION):
             warnings.warn(f"{path}: ID map format {fv} is newer than {FORMAT_VERSION}; "
                           f"ignoring unknown keys {sorted(unknown)}", UserWarning, stacklevel=3)
         else:
@@ -78,8 +79,6 @@ def _check_format(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     config = dict(doc["config"])
     unknown_cfg = set(config) - set(SemanticIdConfig.model_fields)
     emb_cfg = dict(config.get("embedder", {}))
-    from tandem.ids.config import EmbedderConfig
-
     unknown_emb = set(emb_cfg) - set(EmbedderConfig.model_fields)
     if unknown_cfg or unknown_emb:
         warnings.warn(f"{path}: ignoring unknown config keys {sorted(unknown_cfg | unknown_emb)}",
@@ -91,8 +90,11 @@ def _check_format(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     return doc
 
 
-def load_idmap(path: str | os.PathLike[str]) -> IdMap:
-    """Read a map written by :func:`save_idmap`."""
+def read_idmap(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parts of a map written by :func:`save_idmap`, checked: the keyword arguments of
+    :class:`~tandem.ids.idmap.IdMap` with ``tree`` as the keyword arguments of its
+    :class:`~tandem.ids.idmap.CodeTree` (``IdMap.load`` assembles them; this module never
+    imports the class, so the class may call it)."""
     base = Path(path)
     jpath, npath = base / "idmap.json", base / "arrays.npz"
     if not jpath.is_file() or not npath.is_file():
@@ -107,15 +109,16 @@ def load_idmap(path: str | os.PathLike[str]) -> IdMap:
     try:
         config = SemanticIdConfig.model_validate(doc["config"])
         levels = config.levels
-        tree = CodeTree(
-            prefixes=[arrays[f"prefixes_{lv}"].astype(np.int64) for lv in range(levels)],
-            centroids=[arrays[f"centroids_{lv}"].astype(np.float32) for lv in range(levels)],
-            names=list(doc["category_names"]),
-        )
+        tree = {
+            "prefixes": [arrays[f"prefixes_{lv}"].astype(np.int64) for lv in range(levels)],
+            "centroids": [arrays[f"centroids_{lv}"].astype(np.float32) for lv in range(levels)],
+            "names": list(doc["category_names"]),
+        }
         emb_state = {k[len(_EMB_PREFIX):]: v for k, v in arrays.items() if k.startswith(_EMB_PREFIX)}
         embedder = embedder_from_state(emb_state) if emb_state else None
         codes = np.array(doc["codes"], np.int64).reshape(len(doc["item_ids"]), config.length)
-        return IdMap(config, doc["item_ids"], codes, tree, embedder, version=int(doc["version"]),
-                     base_id=str(doc["base_id"]), category_levels=int(doc["category_levels"]))
+        return {"config": config, "item_ids": doc["item_ids"], "codes": codes, "tree": tree, "embedder": embedder,
+                "version": int(doc["version"]), "base_id": str(doc["base_id"]),
+                "category_levels": int(doc["category_levels"])}
     except (KeyError, ValueError, TypeError) as exc:
         raise CorruptArtifact(f"{base}: inconsistent ID map ({type(exc).__name__}: {exc})") from exc

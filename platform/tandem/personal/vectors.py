@@ -53,7 +53,7 @@ class ItemVectors:
         """The item table of a v2 model folder (``decoder.safetensors`` + ``idmap/``)."""
         from safetensors.numpy import load_file
 
-        from tandem.ids.persist import load_idmap
+        from tandem.ids.idmap import IdMap
 
         folder = Path(folder)
         decoder = folder / "decoder.safetensors"
@@ -64,7 +64,7 @@ class ItemVectors:
         if not levels:
             raise CorruptArtifact(f"{decoder} has no node embeddings")
         table = tensors[f"nodes.{levels[-1]}"]
-        id_map = load_idmap(folder / "idmap")
+        id_map = IdMap.load(str(folder / "idmap"))
         ids = id_map.item_ids()
         if len(ids) != len(table):
             raise CorruptArtifact(f"{folder}: {len(table)} item embeddings for {len(ids)} items in the ID map")

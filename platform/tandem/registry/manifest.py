@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from enum import StrEnum
-from typing import IO, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tandem.errors import CorruptArtifact, InvalidInput
+from tandem.versioned import same_major
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Manifest(BaseModel):
     def _check_format(cls, data: Any) -> Any:
         if isinstance(data, dict):
             fmt = str(data.get("format_version", MANIFEST_FORMAT))
-            if fmt.split(".")[0] != MANIFEST_FORMAT.split(".")[0]:
+            if not same_major(fmt, MANIFEST_FORMAT):
                 raise ValueError(f"manifest format {fmt} is not readable by this version ({MANIFEST_FORMAT})")
             unknown = set(data) - set(cls.model_fields)
             if unknown:
@@ -107,13 +107,3 @@ def parse_ref(ref: str) -> tuple[ArtifactKind, str]:
     if not sep or not version:
         raise InvalidInput(f"`parents` entries must look like kind:version, got {ref!r}")
     return ArtifactKind.parse(kind), version
-
-
-def sha256_stream(f: IO[bytes]) -> tuple[str, int]:
-    """sha256 hex digest and byte count of a binary stream, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    n = 0
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-        h.update(chunk)
-        n += len(chunk)
-    return h.hexdigest(), n

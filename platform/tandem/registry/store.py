@@ -42,7 +42,8 @@ from typing import Any
 from prometheus_client import Counter
 
 from tandem.errors import CorruptArtifact, InvalidInput, NotFound
-from tandem.registry.manifest import MANIFEST_NAME, ArtifactKind, FileEntry, Manifest, parse_ref, sha256_stream
+from tandem.registry.manifest import MANIFEST_NAME, ArtifactKind, FileEntry, Manifest, parse_ref
+from tandem.versioned import sha256_stream
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class Registry:
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
             # Hash what is uploaded, in one read: a file changing under us cannot slip through.
             with p.open("rb") as f_in, self.fs.open(target, "wb") as f_out:
-                digest, size = _copy_hashing(f_in, f_out)
+                digest, size = sha256_stream(f_in, f_out)
             entries[rel] = FileEntry(sha256=digest, size=size)
         manifest = Manifest(
             kind=k, version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -214,7 +215,7 @@ class Registry:
             target = out / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             with self.fs.open(posixpath.join(vdir, rel), "rb") as f_in, target.open("wb") as f_out:
-                digest, _ = _copy_hashing(f_in, f_out)
+                digest, _ = sha256_stream(f_in, f_out)
             if digest != entry.sha256:  # changed between verification and copy
                 raise CorruptArtifact(f"{art.manifest.ref}: checksum mismatch in {rel} while downloading")
         return out
@@ -325,18 +326,6 @@ class Registry:
                 log.error("current %s is corrupt; serving the previous good version %s", k.value, version)
             return art
         raise CorruptArtifact(f"no verifiable {k.value}: current and its history all failed their checks")
-
-
-def _copy_hashing(f_in: Any, f_out: Any) -> tuple[str, int]:
-    import hashlib
-
-    h = hashlib.sha256()
-    n = 0
-    for chunk in iter(lambda: f_in.read(1 << 20), b""):
-        h.update(chunk)
-        f_out.write(chunk)
-        n += len(chunk)
-    return h.hexdigest(), n
 
 
 def _fsync_dir(path: str) -> None:

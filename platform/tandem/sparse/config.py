@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tandem.errors import CorruptArtifact, NotFound
+from tandem.versioned import check_format_version, drop_unknown_keys
 
-log = logging.getLogger(__name__)
 
 #: Item fields indexed as separate Lucene fields besides ``contents`` (all text of the item).
 ITEM_FIELDS: tuple[str, ...] = ("title", "brand", "category", "attributes", "description")
@@ -123,10 +122,5 @@ class IndexMeta(BaseModel):
             raw = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise CorruptArtifact(f"{path}: invalid JSON ({e})") from e
-        major = str(raw.get("format_version", "0")).split(".")[0]
-        if major != META_FORMAT_VERSION.split(".")[0]:
-            raise CorruptArtifact(f"{path}: format {raw.get('format_version')} is not readable by this version")
-        unknown = set(raw) - set(cls.model_fields)
-        if unknown:
-            log.warning("%s: ignoring unknown keys %s (written by a newer version?)", path, sorted(unknown))
-        return cls.model_validate(raw)
+        check_format_version(raw.get("format_version", "0"), META_FORMAT_VERSION, path)
+        return cls.model_validate(drop_unknown_keys(raw, cls.model_fields, path))

@@ -21,7 +21,7 @@ from typing import Any
 
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput, TandemError
-from tandem.sparse._java import java, java_errors
+from tandem.sparse._java import java, java_errors, jpath
 from tandem.sparse.config import ITEM_FIELDS, IndexMeta, SparseConfig
 from tandem.sparse.documents import to_json_line
 
@@ -143,13 +143,37 @@ def build_index(items: Iterable[Item], index_dir: str | Path, config: SparseConf
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - start
-    from tandem.sparse.retriever import index_counts
-
     counts = index_counts(target)  # read back: proof the index is complete
     if counts["documents"] != len(items):
         raise TandemError(f"index build wrote {counts['documents']} documents for {len(items)} items")
     log.info("built BM25 index of %d items at %s in %.1fs", len(items), target, seconds)
     return IndexStats(build_seconds=seconds, index_dir=str(target), version=meta.index_id, **counts)
+
+
+def index_counts(index_dir: str | Path) -> dict[str, Any]:
+    """Document and term counts of the committed index at ``index_dir``."""
+    j = java()
+    reader = j.DirectoryReader.open(j.FSDirectory.open(jpath(index_dir)))
+    try:
+        return _reader_counts(reader)
+    finally:
+        reader.close()
+
+
+def _reader_counts(reader: Any) -> dict[str, Any]:
+    from jnius import cast
+
+    # Anserini walks the term dictionary in Java; across several segments Lucene cannot
+    # count distinct terms cheaply and reports -1, surfaced here as None.
+    reader = cast("org.apache.lucene.index.IndexReader", reader)
+    stats = java().IndexReaderUtils.getIndexStats(reader, "contents")
+    unique = int(stats.get("unique_terms"))
+    return {
+        "documents": int(reader.numDocs()),
+        "deleted": int(reader.numDeletedDocs()),
+        "unique_terms": unique if unique >= 0 else None,
+        "total_terms": int(stats.get("total_terms")),
+    }
 
 
 @java_errors("index build")

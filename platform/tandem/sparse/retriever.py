@@ -24,7 +24,7 @@ from tandem.retriever import Hit, Retriever, validate_queries
 from tandem.sparse._java import java, java_errors, jpath, on_jvm_thread
 from tandem.sparse.config import IndexMeta, SparseConfig
 from tandem.sparse.documents import to_json_line
-from tandem.sparse.index import IndexStats, analyzer_for, indexer_args
+from tandem.sparse.index import IndexStats, analyzer_for, index_counts, indexer_args
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +42,6 @@ def truncate_query(text: str, max_chars: int) -> str:
 
 
 @java_errors("reading index statistics")
-def index_counts(index_dir: str | Path) -> dict[str, Any]:
-    """Document and term counts of the committed index at ``index_dir``."""
-    j = java()
-    reader = j.DirectoryReader.open(j.FSDirectory.open(jpath(index_dir)))
-    try:
-        return _reader_counts(reader)
-    finally:
-        reader.close()
-
-
-def _reader_counts(reader: Any) -> dict[str, Any]:
-    from jnius import cast
-
-    # Anserini walks the term dictionary in Java; across several segments Lucene cannot
-    # count distinct terms cheaply and reports -1, surfaced here as None.
-    reader = cast("org.apache.lucene.index.IndexReader", reader)
-    stats = java().IndexReaderUtils.getIndexStats(reader, "contents")
-    unique = int(stats.get("unique_terms"))
-    return {
-        "documents": int(reader.numDocs()),
-        "deleted": int(reader.numDeletedDocs()),
-        "unique_terms": unique if unique >= 0 else None,
-        "total_terms": int(stats.get("total_terms")),
-    }
-
-
 class SparseRetriever(Retriever):
     """BM25 (optionally + RM3) over a Tandem Lucene index; safe to share between threads.
 

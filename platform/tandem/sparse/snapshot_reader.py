@@ -122,7 +122,7 @@ class SnapshotIndex(Retriever):
 
     def _fetch(self, manifest: Manifest) -> Path:
         """Download and verify ``manifest``'s files (linking unchanged ones); the final folder."""
-        from tandem.registry.store import _copy_hashing
+        from tandem.versioned import sha256_stream
 
         reg, version = self.registry, manifest.version
         partial = self.local_dir / f".{version}.partial"
@@ -142,7 +142,7 @@ class SnapshotIndex(Retriever):
                     continue
                 try:
                     with reg.fs.open(posixpath.join(src_dir, rel), "rb") as f_in, target.open("wb") as f_out:
-                        digest, size = _copy_hashing(f_in, f_out)
+                        digest, size = sha256_stream(f_in, f_out)
                 except FileNotFoundError:
                     raise CorruptArtifact(f"index:{version}: file {rel} is missing (partial snapshot)") from None
                 if digest != entry.sha256 or size != entry.size:

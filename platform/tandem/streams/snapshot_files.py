@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from tandem.catalog.item import Item
+from tandem.versioned import sha256_file
 
 SNAPSHOT_FORMAT_VERSION = "1.0"
 
@@ -51,15 +51,7 @@ def write_items(items: Sequence[Item], path: Path, fmt: Literal["jsonl", "parque
     else:
         _write_parquet(items, tmp)
     tmp.replace(path)
-    return _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _write_parquet(items: Sequence[Item], path: Path) -> None:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from tandem.generative.tokenizer import TandemTokenizer
 
+CHECKPOINT_DIR = "checkpoint"
+"""The checkpoint folder inside a training run's output folder (left out of published models)."""
 STATE = "state.json"
 OPTIMIZER = "optimizer.safetensors"
 MODEL = "model.safetensors"

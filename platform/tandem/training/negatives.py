@@ -145,7 +145,8 @@ def ranking_terms(
     """
     import torch
 
-    from tandem.training.objectives import ranking_loss, sequence_logprob
+    from tandem.generative.model import sequence_logprob
+    from tandem.training.objectives import ranking_loss
 
     zero = logits.new_zeros((), dtype=torch.float32)
     flat = [(r, item, k, j) for k, (_, _, negs) in enumerate(kinds) for r, row in enumerate(negs)

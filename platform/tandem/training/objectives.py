@@ -104,20 +104,6 @@ def multitask_loss(
     return total, parts
 
 
-def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``log p(target | source)`` per row: the sum of the target tokens' log-probabilities.
-
-    Summed, not averaged: every semantic ID has the same length, and the sum is the score
-    constrained decoding ranks by. ``-100`` labels (padding) contribute nothing.
-    """
-    import torch
-
-    mask = labels != -100
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, labels.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(1)
-
-
 def ranking_loss(pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor, kind: str,
                  margin: float = 1.0) -> torch.Tensor:
     """Sequence-level ranking loss of positive vs negative ID log-probabilities.

@@ -16,7 +16,7 @@ import numpy as np
 
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput
-from tandem.training.adapter import AdapterConfig, _split_items, pseudo_query_source
+from tandem.training.adapter_config import AdapterConfig, pseudo_query_source, split_items
 from tandem.training.adapter_metrics import AdapterMetrics
 from tandem.training.objectives import Example, Task, doc2id, multitask_loss, q2id
 
@@ -103,7 +103,7 @@ class T5AdapterRun:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         base, id_map = self.artifact, self.artifact.id_map
-        new, old = _split_items(set(id_map.item_ids()), new_items, old_items)
+        new, old = split_items(set(id_map.item_ids()), new_items, old_items)
         if len(old) > cfg.eval_old_items:
             old_eval = [old[i] for i in np.sort(rng.choice(len(old), cfg.eval_old_items, replace=False))]
         else:

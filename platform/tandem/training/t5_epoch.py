@@ -148,8 +148,7 @@ class Checkpoints(Callback):
         self.trainer = trainer
 
     def on_save(self, stage: Stage, at: Position, record: dict[str, Any]) -> None:
-        from tandem.training.checkpoint import save_checkpoint
-        from tandem.training.trainer import CHECKPOINT_DIR
+        from tandem.training.checkpoint import CHECKPOINT_DIR, save_checkpoint
 
         t = self.trainer
         optimizer = t._optimizer if at.epoch and not stage.peft else None  # noqa: SLF001

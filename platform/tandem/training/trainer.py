@@ -30,6 +30,7 @@ import numpy as np
 
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput
+from tandem.training.checkpoint import CHECKPOINT_DIR
 from tandem.training.config import TrainConfig
 from tandem.training.loop import Callback, Control, Position, Stage, StageLoop, deadlines
 from tandem.training.objectives import Example
@@ -39,7 +40,6 @@ from tandem.training.verify import MemorisationReport, verify_memorisation
 log = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "memorise", "align", "id2q_round")
-CHECKPOINT_DIR = "checkpoint"
 
 
 @dataclass

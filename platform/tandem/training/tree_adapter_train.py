@@ -28,7 +28,7 @@ import torch
 from tandem.catalog.item import Item
 from tandem.generative.tree_artifact import TreeArtifact, append_items, load_tree_model
 from tandem.generative.tree_decoding import tree_beam_search
-from tandem.training.adapter import AdapterConfig, _split_items, pseudo_query_source
+from tandem.training.adapter_config import AdapterConfig, pseudo_query_source, split_items
 from tandem.training.adapter_metrics import AdapterMetrics
 from tandem.training.state_cache import StateCache
 from tandem.training.tree_data import Samples, batches, make_samples
@@ -90,7 +90,7 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     if extra and not new_items:  # corrective pairs only: every old item may be replayed
         new, old = [], [it for it in old_items if it.item_id in base_rows]
     else:
-        new, old = _split_items(set(id_map.item_ids()), new_items, old_items)
+        new, old = split_items(set(id_map.item_ids()), new_items, old_items)
     old_eval = [old[i] for i in np.sort(rng.choice(len(old), min(cfg.eval_old_items, len(old)), replace=False))]
     queries, query_source = pseudo_query_source(cfg.pseudo_queries, cfg.min_query_words)
     n_q = cfg.queries_per_item
