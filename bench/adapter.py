@@ -39,7 +39,7 @@ MEASURE = f"R(rel=4)@{K}"
 def split(n_items: int) -> tuple[Any, list[Any], list[Any]]:
     """The synthetic set and its old / fresh items."""
     from tandem.catalog.datasets import is_fresh
-    from tandem.training.synthetic import synthetic_catalog
+    from tandem_testing.synthetic_catalog import synthetic_catalog
 
     data = synthetic_catalog(n_items)
     fresh = [it for it in data.items if is_fresh(it.item_id)]
@@ -98,7 +98,7 @@ def scale(n_new: int, epochs: int, threads: int, seed: int) -> dict[str, Any]:
     from tandem.ids import SemanticIdConfig, build_semantic_ids
     from tandem.training.adapter import AdapterConfig, train_adapter
     from tandem.training.config import profile_config
-    from tandem.training.synthetic import synthetic_catalog
+    from tandem_testing.synthetic_catalog import synthetic_catalog
 
     items = synthetic_catalog(n_new + 3000, train_per_item=1).items
     old, new = items[:3000], items[3000:]

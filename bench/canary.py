@@ -3,7 +3,7 @@ feedback travels through the real Kafka topic, and the canary controller acts on
 
 ``python -m bench.canary [--quick] --out FILE.json`` on the Home Depot data
 (``../shared/data/homedepot``): a BM25 index of the catalog (``--quick``: every item judged
-for a dev query plus 6,000 others), a private Kafka broker (``tandem.testing.infra``), the
+for a dev query plus 6,000 others), a private Kafka broker (``tandem_testing.infra``), the
 gateway (``gateway_server``: SearchService with two arms + FeedbackService onto
 ``tandem.feedback``) on loopback, and ``tandem stream feedback``'s consumer replaying the
 topic into a feedback store. Load: 4 client threads, dev queries drawn at random, users from
@@ -202,7 +202,7 @@ def main() -> None:
     from tandem.search.request import SearchConfig
     from tandem.sparse import SparseConfig, SparseRetriever, build_index
     from tandem.streams.config import StreamSettings
-    from tandem.testing.infra import KafkaBroker
+    from tandem_testing.infra import KafkaBroker
     from tandem_services.app import gateway_server
     from tandem_services.runner import BackgroundServer
     from tandem_services.server import ServerOptions

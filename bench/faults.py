@@ -1,14 +1,14 @@
 """Fault report: what is lost, doubled or failed when parts of Tandem fail, and how fast it recovers.
 
 Six scenarios, each against real servers on loopback (the logic and the exact definition
-of every column are in :mod:`tandem.testing.faults` and :mod:`tandem.testing.ingest_faults`):
+of every column are in :mod:`tandem_testing.faults` and :mod:`tandem_testing.ingest_faults`):
 
 * ``kafka_broker_restart`` — the Kafka broker stopped and started while events are
   published and ingested (store + Lucene index);
 * ``consumer_sigkill`` — ``tandem stream consume`` SIGKILLed mid-batch and restarted;
 * ``feedback_broker_restart`` / ``feedback_consumer_sigkill`` — the same two faults on the
   feedback path (``FeedbackService``'s sink → ``tandem.feedback`` → ``tandem stream feedback``
-  → the store the canary reads; :mod:`tandem.testing.feedback_faults`);
+  → the store the canary reads; :mod:`tandem_testing.feedback_faults`);
 * ``redis_restart`` — the Redis result cache restarted under search load;
 * ``generative_killed`` — the generative RetrieverService process SIGKILLed under search
   load, restarted after an outage;
@@ -17,7 +17,7 @@ of every column are in :mod:`tandem.testing.faults` and :mod:`tandem.testing.ing
 * ``slow_retriever`` — the generative service slower than the search deadline;
 * ``poison_version``, ``oversized_dead_letter``, ``filter_flood``, ``topk_inflation`` and
   ``intent_down`` — issue 19: no record or request can stop the stream or burn the gateway
-  (:mod:`tandem.testing.bounded_faults`).
+  (:mod:`tandem_testing.bounded_faults`).
 
 ``python -m bench.faults [--quick] --out FILE.json`` prints one table and writes
 ``{"figures": {"<scenario>": {"requests"|"events": n, "failures", "lost", "duplicated",
@@ -48,8 +48,8 @@ def run(quick: bool, only: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     from contextlib import ExitStack
 
     from tandem.jvm import ensure_jvm
-    from tandem.testing import bounded_faults, faults, ingest_faults
-    from tandem.testing.infra import KafkaBroker
+    from tandem_testing import bounded_faults, faults, ingest_faults
+    from tandem_testing.infra import KafkaBroker
 
     ensure_jvm()
     n_items = 100 if quick else 1000
@@ -73,13 +73,13 @@ def run(quick: bool, only: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _scenario(name: str, d: Path, broker: Any, quick: bool, n_items: int, secs: float, faults: Any,
               ingest_faults: Any, bounded_faults: Any) -> Any:
-    """Run one scenario; returns its :class:`~tandem.testing.faults.ScenarioResult`."""
+    """Run one scenario; returns its :class:`~tandem_testing.faults.ScenarioResult`."""
     if name == "kafka_broker_restart":
         return ingest_faults.kafka_broker_restart(d, n_items=n_items, publish_s=3.0 if quick else 15.0)
     if name == "consumer_sigkill":
         return ingest_faults.consumer_sigkill(d, broker.bootstrap, n_items=n_items)
     if name.startswith("feedback_"):
-        from tandem.testing import feedback_faults
+        from tandem_testing import feedback_faults
 
         if name == "feedback_broker_restart":
             return feedback_faults.feedback_broker_restart(d, n_requests=n_items, publish_s=2.0 if quick else 15.0)

@@ -1,5 +1,5 @@
 """Fuzz report of the ingest write path (issue 19, "no poison pill"): the properties of
-:mod:`tandem.testing.fuzz_ingest` over 10,000+ generated cases per target.
+:mod:`tandem_testing.fuzz_ingest` over 10,000+ generated cases per target.
 
 ``python -m bench.faults_fuzz [--quick] --out FILE.json`` runs ``store_apply``
 (:meth:`CatalogStore.apply` on batches with unvalidated events) and ``consumer_record`` (the
@@ -26,7 +26,7 @@ FULL = {"store_apply": 10_000, "consumer_record": 10_000}
 def run(scale: float, seed: int) -> dict[str, Tally]:
     """Run both targets; returns their tallies."""
     from tandem.streams.store import CatalogStore
-    from tandem.testing import fuzz_ingest
+    from tandem_testing import fuzz_ingest
 
     tallies = {name: Tally() for name in FULL}
 

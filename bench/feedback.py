@@ -279,7 +279,7 @@ def main() -> None:
     from tandem.personal.consumer import profile_consumer
     from tandem.sparse import SparseConfig, build_index
     from tandem.streams.config import StreamSettings
-    from tandem.testing.infra import KafkaBroker, RedisServer
+    from tandem_testing.infra import KafkaBroker, RedisServer
 
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()

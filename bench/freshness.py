@@ -6,7 +6,7 @@ IngestConsumer`: SQLite catalog store + live Lucene index, commit after apply) i
 of this process, and a separate read-only BM25 searcher on the same index that picks up new
 commits with ``refresh()`` — as a serving replica would.
 
-Phases (synthetic catalog, ``tandem.streams.synthetic``; every item has a unique model code):
+Phases (synthetic catalog, ``tandem_testing.stream_catalog``; every item has a unique model code):
 
 1. warm-up: a few items create the index (JVM start and the first build are not measured);
 2. throughput: ``--events`` upserts published at once; ``events_per_s`` = events / (first
@@ -68,8 +68,8 @@ def run(quick: bool, events: int | None, rate: float) -> tuple[dict[str, float],
     from tandem.streams.consumer import IngestConsumer
     from tandem.streams.producer import EventProducer
     from tandem.streams.store import CatalogStore
-    from tandem.streams.synthetic import synthetic_items
-    from tandem.testing.infra import KafkaBroker
+    from tandem_testing.stream_catalog import synthetic_items
+    from tandem_testing.infra import KafkaBroker
 
     n_events = events or (2_000 if quick else 20_000)
     ensure_jvm()

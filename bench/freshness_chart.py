@@ -1,7 +1,7 @@
 """Freshness of the chart's topology: publish → found through the gateway, across processes.
 
 ``bench.freshness --topology chart`` runs this: the ingest, sparse, generative and gateway pods
-of ``helm template charts/tandem`` as local processes (:class:`tandem.testing.chart_topology.
+of ``helm template charts/tandem`` as local processes (:class:`tandem_testing.chart_topology.
 ChartTopology`; the same launcher as ``tests/integration/test_chart_topology.py``), a real Kafka
 and Redis (private ones on loopback, or ``TANDEM_KAFKA_BOOTSTRAP`` / ``TANDEM_REDIS_URL``).
 
@@ -41,10 +41,10 @@ def run_chart(quick: bool, chart: Path | None = None, fresh_items: int | None = 
               timeout_s: float = 30.0) -> tuple[dict[str, float], dict[str, Any]]:
     """Start the topology, publish and measure; returns (figures, config)."""
     from tandem.catalog.events import ItemEvent
-    from tandem.streams.synthetic import synthetic_items
-    from tandem.testing.chart_pods import CHART
-    from tandem.testing.chart_topology import ChartTopology
-    from tandem.testing.infra import KafkaBroker, RedisServer
+    from tandem_testing.stream_catalog import synthetic_items
+    from tandem_testing.chart_pods import CHART
+    from tandem_testing.chart_topology import ChartTopology
+    from tandem_testing.infra import KafkaBroker, RedisServer
 
     n_fresh = fresh_items or (40 if quick else 200)
     n_deletes = 5 if quick else 20

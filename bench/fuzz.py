@@ -1,4 +1,4 @@
-"""Fuzzing report: the properties of :mod:`tandem.testing.fuzz` over 100,000+ generated cases.
+"""Fuzzing report: the properties of :mod:`tandem_testing.fuzz` over 100,000+ generated cases.
 
 ``python -m bench.fuzz [--quick] --out FILE.json`` runs each target (request validation,
 proto conversion, event records, event-file lines, JSONL and CSV catalog files, and search
@@ -49,7 +49,7 @@ class Tally:
 
     def run(self, check: Callable[..., str], *args: Any) -> None:
         """One case: count the outcome label or the kind of failure."""
-        from tandem.testing.fuzz import FuzzFailure
+        from tandem_testing.fuzz import FuzzFailure
 
         self.cases += 1
         try:
@@ -83,7 +83,7 @@ def _fuzz(strategy: Any, n: int, seed: int, body: Callable[[Any], None]) -> None
 
 def run_targets(scale: float, seed: int, workdir: Path) -> dict[str, Tally]:
     """Every target with ``FULL[target] * scale`` examples."""
-    from tandem.testing import fuzz
+    from tandem_testing import fuzz
 
     tallies = {name: Tally() for name in FULL}
     n = {name: max(1, int(count * scale)) for name, count in FULL.items()}
@@ -119,7 +119,7 @@ def run_seeds(workdir: Path) -> list[dict[str, Any]]:
     """Replay each known reproducer through its target's property."""
     from tandem.catalog.loaders import load_items
     from tandem.errors import InvalidInput
-    from tandem.testing import fuzz
+    from tandem_testing import fuzz
 
     out = []
     for target, what, value in SEEDS:

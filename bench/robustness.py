@@ -39,7 +39,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
-            from tandem.training.synthetic import synthetic_catalog
+            from tandem_testing.synthetic_catalog import synthetic_catalog
 
             data = synthetic_catalog(300)
             catalog = Path(tmp) / "catalog.jsonl"

@@ -139,7 +139,7 @@ def _pct(xs: list[float], q: float) -> float:
 def run(seconds: float, rate: float, max_outstanding: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start the server, run the load, measure; returns (figures, config)."""
     from bench.serve import WORK, _prepare, _queries, _wait_serving
-    from tandem.testing.infra import free_port
+    from tandem_testing.infra import free_port
 
     catalog, index = _prepare(5000)
     queries = _queries()
@@ -148,7 +148,7 @@ def run(seconds: float, rate: float, max_outstanding: int) -> tuple[dict[str, An
     logs.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-c", "from tandem.cli import main; main()", "serve", "--all-in-one",
            "--index", str(index), "--catalog", str(catalog),
-           "--generative-factory", "tandem.testing.term_overlap:from_jsonl", "--generative-arg", str(catalog),
+           "--generative-factory", "tandem_testing.term_overlap:from_jsonl", "--generative-arg", str(catalog),
            "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "TANDEM_REDIS_URL"}  # the in-process LRU cache
     proc = subprocess.Popen(cmd, stdout=(logs / "soak.log").open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)

@@ -45,13 +45,13 @@ R10, NDCG = "R(rel=4)@10", "nDCG@10"
 
 
 def homedepot_sample(n_queries: int, seed: int) -> Any:
-    """A :class:`~tandem.training.synthetic.SyntheticSet`-shaped Home Depot sample (see module doc)."""
+    """A :class:`~tandem_testing.synthetic_catalog.SyntheticSet`-shaped Home Depot sample (see module doc)."""
     import numpy as np
 
     from tandem.catalog import read_qrels, read_queries
     from tandem.catalog.datasets import data_root
     from tandem.catalog.loaders import load_items
-    from tandem.training.synthetic import SyntheticSet
+    from tandem_testing.synthetic_catalog import SyntheticSet
 
     root = data_root("homedepot")
     dev_q, dev_r = read_queries(root / "queries.dev.tsv"), read_qrels(root / "qrels.dev.txt")
@@ -88,7 +88,7 @@ def main() -> None:
     from tandem.ids import build_semantic_ids
     from tandem.training.config import id_config, profile_config
     from tandem.training.data import training_pairs
-    from tandem.training.synthetic import synthetic_catalog
+    from tandem_testing.synthetic_catalog import synthetic_catalog
     from tandem.training.trainer import StagedTrainer
 
     rows = args.rows or (QUICK_ROWS if args.quick else list(ROWS))

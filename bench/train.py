@@ -34,7 +34,7 @@ def main() -> None:
     from tandem.ids import build_semantic_ids
     from tandem.training.config import id_config, profile_config
     from tandem.training.data import training_pairs
-    from tandem.training.synthetic import synthetic_catalog
+    from tandem_testing.synthetic_catalog import synthetic_catalog
     from tandem.training.trainer import StagedTrainer
 
     n_items = 150 if args.quick else 300

@@ -4,7 +4,7 @@
 # exactly as the `tandem` command (tandem.config) takes it, so `scripts/redis.sh start` and
 # `tandem serve` run from one folder share one home. Tools that `make setup` fetched into the
 # repository root's home (Kafka's jars, Helm) are found from any directory: the current
-# directory's home is tried first, then the root's (as tandem.testing.infra.kafka_libs_dir).
+# directory's home is tried first, then the root's (as tandem_testing.infra.kafka_libs_dir).
 
 # The home of this shell's current directory, absolute.
 tandem_home() {

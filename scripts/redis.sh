@@ -8,7 +8,7 @@
 #   scripts/redis.sh stop               shut it down
 #   scripts/redis.sh status
 #
-# Tests do not use `start`: their fixtures (tandem.testing.infra.RedisServer) run private
+# Tests do not use `start`: their fixtures (tandem_testing.infra.RedisServer) run private
 # servers on free ports.
 set -euo pipefail
 

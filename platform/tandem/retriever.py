@@ -1,7 +1,7 @@
 """The retriever interface every search source implements (sparse, generative, remote).
 
 The hybrid orchestrator, the gRPC services and ``tandem eval`` are written against this
-interface only; a contract test suite (``tandem.testing.retriever_contract.RetrieverContract``) runs against
+interface only; a contract test suite (``tandem_testing.retriever_contract.RetrieverContract``) runs against
 every implementation.
 """
 

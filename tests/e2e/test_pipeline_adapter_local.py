@@ -18,7 +18,7 @@ from tandem.catalog.datasets import is_fresh
 from tandem.catalog.queries import write_queries
 from tandem.cli import app
 from tandem.registry import ArtifactKind, Registry
-from tandem.training.synthetic import synthetic_catalog
+from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.e2e
 

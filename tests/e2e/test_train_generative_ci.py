@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from tandem.catalog.queries import write_queries
 from tandem.cli import app
-from tandem.training.synthetic import synthetic_catalog
+from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem.testing import bounded_faults
+from tandem_testing import bounded_faults
 
 pytestmark = pytest.mark.integration
 

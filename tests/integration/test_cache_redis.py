@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tandem.cache.redis_cache import RedisCache
-from tandem.testing.infra import RedisServer
+from tandem_testing.infra import RedisServer
 
 pytestmark = pytest.mark.integration
 

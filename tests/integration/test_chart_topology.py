@@ -1,7 +1,7 @@
 """The chart's topology end to end: an item event published to Kafka is found through the gateway.
 
 Ingest, sparse, generative and gateway run as local processes with the commands, arguments,
-environment and volume layout ``helm template`` renders (:mod:`tandem.testing.chart_topology`),
+environment and volume layout ``helm template`` renders (:mod:`tandem_testing.chart_topology`),
 against the fixtures' real Kafka and Redis. Upserts, deletes and quarantines must show up in
 the gateway's answers within the freshness budget: p50 ≤ 1 s, p99 ≤ 3 s (issue 19).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tandem.catalog.events import ItemEvent
-from tandem.streams.synthetic import synthetic_items
-from tandem.testing.chart_topology import ChartTopology
+from tandem_testing.stream_catalog import synthetic_items
+from tandem_testing.chart_topology import ChartTopology
 
 pytestmark = pytest.mark.integration
 

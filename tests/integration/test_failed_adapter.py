@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 
 
 def test_tree_adapter_trains_on_corrective_pairs_without_new_items(tmp_path: Path) -> None:

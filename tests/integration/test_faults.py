@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem.testing import faults, feedback_faults, ingest_faults
+from tandem_testing import faults, feedback_faults, ingest_faults
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def test_poisoned_item_goes_to_the_dlq_with_its_rule(
     from tandem.streams.poisoning import PoisoningPolicy
     from tandem.streams.producer import EventProducer
     from tandem.streams.store import CatalogStore
-    from tandem.streams.synthetic import synthetic_items
+    from tandem_testing.stream_catalog import synthetic_items
 
     topic, dlq = kafka_topic(), kafka_topic()
     clean = synthetic_items(5, start=90_000)

@@ -78,7 +78,7 @@ def _outputs(log: str) -> dict[int, str]:
 def clone(tmp_path: Path) -> Path:
     """A fresh clone of this repository with the checkout's virtualenv, Kafka jars and data."""
     from tandem.catalog.datasets import data_root
-    from tandem.testing.infra import kafka_libs_dir
+    from tandem_testing.infra import kafka_libs_dir
 
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run `make setup` (scripts/redis.sh install)")

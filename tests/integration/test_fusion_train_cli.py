@@ -15,7 +15,7 @@ from tandem.eval.systems import SystemSpec, build_system
 from tandem.fusion.fit import ListRecorder, split_queries
 from tandem.fusion.learned import LearnedFusion
 from tandem.fusion.rrf import RRF
-from tandem.training.synthetic import synthetic_catalog
+from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tandem.generative.fixtures import MICRO, tiny_id_map
+from tandem_testing.model_fixtures import MICRO, tiny_id_map
 from tandem.generative.retriever import GenerativeRetriever
-from tandem.testing.retriever_contract import RetrieverContract
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.retriever_contract import RetrieverContract
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.training.config import StageLR, TrainConfig
 from tandem.training.trainer import StagedTrainer
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tandem.generative.fixtures import untrained_model_dir
+from tandem_testing.model_fixtures import untrained_model_dir
 from tandem.generative.reload import HotSwapRetriever
 from tandem.registry import ArtifactKind, Registry
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.training.adapter import AdapterConfig, train_adapter
 from tandem.training.peft_methods import ADAPTER_WEIGHTS, PeftSpec
 from tandem.v1 import admin_pb2, admin_pb2_grpc

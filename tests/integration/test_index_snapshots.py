@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tandem.catalog.item import Item
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem_services.client import RemoteRetriever
 
 pytestmark = pytest.mark.integration

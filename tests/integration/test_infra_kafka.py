@@ -152,7 +152,7 @@ def test_broker_restart_and_crash_keep_address_topics_and_committed_offsets() ->
     """``KafkaBroker.restart()`` / ``kill()`` as fault tests use them: data and address survive."""
     from kafka import KafkaAdminClient, KafkaProducer
 
-    from tandem.testing.infra import KafkaBroker
+    from tandem_testing.infra import KafkaBroker
 
     with KafkaBroker() as broker:
         bootstrap, data_dir = broker.bootstrap, broker.data_dir

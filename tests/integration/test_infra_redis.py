@@ -44,7 +44,7 @@ def test_set_get_ttl_and_expiry_round_trip(redis_url: str) -> None:
 def test_redis_server_restart_keeps_address_and_starts_empty() -> None:
     import redis
 
-    from tandem.testing.infra import RedisServer
+    from tandem_testing.infra import RedisServer
 
     with RedisServer() as server:
         url, data_dir = server.url, server.data_dir

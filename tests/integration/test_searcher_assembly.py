@@ -28,7 +28,7 @@ K = 5
 @pytest.fixture(scope="module")
 def artifacts(java_home: object, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A BM25 index, a micro generative model folder and an intent model over the test catalog."""
-    from tandem.generative.fixtures import untrained_model_dir
+    from tandem_testing.model_fixtures import untrained_model_dir
 
     root = tmp_path_factory.mktemp("assembly")
     items = load_items(CATALOG).items

@@ -21,8 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tandem.testing.infra import free_port
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.infra import free_port
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import retriever_pb2, retriever_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def test_tokens_never_appear_in_debug_logs(tmp_path: Path) -> None:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", _LAUNCH, "serve", "generative", "--factory",
-             "tandem.testing.term_overlap:from_jsonl", "--factory-arg", str(items), "--port", str(port),
+             "tandem_testing.term_overlap:from_jsonl", "--factory-arg", str(items), "--port", str(port),
              "--auth-token-file", str(tokens), "--log-level", "DEBUG"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip

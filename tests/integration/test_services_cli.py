@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_all_in_one_process_serves_and_stops_gracefully(index_dir: Path, tmp_pat
     port = _free_port()
     proc = subprocess.Popen(
         [*TANDEM, "serve", "--all-in-one", "--index", str(index_dir), "--port", str(port),
-         "--generative-factory", "tandem.testing.term_overlap:from_jsonl", "--generative-arg", str(items)],
+         "--generative-factory", "tandem_testing.term_overlap:from_jsonl", "--generative-arg", str(items)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

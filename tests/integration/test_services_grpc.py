@@ -21,9 +21,9 @@ from tandem.cache import LruCache, make_cache
 from tandem.search.catalog import InMemoryCatalog
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import FilterSpec, SearchConfig
-from tandem.testing.infra import RedisServer
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.infra import RedisServer
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import admin_pb2, admin_pb2_grpc, search_pb2
 from tandem_services.app import BatchOptions, all_in_one_server, gateway_server, retriever_server
 from tandem_services.client import ChannelOptions, RemoteRetriever, SearchClient

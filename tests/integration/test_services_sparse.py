@@ -16,8 +16,8 @@ from tandem.search.catalog import StoredFieldsLookup
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import FilterSpec, SearchConfig
 from tandem.search.sources import SerializedRetriever
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem_services.app import gateway_server, retriever_server
 from tandem_services.client import RemoteRetriever, SearchClient
 from tandem_services.runner import BackgroundServer

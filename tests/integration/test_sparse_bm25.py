@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tandem.catalog import Item, load_items
 from tandem.errors import InvalidInput, Unavailable
-from tandem.testing.retriever_contract import RetrieverContract
+from tandem_testing.retriever_contract import RetrieverContract
 
 pytestmark = pytest.mark.integration
 

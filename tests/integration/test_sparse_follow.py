@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from tandem.catalog.item import Item
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import admin_pb2, admin_pb2_grpc
 from tandem_services.app import load_sparse, retriever_server
 from tandem_services.client import RemoteRetriever

@@ -24,8 +24,8 @@ import pytest
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
 from tandem.catalog.datasets import is_fresh
-from tandem.streams.synthetic import synthetic_items
-from tandem.testing.ingest_faults import store_seq
+from tandem_testing.stream_catalog import synthetic_items
+from tandem_testing.ingest_faults import store_seq
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,7 @@ def test_kill_mid_stream_and_restart_converges_exactly(
 
     # Run 2: resumes from the committed offsets, serves health and metrics as the chart
     # probes them, then stops gracefully on SIGTERM.
-    from tandem.testing.infra import free_port
+    from tandem_testing.infra import free_port
 
     health_port, metrics_port = free_port(), free_port()
     proc = _consumer([*args, "--health-port", str(health_port), "--metrics-port", str(metrics_port)], log)

@@ -18,8 +18,8 @@ import pytest
 
 from tandem.search.catalog import InMemoryCatalog
 from tandem.search.orchestrator import HybridSearcher
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem_services.app import gateway_server, retriever_server
 from tandem_services.client import ChannelOptions, RemoteRetriever, SearchClient
 from tandem_services.runner import BackgroundServer

@@ -16,8 +16,8 @@ import grpc
 import pytest
 from test_tls_e2e import _ca, _leaf  # the throwaway-PKI helpers of the TLS end-to-end test
 
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem_services.app import retriever_server
 from tandem_services.client import ChannelOptions, RemoteRetriever
 from tandem_services.runner import BackgroundServer

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tandem.errors import InvalidInput
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.training.negatives import bm25_run
 
 pytestmark = pytest.mark.integration

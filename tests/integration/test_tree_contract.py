@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tandem.generative.tree_retriever import TreeRetriever
-from tandem.testing.retriever_contract import RetrieverContract
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.retriever_contract import RetrieverContract
+from tandem_testing.tiny_catalog import tiny_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_item_scores_over_grpc_match_in_process_and_reach_the_fuser(trained_dir:
     from tandem.fusion import RRF
     from tandem.search.orchestrator import HybridSearcher
     from tandem.search.request import SearchConfig, SearchRequest
-    from tandem.testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.term_overlap import TermOverlapRetriever
     from tandem_services.app import retriever_server
     from tandem_services.client import RemoteRetriever
     from tandem_services.runner import BackgroundServer

@@ -16,8 +16,8 @@ import pytest
 
 from tandem.errors import Unavailable
 from tandem.search.orchestrator import HybridSearcher
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import admin_pb2, admin_pb2_grpc, retriever_pb2, retriever_pb2_grpc, search_pb2, search_pb2_grpc
 from tandem_services.app import gateway_server, retriever_server
 from tandem_services.logs import JsonFormatter

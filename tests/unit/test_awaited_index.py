@@ -9,8 +9,8 @@ import pytest
 
 from tandem.errors import Unavailable
 from tandem.sparse.config import META_FILE
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem_services.awaited import AwaitedIndex
 
 

@@ -15,8 +15,8 @@ from tandem.errors import InvalidInput
 from tandem.retriever import Hit
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import FilterSpec, SearchConfig, SearchRequest, validate_request
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem_services.batching import MicroBatcher
 
 ITEMS = tiny_catalog()
@@ -42,7 +42,7 @@ def test_strings_are_bounded(request_: SearchRequest, field: str) -> None:
 
 
 def test_a_filter_flood_over_grpc_is_invalid_argument_naming_the_field() -> None:
-    from tandem.testing.fuzz import fuzz_server
+    from tandem_testing.fuzz import fuzz_server
     from tandem.v1 import search_pb2
 
     flood = [search_pb2.Filter(field="brand", equals="Volta")] * 55_000  # ~1 MiB, issue 19's example

@@ -19,8 +19,8 @@ from tandem.cli import app
 from tandem.feedback.stream import JsonlFeedbackSink
 from tandem.retriever import Hit, Retriever
 from tandem.search import HybridSearcher, InMemoryCatalog
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import feedback_pb2, feedback_pb2_grpc, search_pb2, search_pb2_grpc
 from tandem_services.app import gateway_server
 from tandem_services.runner import BackgroundServer

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tandem.errors import InvalidInput
-from tandem.testing.chart_pods import PodPlan, local_pod
+from tandem_testing.chart_pods import PodPlan, local_pod
 
 
 def _deployment(component: str, args: list[str], env: list[dict[str, Any]], port: int) -> dict[str, Any]:

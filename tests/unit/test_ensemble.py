@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from tandem.errors import InvalidInput
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 
 ITEMS = tiny_catalog()
 QUERIES = ["cordless drill", "garden hose", "white paint"]
@@ -19,7 +19,7 @@ QUERIES = ["cordless drill", "garden hose", "white paint"]
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     import torch
 
-    from tandem.generative.fixtures import untrained_model_dir
+    from tandem_testing.model_fixtures import untrained_model_dir
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ens")
@@ -61,7 +61,7 @@ def test_scores_are_the_log_of_the_mean_member_probability(models: tuple[Path, P
 
 def test_factory_and_bad_inputs(models: tuple[Path, Path], tmp_path: Path) -> None:
     from tandem.generative.ensemble import EnsembleRetriever, ensemble_system
-    from tandem.generative.fixtures import untrained_model_dir
+    from tandem_testing.model_fixtures import untrained_model_dir
 
     ens = ensemble_system(SimpleNamespace(model=models[0].parent, options={"device": "cpu", "num_beams": 3}))
     assert len(ens.members) == 2 and len(ens.retrieve(["hose"], 3)[0]) == 3

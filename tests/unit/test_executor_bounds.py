@@ -12,8 +12,8 @@ import pytest
 from tandem.retriever import Hit
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import SearchConfig
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import search_pb2, search_pb2_grpc
 from tandem_services.app import gateway_server
 from tandem_services.executors import BoundedExecutor, DeadlinePassed, Overloaded, within_budget

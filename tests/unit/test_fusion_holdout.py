@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tandem.errors import InvalidInput
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.training import tree_run
 from tandem.training.report import SUMMARY_FILE
 from tandem.training.tree_run import HOLDOUT_KEY, fusion_holdout, read_fusion_holdout

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 
 from tandem.streams.store import CatalogStore
-from tandem.testing.fuzz_ingest import (
+from tandem_testing.fuzz_ingest import (
     check_consumer_records,
     check_store_apply,
     consumer_for,

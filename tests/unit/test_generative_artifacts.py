@@ -10,8 +10,8 @@ import pytest
 
 from tandem.errors import CorruptArtifact, InvalidInput, NotFound
 from tandem.generative.artifacts import MANIFEST, load_artifact
-from tandem.generative.fixtures import untrained_model_dir
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.model_fixtures import untrained_model_dir
+from tandem_testing.tiny_catalog import tiny_catalog
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,7 @@ def test_shared_encodings_compute_a_batch_once() -> None:
 @pytest.fixture(scope="module")
 def untrained_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A v2 folder at initialisation (no training epochs: the encoder's dense start)."""
-    from tandem.testing.tiny_catalog import tiny_catalog
+    from tandem_testing.tiny_catalog import tiny_catalog
     from tandem.training.tree_config import tree_profile
     from tandem.training.tree_run import train_tree
 

@@ -13,7 +13,7 @@ import torch
 from tandem.errors import CorruptArtifact, InvalidInput
 from tandem.generative.tree_decoding import TreeIndex, forced_log_probs, tree_beam_search
 from tandem.generative.tree_model import TreeDecoder
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 
 HELD_OUT = ("t07", "t17", "t22")  # arrive later, through an adapter
 

@@ -41,8 +41,8 @@ def test_serve_fusion_auto_follows_the_measured_best(tmp_path) -> None:
     from tandem.cli.serve import _searcher
     from tandem.fusion import RRF, ScoreFusion
     from tandem.intent.base import WholeQuery
-    from tandem.testing.term_overlap import TermOverlapRetriever
-    from tandem.testing.tiny_catalog import tiny_catalog
+    from tandem_testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.tiny_catalog import tiny_catalog
 
     def fuser(fusion: str, fusion_model=None, intents=None):
         searcher = _searcher([TermOverlapRetriever(tiny_catalog(), name="bm25")], None, None, 1000.0, intents,

@@ -19,8 +19,8 @@ from tandem.personal.profile import ProfileConfig
 from tandem.personal.serving import PersonalSpec, save_weights
 from tandem.search import InMemoryCatalog, SearchRequest
 from tandem.search.build import SearcherSpec, build_searcher
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import search_pb2, search_pb2_grpc
 from tandem_services.app import gateway_server
 from tandem_services.learning import FailedSearchEmitter, RequestLogEmitter

@@ -15,8 +15,8 @@ from tandem.streams.config import StreamSettings
 from tandem.streams.consumer import ingest_file
 from tandem.streams.poisoning import PoisoningDetector, PoisoningPolicy
 from tandem.streams.store import CatalogStore
-from tandem.streams.synthetic import synthetic_items
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.stream_catalog import synthetic_items
+from tandem_testing.tiny_catalog import tiny_catalog
 
 # Real-looking titles from the home-improvement domain, including the hard cases: sizes and
 # units repeated ("in.", "x"), a noun legitimately three times, long spec-like titles.

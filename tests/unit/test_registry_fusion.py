@@ -17,7 +17,7 @@ from tandem.registry import ArtifactKind, Registry
 from tandem.registry.fusion import MODEL_FILE, current_fusion_for_base, registry_base_of
 from tandem.retriever import Hit
 from tandem.search.catalog import InMemoryCatalog
-from tandem.training.synthetic import synthetic_catalog
+from tandem_testing.synthetic_catalog import synthetic_catalog
 
 ITEMS = synthetic_catalog(20).items
 LOOKUP = InMemoryCatalog(ITEMS)
@@ -159,7 +159,7 @@ def test_a_promoted_model_that_cannot_load_here_falls_back(tmp_path: Path, fusio
 def test_serve_auto_fusion_picks_the_promoted_one(tmp_path: Path, fusion_folder: Path) -> None:
     """The rule of the one searcher assembly (``build_searcher``) that serve, search and eval use."""
     from tandem.search.build import SearcherSpec, build_searcher
-    from tandem.testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.term_overlap import TermOverlapRetriever
 
     def _fuser(fusion: str, fusion_model: Path | None, lookup: Any, **kw: Any) -> Any:
         searcher = build_searcher(SearcherSpec(sources=[TermOverlapRetriever(ITEMS, name="bm25")], fusion=fusion,
@@ -186,7 +186,7 @@ def test_eval_hybrid_auto_uses_the_fusion_model_of_a_registry_model(tmp_path: Pa
     import json
 
     from tandem.eval import systems
-    from tandem.testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.term_overlap import TermOverlapRetriever
 
     items = ITEMS
     catalog = tmp_path / "catalog.jsonl"
@@ -216,7 +216,7 @@ def test_search_hybrid_uses_the_fusion_model_of_a_registry_model(tmp_path: Path,
     from typer.testing import CliRunner
 
     from tandem.cli import app
-    from tandem.testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.term_overlap import TermOverlapRetriever
 
     items = ITEMS
 

@@ -63,8 +63,8 @@ def test_with_nothing_good_current_names_the_pointer_so_loading_it_fails(tmp_pat
 
 def test_the_generative_service_starts_on_the_last_good_base(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("torch")
-    from tandem.generative.fixtures import untrained_model_dir
-    from tandem.testing.tiny_catalog import tiny_catalog
+    from tandem_testing.model_fixtures import untrained_model_dir
+    from tandem_testing.tiny_catalog import tiny_catalog
     from tandem_services.app import load_generative
 
     items = tiny_catalog()[:8]

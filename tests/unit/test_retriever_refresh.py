@@ -10,8 +10,8 @@ from tandem.errors import InvalidInput
 from tandem.retriever import Retriever, refresh_sources
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.sources import SerializedRetriever
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem_services.servicers import retriever_reloader
 
 ITEMS = tiny_catalog()

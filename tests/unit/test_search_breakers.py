@@ -14,8 +14,8 @@ from tandem.retriever import Hit, Retriever
 from tandem.search.breakers import SKIPPED, SourceBreakers
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import SearchConfig, SearchRequest
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 
 ITEMS = tiny_catalog()
 

@@ -13,8 +13,8 @@ from tandem.search.catalog import InMemoryCatalog
 from tandem.search.memo import CacheMiss, RecentMemo
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import SearchRequest
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import search_pb2
 from tandem_services.servicers import SearchServicer
 

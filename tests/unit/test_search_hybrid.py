@@ -18,8 +18,8 @@ from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import FilterSpec, SearchConfig, SearchRequest
 from tandem.search.results import SearchResult
 from tandem.search.sources import SerializedRetriever
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 
 ITEMS = tiny_catalog()
 

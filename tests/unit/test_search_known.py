@@ -15,8 +15,8 @@ from tandem.search.catalog import InMemoryCatalog, ItemMeta
 from tandem.search.catalog import UNKNOWN_HITS
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import FilterSpec, SearchRequest
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem_services.app import retriever_server
 from tandem_services.remote_catalog import RemoteCatalog
 from tandem_services.runner import BackgroundServer

@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY
 from tandem.errors import InvalidInput, NotFound, Unavailable
 from tandem.retriever import Hit, Retriever
 from tandem.search.request import FilterSpec
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.v1 import retriever_pb2, retriever_pb2_grpc, search_pb2
 from tandem_services.app import retriever_server
 from tandem_services.batching import MicroBatcher

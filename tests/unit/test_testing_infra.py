@@ -1,4 +1,4 @@
-"""tandem.testing.infra without real servers: process lifecycle on tiny shell commands, config, lookups."""
+"""tandem_testing.infra without real servers: process lifecycle on tiny shell commands, config, lookups."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tandem.errors import Unavailable
-from tandem.testing import infra
+from tandem_testing import infra
 
 
 class ShellServer(infra.ServerProcess):

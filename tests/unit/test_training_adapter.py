@@ -18,9 +18,9 @@ torch = pytest.importorskip("torch")
 from tandem.catalog.item import Item  # noqa: E402
 from tandem.errors import CorruptArtifact, InvalidInput  # noqa: E402
 from tandem.generative.adapter_artifact import MANIFEST  # noqa: E402
-from tandem.generative.fixtures import untrained_model_dir  # noqa: E402
+from tandem_testing.model_fixtures import untrained_model_dir  # noqa: E402
 from tandem.generative.retriever import GenerativeRetriever  # noqa: E402
-from tandem.testing.tiny_catalog import tiny_catalog  # noqa: E402
+from tandem_testing.tiny_catalog import tiny_catalog  # noqa: E402
 from tandem.training.adapter import AdapterConfig, title_queries, train_adapter  # noqa: E402
 from tandem.training.peft_methods import ADAPTER_WEIGHTS, PeftSpec  # noqa: E402
 

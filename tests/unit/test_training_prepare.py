@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tandem.errors import CorruptArtifact
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.training.prepare import PSEUDO_FILE, RUN_FILE, prepare_training_data, read_bm25_run, read_pseudo_queries
 from tandem.training.pseudo import template_queries
 

@@ -9,7 +9,7 @@ import pytest
 
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.training.pseudo import (
     catalog_template_pairs,
     product_phrase,
@@ -88,7 +88,7 @@ def test_catalog_pairs_cover_every_item() -> None:
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory: pytest.TempPathFactory) -> object:
     from tandem.generative.artifacts import load_artifact
-    from tandem.generative.fixtures import untrained_model_dir
+    from tandem_testing.model_fixtures import untrained_model_dir
 
     import torch
 

@@ -10,8 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from tandem.errors import InvalidInput
-from tandem.generative.fixtures import MICRO, tiny_id_map
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.model_fixtures import MICRO, tiny_id_map
+from tandem_testing.tiny_catalog import tiny_catalog
 from tandem.training.config import StageLR, TrainConfig, profile_config
 from tandem.training.loop import deadlines
 from tandem.training.trainer import StagedTrainer
