@@ -13,7 +13,7 @@
 # `tandem` command resolves it, see scripts/_home.sh; jars fetched at the repository root are
 # found from any directory), keyed by version through a stamp file, so `fetch`
 # is a no-op when the requested version is already there. Tests do not use `start`: their
-# fixtures (tandem.testing.infra.KafkaBroker) run private brokers on free ports.
+# fixtures (tandem_testing.infra.KafkaBroker) run private brokers on free ports.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +33,9 @@ WANT="kafka_2.13 $KAFKA_VERSION log4j-core+log4j-slf4j-impl $LOG4J_VERSION"
 
 die() { echo "kafka: $*" >&2; exit 1; }
 
+# The broker helpers (cluster id, readiness) live in the test-support package, which the
+# wheel does not ship: put it on the path for the calls below.
+export PYTHONPATH="$ROOT/testsupport${PYTHONPATH:+:$PYTHONPATH}"
 python_bin() {
   if [[ -x "$ROOT/.venv/bin/python" ]]; then echo "$ROOT/.venv/bin/python"; else echo python3; fi
 }
@@ -50,7 +53,7 @@ java_bin() {
 
 # Same format as `kafka-storage random-uuid`, without paying a JVM start for it.
 cluster_id() {
-  "$(python_bin)" -c 'from tandem.testing.infra import new_cluster_id; print(new_cluster_id())'
+  "$(python_bin)" -c 'from tandem_testing.infra import new_cluster_id; print(new_cluster_id())'
 }
 
 running_pid() {
@@ -159,7 +162,7 @@ cmd_start() {
   nohup "$java" "${jopts[@]}" -cp "$cp" kafka.Kafka "$DATA/server.properties" >"$DATA/broker.log" 2>&1 &
   echo $! >"$PIDFILE"
   echo "127.0.0.1:$port" >"$DATA/bootstrap"
-  if ! "$(python_bin)" -m tandem.testing.infra kafka-ready "127.0.0.1:$port" --pid "$!" --timeout 90; then
+  if ! "$(python_bin)" -m tandem_testing.infra kafka-ready "127.0.0.1:$port" --pid "$!" --timeout 90; then
     tail -n 30 "$DATA/broker.log" >&2
     cmd_stop >/dev/null
     die "broker did not answer a metadata request (log above: $DATA/broker.log)"

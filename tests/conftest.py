@@ -12,11 +12,20 @@ broker and Redis are started once per session on free loopback ports and removed
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+# The test-support package (tandem_testing) is not shipped in the wheel: put it on the path
+# here, and on PYTHONPATH for the servers and CLIs the tests start.
+_SUPPORT = str(Path(__file__).resolve().parents[1] / "testsupport")
+if _SUPPORT not in sys.path:
+    sys.path.insert(0, _SUPPORT)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SUPPORT, os.environ.get("PYTHONPATH")) if p)
 
 if TYPE_CHECKING:
     from tandem.jvm import JavaHome
@@ -29,9 +38,9 @@ def kafka_bootstrap() -> Iterator[str]:
     """``bootstrap_servers`` of a Kafka broker that answers metadata requests.
 
     Tests must not restart it (others share it); fault tests start their own
-    ``tandem.testing.infra.KafkaBroker``.
+    ``tandem_testing.infra.KafkaBroker``.
     """
-    from tandem.testing.infra import KafkaBroker, kafka_answers_metadata, wait_until
+    from tandem_testing.infra import KafkaBroker, kafka_answers_metadata, wait_until
 
     external = os.environ.get("TANDEM_KAFKA_BOOTSTRAP")
     if external:
@@ -47,7 +56,7 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """``redis://`` URL of a Redis that answers ``PING``; tests share it, so use unique keys."""
-    from tandem.testing.infra import RedisServer, redis_answers_ping, wait_until
+    from tandem_testing.infra import RedisServer, redis_answers_ping, wait_until
 
     external = os.environ.get("TANDEM_REDIS_URL")
     if external:

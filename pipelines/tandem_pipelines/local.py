@@ -71,8 +71,3 @@ def run_local(pipeline: str, params: dict[str, Any], root: Path | None = None) -
             return {"registered": False, "reason": "no items added or changed since the current base"}
         raise PipelineFailed(f"the run finished without a `register` output under {pipeline_root}")
     return json.loads(max(registered, key=lambda p: p.stat().st_mtime).read_text())
-
-
-def run_base_local(params: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """:func:`run_local` of the base pipeline."""
-    return run_local("base", params, root)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tandem.canary.arms import Arms
-from tandem.errors import InvalidInput, Unavailable
+from tandem.errors import InvalidInput
 from tandem.feedback.stream import FeedbackSink
 from tandem.intent.base import IntentDecomposer
 from tandem.retriever import Retriever
@@ -203,10 +203,8 @@ def load_sparse(index_dir: str, name: str = "bm25", follow_s: float | None = SPA
 
         if not index_exists(Path(index_dir)):
             return AwaitedIndex(index_dir, lambda: load_sparse(index_dir, name, follow_s), name=name)
-    try:
-        from tandem.sparse import SparseRetriever
-    except ImportError as exc:
-        raise Unavailable(f"the sparse retriever is not available in this build: {exc}") from None
+    from tandem.sparse import SparseRetriever
+
     retriever = SparseRetriever(index_dir, writable=False, follow_s=follow_s)
     retriever.name = name
     # Safe to share: SparseRetriever runs every JVM call on its one JVM thread.
@@ -233,12 +231,8 @@ def load_generative(model_dir: str | None, factory: str | None, *args: Any, adap
 
         # A corrupt current version falls back to the last good one at start-up too (logged).
         return HotSwapRetriever(ServingRegistry(registry), interval_s=poll_s)
-    try:
-        from tandem.generative import load_retriever  # type: ignore[attr-defined]
-    except ImportError:
-        raise Unavailable(
-            "tandem.generative has no `load_retriever` in this build; pass `--factory module:callable` "
-            "to serve another Retriever") from None
+    from tandem.generative.loading import load_retriever
+
     if not model_dir:
         raise InvalidInput("`model` (or `registry`) is required for the generative service")
     if adapter:

@@ -1,5 +1,5 @@
 """Issue 19's fault scenarios: nothing one record or one request sends can stop the stream or
-burn the gateway. See :mod:`tandem.testing.faults` for the result type and the columns.
+burn the gateway. See :mod:`tandem_testing.faults` for the result type and the columns.
 
 Ingest (a real Kafka broker, the ingest consumer in a thread, store only):
 
@@ -19,7 +19,7 @@ Gateway (a real gRPC gateway on loopback, term-overlap sources):
 
 ``failures`` counts what the scenario must never see (a stopped consumer, a lost letter, a
 failed normal search, a batch over the cap); ``lost``/``duplicated`` are the ingest audit's
-(:func:`tandem.testing.ingest_faults.audit_ingest`), 0 by construction for the gateway ones.
+(:func:`tandem_testing.ingest_faults.audit_ingest`), 0 by construction for the gateway ones.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from tandem.catalog.events import ItemEvent
-from tandem.testing.faults import ScenarioResult
-from tandem.testing.ingest_faults import _wait, audit_ingest, expected_state, store_seq, synthetic_events
+from tandem_testing.faults import ScenarioResult
+from tandem_testing.ingest_faults import _wait, audit_ingest, expected_state, store_seq, synthetic_events
 
 FLOOD_FILTERS = 55_000
 """Filters in one flood request: about 1 MiB on the wire (issue 19's example)."""
@@ -172,8 +172,8 @@ def filter_flood(seconds: float = 4.0) -> ScenarioResult:
 
     from tandem.search.catalog import InMemoryCatalog
     from tandem.search.orchestrator import HybridSearcher
-    from tandem.testing.term_overlap import TermOverlapRetriever
-    from tandem.testing.tiny_catalog import tiny_catalog
+    from tandem_testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.tiny_catalog import tiny_catalog
     from tandem.v1 import search_pb2, search_pb2_grpc
 
     items = tiny_catalog()
@@ -203,8 +203,8 @@ def topk_inflation(seconds: float = 4.0) -> ScenarioResult:
     import grpc
 
     from tandem.search.orchestrator import HybridSearcher
-    from tandem.testing.term_overlap import TermOverlapRetriever
-    from tandem.testing.tiny_catalog import tiny_catalog
+    from tandem_testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.tiny_catalog import tiny_catalog
     from tandem.v1 import search_pb2, search_pb2_grpc
     from tandem_services.app import BatchOptions, retriever_server
     from tandem_services.client import RemoteRetriever
@@ -249,8 +249,8 @@ def intent_down(seconds: float = 3.0) -> ScenarioResult:
     import grpc
 
     from tandem.search.orchestrator import HybridSearcher
-    from tandem.testing.term_overlap import TermOverlapRetriever
-    from tandem.testing.tiny_catalog import tiny_catalog
+    from tandem_testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.tiny_catalog import tiny_catalog
     from tandem.v1 import search_pb2, search_pb2_grpc
     from tandem_services.client import RemoteIntents
 

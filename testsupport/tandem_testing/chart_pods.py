@@ -17,7 +17,7 @@ Kubernetes would give its container, with only the host-specific parts translate
   name) and Kubernetes' ``$(VAR)`` expansion of earlier variables.
 
 Nothing else is changed, so a chart whose commands, paths or wiring are wrong fails here as
-it would in a cluster. Used by :mod:`tandem.testing.chart_topology` (tests and
+it would in a cluster. Used by :mod:`tandem_testing.chart_topology` (tests and
 ``bench.freshness --topology chart``).
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from tandem.errors import InvalidInput, Unavailable
-from tandem.testing.infra import free_port
+from tandem_testing.infra import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CHART = REPO_ROOT / "charts" / "tandem"

@@ -2,14 +2,14 @@
 
 :class:`ChartTopology` renders ``charts/tandem`` (ingest on, the given Kafka and Redis as the
 external ones), turns the ingest, sparse, generative and gateway Deployments into local
-command lines with :mod:`tandem.testing.chart_pods`, starts them all as a fresh install does
+command lines with :mod:`tandem_testing.chart_pods`, starts them all as a fresh install does
 (before any event, so before the index exists) and waits for each readiness probe
 (grpc.health.v1), as a kubelet would; then the seed catalog is published and must become
 searchable through the gateway. Item events published to the topic must become visible through the gateway's
 ``SearchService`` — the path of a deployed system, across processes, with the chart's own
 arguments, environment and volume layout.
 
-The generative pod serves :class:`tandem.testing.term_overlap.TermOverlapRetriever` over the
+The generative pod serves :class:`tandem_testing.term_overlap.TermOverlapRetriever` over the
 seed catalog (``generative.modelDir=""`` + ``--factory`` in ``generative.extraArgs``, the chart's
 documented way to plug another retriever in): no model is trained for a wiring test.
 
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
 from tandem.errors import Unavailable
-from tandem.testing.chart_pods import CHART, LocalPod, PodPlan, local_pod, render, rendered_secrets
+from tandem_testing.chart_pods import CHART, LocalPod, PodPlan, local_pod, render, rendered_secrets
 
 CLIENT_TOKEN = "client-token"
 INTERNAL_TOKEN = "internal-token"
@@ -46,7 +46,7 @@ def chart_values(kafka_bootstrap: str, topic: str, redis_url: str | None, seed_p
     values: dict[str, Any] = {
         "ingest": {"enabled": True},
         "kafka": {"bootstrapServers": kafka_bootstrap, "itemsTopic": topic, "dlqTopic": f"{topic}.dlq"},
-        "generative": {"modelDir": "", "extraArgs": ["--factory=tandem.testing.term_overlap:from_jsonl",
+        "generative": {"modelDir": "", "extraArgs": ["--factory=tandem_testing.term_overlap:from_jsonl",
                                                      f"--factory-arg={seed_path}"]},
     }
     if redis_url:

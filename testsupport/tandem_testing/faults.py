@@ -3,7 +3,7 @@
 Shared by ``python -m bench.faults`` (the measured report) and
 ``tests/integration/test_faults.py`` (the same scenarios at small size, asserting nothing is
 lost, doubled or failed). Every scenario returns a :class:`ScenarioResult`. The serving
-scenarios are here; the ingest ones (Kafka, consumer) in :mod:`tandem.testing.ingest_faults`.
+scenarios are here; the ingest ones (Kafka, consumer) in :mod:`tandem_testing.ingest_faults`.
 
 * **ingest scenarios** (``events``): Kafka broker restarted while events are published and
   consumed; ingest consumer SIGKILLed mid-batch and restarted. ``lost`` = published
@@ -43,8 +43,8 @@ from typing import Any
 
 from tandem.catalog.item import Item
 from tandem.retriever import Hit, Retriever
-from tandem.testing.term_overlap import TermOverlapRetriever
-from tandem.testing.tiny_catalog import tiny_catalog
+from tandem_testing.term_overlap import TermOverlapRetriever
+from tandem_testing.tiny_catalog import tiny_catalog
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def redis_restart(seconds: float = 6.0, workers: int = 2) -> ScenarioResult:
     recovery = Redis back → the first cache hit again.
     """
     from tandem.cache import make_cache
-    from tandem.testing.infra import RedisServer
+    from tandem_testing.infra import RedisServer
 
     items = tiny_catalog()
     with RedisServer() as redis:
@@ -281,7 +281,7 @@ def redis_restart(seconds: float = 6.0, workers: int = 2) -> ScenarioResult:
 
 def _spawn_generative(port: int, items_file: Path, log_file: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "tandem.cli", "serve", "generative", "--factory",
-           "tandem.testing.term_overlap:from_jsonl", "--factory-arg", str(items_file), "--port", str(port),
+           "tandem_testing.term_overlap:from_jsonl", "--factory-arg", str(items_file), "--port", str(port),
            "--log-level", "WARNING", "--max-wait-ms", "1"]  # fmt: skip
     with log_file.open("ab") as out:
         return subprocess.Popen(cmd, cwd=_REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -317,7 +317,7 @@ def generative_killed(work: Path, seconds: float = 8.0, outage_s: float = 2.0, w
     No search may fail: while it is down answers are BM25-only and ``degraded``; recovery =
     service serving again → first non-degraded answer.
     """
-    from tandem.testing.infra import free_port
+    from tandem_testing.infra import free_port
     from tandem_services.client import RemoteRetriever
 
     work.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Feedback-path fault scenarios (issue 21): the Kafka broker restarted while feedback is
 recorded and replayed, and ``tandem stream feedback`` SIGKILLed mid-stream. Both must lose no
-event and count none twice. See :mod:`tandem.testing.faults` for the result type.
+event and count none twice. See :mod:`tandem_testing.faults` for the result type.
 
 The producer side is :class:`~tandem.feedback.stream.KafkaFeedbackSink`, exactly what
 ``FeedbackService.Record`` calls, with a client that retries a call the service answered
@@ -28,8 +28,8 @@ from typing import Any
 
 from tandem.feedback.events import FeedbackEvent
 from tandem.feedback.stream import FeedbackApplier
-from tandem.testing.faults import ScenarioResult
-from tandem.testing.ingest_faults import HoldBatchMixin, _wait, restart_at_held_batch
+from tandem_testing.faults import ScenarioResult
+from tandem_testing.ingest_faults import HoldBatchMixin, _wait, restart_at_held_batch
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def feedback_broker_restart(work: Path, n_requests: int = 120, publish_s: float 
     from tandem.feedback.stream import KafkaFeedbackSink, feedback_consumer
     from tandem.jvm import ensure_jvm
     from tandem.streams.config import StreamSettings
-    from tandem.testing.infra import KafkaBroker
+    from tandem_testing.infra import KafkaBroker
 
     ensure_jvm()
     events = synthetic_feedback(n_requests)

@@ -469,8 +469,8 @@ def fuzz_server() -> Iterator[Any]:
 
     from tandem.search.catalog import InMemoryCatalog
     from tandem.search.orchestrator import HybridSearcher
-    from tandem.testing.term_overlap import TermOverlapRetriever
-    from tandem.testing.tiny_catalog import tiny_catalog
+    from tandem_testing.term_overlap import TermOverlapRetriever
+    from tandem_testing.tiny_catalog import tiny_catalog
     from tandem.v1 import search_pb2_grpc
     from tandem_services.app import gateway_server
     from tandem_services.runner import BackgroundServer

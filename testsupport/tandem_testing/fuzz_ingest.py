@@ -6,12 +6,12 @@ consumer's per-record path (decode → apply → dead-letter → commit), issue 
   ``apply`` never raises, accounts for every event (applied + duplicates + stale + failed),
   stores nothing of a failed one, and keeps ``seq`` dense.
 * ``consumer_record`` — Kafka records as any producer could write them
-  (:func:`tandem.testing.fuzz.event_records`, plus values with huge versions) through
+  (:func:`tandem_testing.fuzz.event_records`, plus values with huge versions) through
   ``IngestConsumer._process`` with the poisoning action ``dlq``: it never raises, every record is
   either applied (or a duplicate/stale) or dead-lettered with a reason, and the partition's offset
   is committed past the last record (no stall).
 
-Failures are :class:`tandem.testing.fuzz.FuzzFailure` (``crash``, ``stall`` or ``contract``);
+Failures are :class:`tandem_testing.fuzz.FuzzFailure` (``crash``, ``stall`` or ``contract``);
 ``tests/unit/test_fuzz_ingest.py`` runs a few hundred examples, ``python -m bench.faults_fuzz``
 10,000+.
 """
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
-from tandem.testing.fuzz import FuzzFailure, _crash, event_records, full_text
+from tandem_testing.fuzz import FuzzFailure, _crash, event_records, full_text
 
 _ids = st.sampled_from(["a", "b", "c", "d"])
 _wild_versions = st.one_of(st.integers(0, 3), st.integers(2**63 - 2, 2**63 + 2), st.integers(-(2**70), 2**70))

@@ -12,7 +12,7 @@ The broker is the Maven Central ``org.apache.kafka:kafka_2.13`` jars that
 ``$TANDEM_HOME/infra/kafka/libs``; ``redis-server`` is the Debian package that
 ``scripts/redis.sh install`` adds.
 
-Run as a module, it waits for a broker: ``python -m tandem.testing.infra kafka-ready HOST:PORT``
+Run as a module, it waits for a broker: ``python -m tandem_testing.infra kafka-ready HOST:PORT``
 (``scripts/kafka.sh start`` uses it so the script and the fixtures share one readiness check).
 """
 
@@ -509,8 +509,8 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tandem.testing.infra kafka-ready|redis-ready ADDRESS [--timeout S] [--pid N]``."""
-    parser = argparse.ArgumentParser(prog="python -m tandem.testing.infra")
+    """``python -m tandem_testing.infra kafka-ready|redis-ready ADDRESS [--timeout S] [--pid N]``."""
+    parser = argparse.ArgumentParser(prog="python -m tandem_testing.infra")
     parser.add_argument("check", choices=["kafka-ready", "redis-ready"])
     parser.add_argument("address", help="Kafka bootstrap host:port, or a redis:// URL")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait")

@@ -1,5 +1,5 @@
 """Ingest fault scenarios: the Kafka broker restarted during ingest, the consumer SIGKILLed
-mid-batch. See :mod:`tandem.testing.faults` for the result type and the column definitions.
+mid-batch. See :mod:`tandem_testing.faults` for the result type and the column definitions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from tandem.catalog.events import ItemEvent
 from tandem.streams.apply import Applier, BatchReport
-from tandem.testing.faults import ScenarioResult
+from tandem_testing.faults import ScenarioResult
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def synthetic_events(n_items: int, *, start: int = 0) -> list[ItemEvent]:
     Returns events in publish order; several versions per item exercise ordering and
     idempotence, not just inserts.
     """
-    from tandem.streams.synthetic import synthetic_items
+    from tandem_testing.stream_catalog import synthetic_items
 
     items = synthetic_items(n_items, start=start)
     events = [ItemEvent.upsert(i, 1) for i in items]
@@ -156,7 +156,7 @@ def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0)
     from tandem.streams.consumer import IngestConsumer
     from tandem.streams.producer import EventProducer
     from tandem.streams.store import CatalogStore
-    from tandem.testing.infra import KafkaBroker
+    from tandem_testing.infra import KafkaBroker
 
     ensure_jvm()
     events = synthetic_events(n_items)

@@ -78,6 +78,6 @@ class TermOverlapRetriever(Retriever):
 
 def from_jsonl(path: str, name: str = "generative") -> TermOverlapRetriever:
     """A :class:`TermOverlapRetriever` over an items JSONL file — a factory for
-    ``tandem serve generative --factory tandem.testing.term_overlap:from_jsonl --factory-arg FILE``."""
+    ``tandem serve generative --factory tandem_testing.term_overlap:from_jsonl --factory-arg FILE``."""
     with open(path, encoding="utf-8") as fh:
         return TermOverlapRetriever((Item.model_validate_json(line) for line in fh if line.strip()), name=name)

@@ -4,7 +4,7 @@
 multi-task loss), ``denoise`` (stage-1 span corruption), ``data`` (balanced exposure,
 progressive curriculum, collation, training pairs from qrels), ``verify`` (exact- and
 prefix-match of doc→id), ``trainer`` (:class:`StagedTrainer`), ``checkpoint`` (pickle-free
-resume), ``report`` (summary JSON and curve PNG), ``synthetic`` (the ci catalog).
+resume), ``report`` (summary JSON and curve PNG).
 
 Strategies (each a :class:`~tandem.training.config.TrainConfig` switch): ``pseudo``
 (template and id→query pseudo-queries with a round-trip filter), ``negatives`` (random,
