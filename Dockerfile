@@ -32,6 +32,7 @@ COPY pyproject.toml README.md* ./
 COPY platform ./platform
 COPY services ./services
 COPY pipelines ./pipelines
+COPY app ./app
 # A regular (non-editable) install: the final image needs no source tree.
 RUN pip install . && pip check
 

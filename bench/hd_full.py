@@ -72,7 +72,7 @@ def prepare(out: Path, seed: int) -> None:
 
 
 def _tandem(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tandem.cli", *args]
+    return [sys.executable, "-m", "tandem_app.cli", *args]
 
 
 def _row_dir(work: Path, name: str) -> Path:

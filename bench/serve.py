@@ -91,7 +91,7 @@ def _prepare(n_items: int | None) -> tuple[Path, Path]:
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", "from tandem.cli import main; main()", "serve", *args, "--log-level", "WARNING"]
+    cmd = [sys.executable, "-c", "from tandem_app.cli import main; main()", "serve", *args, "--log-level", "WARNING"]
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
 
 

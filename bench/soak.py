@@ -146,7 +146,7 @@ def run(seconds: float, rate: float, max_outstanding: int) -> tuple[dict[str, An
     port = free_port()
     logs = WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-c", "from tandem.cli import main; main()", "serve", "--all-in-one",
+    cmd = [sys.executable, "-c", "from tandem_app.cli import main; main()", "serve", "--all-in-one",
            "--index", str(index), "--catalog", str(catalog),
            "--generative-factory", "tandem_testing.term_overlap:from_jsonl", "--generative-arg", str(catalog),
            "--port", str(port), "--log-level", "WARNING"]  # fmt: skip

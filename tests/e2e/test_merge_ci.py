@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tandem.catalog.datasets import is_fresh
 from tandem.catalog.queries import write_queries
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem_testing.synthetic_catalog import synthetic_catalog
 from test_adapter_ci import ADAPTER_ARGS, K, N_ITEMS, _jsonl, _recall
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from tandem.catalog.datasets import is_fresh
 from tandem.catalog.queries import write_queries
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.registry import ArtifactKind, Registry
 from tandem_testing.synthetic_catalog import synthetic_catalog
 

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tandem.catalog.queries import write_queries
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.registry import ArtifactKind, Registry
 from tandem_testing.synthetic_catalog import synthetic_catalog
 
@@ -76,7 +76,7 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
 
     # The learned fusion fitted on this model is published with it as parent and promoted with it,
     # and it is what `tandem serve --registry` takes for `--fusion auto`.
-    from tandem.cli.serve import _fuser
+    from tandem_app.cli.serve import _fuser
     from tandem.fusion.learned import LearnedFusion
     from tandem.registry.fusion import MODEL_FILE, REPORT_FILE
     from tandem.search.catalog import InMemoryCatalog

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tandem.catalog.queries import write_queries
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tandem.catalog.queries import write_queries
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,7 @@ def test_golden_dev_figure_on_a_home_depot_sample(tmp_path: Path) -> None:
     from tandem.catalog.datasets import data_root
     from tandem.eval import evaluate, run_retriever
     from tandem.generative import load_retriever
-    from tandem_services.demo import DemoConfig, _sample
+    from tandem_app.demo import DemoConfig, _sample
 
     sample = _sample(data_root("homedepot"), tmp_path / "sample", DemoConfig())
     out = tmp_path / "model"

@@ -80,7 +80,7 @@ class Running:
             args.append(arg)
         assert f"--port={self.grpc_port}" in args and f"--metrics-port={self.metrics_port}" in args
         self.log = (tmp / "server.log").open("w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", *args], cwd=tmp,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tandem_app.cli", *args], cwd=tmp,
                                      env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:

@@ -73,7 +73,7 @@ def test_bad_hybrid_options_name_the_option(options: dict, field: str, tmp_path:
 def test_cli_compares_bm25_with_an_intent_hybrid(intent_model: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     data = CATALOG.parent
     out = tmp_path / "report.json"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tandem.catalog.queries import write_queries
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.errors import InvalidInput
 from tandem.eval.systems import SystemSpec, build_system
 from tandem.fusion.fit import ListRecorder, split_queries

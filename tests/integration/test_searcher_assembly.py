@@ -50,7 +50,7 @@ def _eval_rankings(a: dict[str, Path]) -> dict[str, list[tuple[str, float]]]:
 def _cli_rankings(a: dict[str, Path]) -> dict[str, list[tuple[str, float]]]:
     from typer.testing import CliRunner
 
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     out = {}
     for q in QUERIES:
@@ -66,7 +66,7 @@ def _cli_rankings(a: dict[str, Path]) -> dict[str, list[tuple[str, float]]]:
 
 def _gateway_rankings(a: dict[str, Path]) -> dict[str, list[tuple[str, float]]]:
     """What ``tandem serve --all-in-one --index --model --intent-model`` serves, over gRPC."""
-    from tandem.cli.serve import _generative, _intents, _searcher
+    from tandem_app.cli.serve import _generative, _intents, _searcher
     from tandem_services.app import all_in_one_server, load_sparse
     from tandem_services.client import SearchClient
     from tandem_services.runner import BackgroundServer

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 _LAUNCH = (
     "import logging, sys; logging.basicConfig(level=logging.DEBUG, stream=sys.stderr); "
-    "from tandem.cli import main; sys.argv = ['tandem', *sys.argv[1:]]; main()"
+    "from tandem_app.cli import main; sys.argv = ['tandem', *sys.argv[1:]]; main()"
 )
 
 

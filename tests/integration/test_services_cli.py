@@ -19,7 +19,7 @@ from tandem_testing.tiny_catalog import tiny_catalog
 
 pytestmark = pytest.mark.integration
 
-TANDEM = [sys.executable, "-c", "from tandem.cli import main; main()"]
+TANDEM = [sys.executable, "-c", "from tandem_app.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_all_in_one_process_serves_and_stops_gracefully(index_dir: Path, tmp_pat
 
 
 def test_search_in_process_over_a_local_index(index_dir: Path) -> None:
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     out = CliRunner().invoke(app, ["search", "garden hose", "--index", str(index_dir), "-k", "2"])
     assert out.exit_code == 0, out.output

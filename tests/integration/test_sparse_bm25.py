@@ -179,7 +179,7 @@ def test_missing_index_and_bad_config(tmp_path: Path, built_index: Path) -> None
 
 
 def test_index_cli_build_upsert_delete_stats(tmp_path: Path) -> None:
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     index = tmp_path / "idx"
     runner = CliRunner()
@@ -200,7 +200,7 @@ def test_index_cli_build_upsert_delete_stats(tmp_path: Path) -> None:
 
 
 def test_eval_cli_runs_bm25_and_reuses_the_cached_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tandem.cli import app
+    from tandem_app.cli import app
     from tandem.config import get_settings
 
     monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))

@@ -49,7 +49,7 @@ def _consumer(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tandem.cli", "stream", "consume", *args],
+            [sys.executable, "-m", "tandem_app.cli", "stream", "consume", *args],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
 

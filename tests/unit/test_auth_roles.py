@@ -116,7 +116,7 @@ def test_a_token_set_reads_files_and_the_environment(tmp_path: Path, monkeypatch
 
 
 def test_gateway_serves_no_reflection_unless_asked() -> None:
-    from tandem.cli import serve
+    from tandem_app.cli import serve
 
     assert inspect.signature(serve.gateway).parameters["reflection"].default is False
 

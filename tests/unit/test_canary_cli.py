@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from tandem.canary import Arms
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.feedback.stream import JsonlFeedbackSink
 from tandem.retriever import Hit, Retriever
 from tandem.search import HybridSearcher, InMemoryCatalog
@@ -142,7 +142,7 @@ def test_serve_canary_parts_refuse_a_share_without_candidate_and_run_a_split_pol
         tmp_path: Path) -> None:
     import typer
 
-    from tandem.cli.canary import canary_parts
+    from tandem_app.cli.canary import canary_parts
 
     none = {"policy_file": None, "feedback_kafka": False, "feedback_file": None}
     with pytest.raises(typer.BadParameter, match="need a candidate version"):

@@ -268,7 +268,7 @@ PENDING_FLAGS: dict[str, str] = {}
 def _cli_command(path: Sequence[str]) -> Any:
     """The click command at ``path`` under ``tandem`` (None when that noun is not registered yet)."""
     import typer
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     cmd = typer.main.get_command(app)
     for name in path:

@@ -11,12 +11,12 @@ import pytest
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")} | env
-    return subprocess.run([sys.executable, "-m", "tandem.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tandem_app.cli", *args], capture_output=True,
                           text=True, timeout=120, env=full_env)
 
 
 def test_help_lists_doctor_and_does_not_import_torch() -> None:
-    code = ("import sys; from tandem.cli import app; "
+    code = ("import sys; from tandem_app.cli import app; "
             "print('torch' in sys.modules, 'pyserini' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["False", "False"], proc.stderr

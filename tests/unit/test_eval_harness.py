@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tandem.catalog import read_qrels
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.errors import InvalidInput
 from tandem.eval import (
     default_measures,

@@ -83,7 +83,7 @@ def test_emitter_queues_failures_only_and_never_blocks():
 def test_cli_cycle_and_report(tmp_path):
     from typer.testing import CliRunner
 
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     catalog = tmp_path / "items.jsonl"
     catalog.write_text("".join(json.dumps({"item_id": f"i{n}", "title": t}) + "\n" for n, t in enumerate(TITLES)))

@@ -140,7 +140,7 @@ def test_without_a_sink_feedback_is_unavailable() -> None:
 def test_tandem_stream_feedback_replays_a_file_once(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from tandem.cli import app
+    from tandem_app.cli import app
     from tandem.feedback.events import validate_feedback
 
     sink = JsonlFeedbackSink(tmp_path / "fb.jsonl")

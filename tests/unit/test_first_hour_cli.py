@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from tandem.cli import app
-from tandem.cli._options import default_index, server_address
+from tandem_app.cli import app
+from tandem_app.cli._options import default_index, server_address
 from tandem.errors import InvalidInput
 
 
@@ -104,7 +104,7 @@ def test_serve_without_a_service_is_a_usage_error_naming_what_was_given() -> Non
 
 
 def test_consumer_status_line_reports_progress_periodically() -> None:
-    from tandem.cli.stream import StatusLine
+    from tandem_app.cli.stream import StatusLine
 
     totals = SimpleNamespace(events=0, dead_lettered=0, applied=0, duplicates=0, stale=0, quarantined=0)
     lines: list[str] = []
@@ -118,7 +118,7 @@ def test_consumer_status_line_reports_progress_periodically() -> None:
 
 
 def test_consumer_status_line_off_prints_nothing() -> None:
-    from tandem.cli.stream import StatusLine
+    from tandem_app.cli.stream import StatusLine
 
     lines: list[str] = []
     totals = SimpleNamespace(events=1, dead_lettered=0, applied=1, duplicates=0, stale=0, quarantined=0)
@@ -133,7 +133,7 @@ def test_consumer_status_line_off_prints_nothing() -> None:
 def test_doctor_passes_only_options_the_installed_kafka_admin_client_knows() -> None:
     from kafka import KafkaAdminClient
 
-    from tandem.cli.doctor import _admin_config
+    from tandem_app.cli.doctor import _admin_config
 
     conf = _admin_config(KafkaAdminClient, ["127.0.0.1:9092"], 2.0)
     assert set(conf) <= set(KafkaAdminClient.DEFAULT_CONFIG), set(conf) - set(KafkaAdminClient.DEFAULT_CONFIG)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.eval import default_measures
 from tandem.eval import systems as eval_systems
 from tandem.retriever import Hit, Retriever
@@ -91,7 +91,7 @@ def test_table_headers_are_whole_in_a_pipe(tmp_path: Path, fixed_system: str) ->
 
 
 def test_sizes_read_like_the_readme(tmp_path: Path) -> None:
-    from tandem.cli.eval import _size
+    from tandem_app.cli.eval import _size
 
     for n, expected in ((57, "57 B"), (4_200, "4.2 kB"), (912_000, "912 kB"), (32_100_000, "32.1 MB")):
         path = tmp_path / f"{n}.run"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.ports import PortInUse
 from tandem.streams.metrics import HealthServer
 

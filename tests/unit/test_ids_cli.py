@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.ids import IdMap
 
 KINDS = ["cordless drill", "led bulb", "garden hose", "paint roller", "toilet seat", "door hinge"]

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from tandem.cli import app
+from tandem_app.cli import app
 
 
 def test_fit_then_parse(tmp_path) -> None:
@@ -38,7 +38,7 @@ def test_fit_then_parse(tmp_path) -> None:
 def test_serve_fusion_auto_follows_the_measured_best(tmp_path) -> None:
     import typer
 
-    from tandem.cli.serve import _searcher
+    from tandem_app.cli.serve import _searcher
     from tandem.fusion import RRF, ScoreFusion
     from tandem.intent.base import WholeQuery
     from tandem_testing.term_overlap import TermOverlapRetriever

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tandem.cli import app
+from tandem_app.cli import app
 from tandem.personal import ItemVectors, MemoryProfileStore, UserProfile
 from tandem.personal.profile import ProfileConfig
 from tandem.personal.serving import PersonalSpec, save_weights

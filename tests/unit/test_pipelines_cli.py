@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from tandem.cli import app
+from tandem_app.cli import app
 
 
 def test_compile_writes_both_pipelines(tmp_path: Path) -> None:
@@ -35,6 +35,6 @@ def test_run_refuses_unknown_parameters(tmp_path: Path) -> None:
 
 
 def test_core_cli_does_not_import_the_pipelines_package() -> None:
-    code = "import sys, tandem.cli; print('tandem_pipelines' in sys.modules, 'kfp' in sys.modules)"
+    code = "import sys, tandem_app.cli; print('tandem_pipelines' in sys.modules, 'kfp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

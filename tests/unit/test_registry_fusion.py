@@ -215,7 +215,7 @@ def test_search_hybrid_uses_the_fusion_model_of_a_registry_model(tmp_path: Path,
     import tandem.sparse
     from typer.testing import CliRunner
 
-    from tandem.cli import app
+    from tandem_app.cli import app
     from tandem_testing.term_overlap import TermOverlapRetriever
 
     items = ITEMS
@@ -252,8 +252,8 @@ def test_gateway_auto_fusion_takes_the_registry_s_promoted_model(tmp_path: Path,
     import tandem_services.app
     from typer.testing import CliRunner
 
-    import tandem.cli.serve as serve
-    from tandem.cli import app
+    import tandem_app.cli.serve as serve
+    from tandem_app.cli import app
 
     built: list[object] = []
     monkeypatch.setattr(serve, "_run", lambda build, *a: built.append(build()))

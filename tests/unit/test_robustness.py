@@ -118,7 +118,7 @@ def test_cooccurrence_synonyms_pair_interchangeable_words() -> None:
 
 
 def test_cli_eval_robustness(tmp_path: Path) -> None:
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     register_system("exact-test", lambda spec: ExactRetriever())
     register_system("bag-test", lambda spec: BagRetriever())

@@ -182,7 +182,7 @@ def test_tracing_without_opentelemetry_says_what_to_install() -> None:
 
 def test_an_empty_token_file_given_on_the_command_line_refuses_to_start(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from tandem.cli.serve import _options
+    from tandem_app.cli.serve import _options
     from tandem_services.server import TandemServer
 
     monkeypatch.delenv("TANDEM_AUTH_TOKENS", raising=False)

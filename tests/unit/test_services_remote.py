@@ -99,7 +99,7 @@ def test_remote_intents_feed_the_searcher() -> None:
 
 
 def test_search_cli_against_a_running_gateway(all_in_one: BackgroundServer) -> None:
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     runner = CliRunner()
     out = runner.invoke(app, ["search", "kitchen faucet", "--server", all_in_one.address, "-k", "3"])
@@ -112,7 +112,7 @@ def test_search_cli_against_a_running_gateway(all_in_one: BackgroundServer) -> N
 
 
 def test_serve_without_a_role_prints_help_and_fails() -> None:
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     out = CliRunner().invoke(app, ["serve"])
     assert out.exit_code == 2 and "--all-in-one" in out.output

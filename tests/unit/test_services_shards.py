@@ -38,7 +38,7 @@ def test_shard_loading_refuses_what_it_cannot_serve(model: str | None, spec: str
 def test_gateway_flag_takes_comma_separated_shards_and_checks_each() -> None:
     import typer
 
-    from tandem.cli.serve import _target
+    from tandem_app.cli.serve import _target
 
     assert _target("a:1,b:2", "--generative", True) == "a:1,b:2"
     with pytest.raises(typer.BadParameter):

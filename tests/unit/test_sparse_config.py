@@ -16,7 +16,7 @@ from tandem.sparse.documents import to_document
 
 
 def test_importing_tandem_sparse_does_not_start_the_jvm() -> None:
-    code = "import sys, tandem.sparse, tandem.cli.index, tandem.cli.eval; assert 'jnius' not in sys.modules"
+    code = "import sys, tandem.sparse, tandem_app.cli.index, tandem_app.cli.eval; assert 'jnius' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 

@@ -232,7 +232,7 @@ def test_adapter_config_from_set_options() -> None:
 def test_cli_reports_bad_options_clearly(base_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from tandem.cli import app
+    from tandem_app.cli import app
 
     res = CliRunner().invoke(app, ["train", "adapter", "--base", str(base_dir), "--out", str(tmp_path / "a")])
     assert res.exit_code == 2 and "`--catalog` or `--store`" in res.output

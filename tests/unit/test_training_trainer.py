@@ -248,7 +248,7 @@ def test_epoch_checks_a_sample_and_the_final_check_covers_every_item(id_map: Any
 def test_cli_summary_when_the_budget_ended_before_stage_2(id_map: Any, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """`tandem train generative` prints its table and says why, when stage 2 never ran."""
-    from tandem.cli.train import _print_summary
+    from tandem_app.cli.train import _print_summary
 
     summary = StagedTrainer(CONFIG.model_copy(update={"time_budget_minutes": 1e-6}), ITEMS, id_map, PAIRS,
                             tmp_path, progress=False).run()

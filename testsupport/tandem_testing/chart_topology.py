@@ -69,7 +69,7 @@ class PodProcess:
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{pod.component}.log"
         self._log: IO[str] = self.log_path.open("w")
-        argv = [sys.executable, "-m", "tandem.cli", *pod.argv[1:]]  # the ENTRYPOINT, in this venv
+        argv = [sys.executable, "-m", "tandem_app.cli", *pod.argv[1:]]  # the ENTRYPOINT, in this venv
         cwd = pod.mounts.get("/tmp", logs)
         import subprocess
 

@@ -280,7 +280,7 @@ def redis_restart(seconds: float = 6.0, workers: int = 2) -> ScenarioResult:
 
 
 def _spawn_generative(port: int, items_file: Path, log_file: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "tandem.cli", "serve", "generative", "--factory",
+    cmd = [sys.executable, "-m", "tandem_app.cli", "serve", "generative", "--factory",
            "tandem_testing.term_overlap:from_jsonl", "--factory-arg", str(items_file), "--port", str(port),
            "--log-level", "WARNING", "--max-wait-ms", "1"]  # fmt: skip
     with log_file.open("ab") as out:

@@ -178,7 +178,7 @@ def feedback_broker_restart(work: Path, n_requests: int = 120, publish_s: float 
 
 def _replay_cli(args: list[str], log_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log_file.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "tandem.cli", "stream", "feedback", *args], cwd=_REPO,
+        return subprocess.Popen([sys.executable, "-m", "tandem_app.cli", "stream", "feedback", *args], cwd=_REPO,
                                 stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, **env, "PYTHONUNBUFFERED": "1"})
 

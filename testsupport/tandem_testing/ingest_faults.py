@@ -237,7 +237,7 @@ def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0)
 
 def _consume_cli(args: list[str], log_file: Path) -> subprocess.Popen[bytes]:
     with log_file.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "tandem.cli", "stream", "consume", *args], cwd=_REPO,
+        return subprocess.Popen([sys.executable, "-m", "tandem_app.cli", "stream", "consume", *args], cwd=_REPO,
                                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 

@@ -25,7 +25,7 @@ def demo(
     try:
         root = data if data is not None else data_root("homedepot")
         # The demo lives in the services package: it starts the all-in-one gRPC server.
-        from tandem_services.demo import DemoConfig, run_demo
+        from tandem_app.demo import DemoConfig, run_demo
 
         cfg = DemoConfig(dev_queries=dev_queries, train_queries=train_queries)
         run_demo(get_settings().home, root, cfg, echo=typer.echo)

@@ -39,7 +39,7 @@ TlsCa = Annotated[Optional[Path], typer.Option(help="PEM CA of the gateways (tur
 
 
 def _control(gateways: list[str], token: str | None, tls_ca: Path | None) -> Any:
-    from tandem.cli._options import server_address
+    from tandem_app.cli._options import server_address
     from tandem.errors import InvalidInput
     from tandem_services.canary import RemoteArms
     from tandem_services.client import ChannelOptions

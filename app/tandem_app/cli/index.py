@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tandem.cli._options import default_index
+from tandem_app.cli._options import default_index
 
 app = typer.Typer(help="Build and update the BM25 (Lucene) index.", no_args_is_help=True)
 

@@ -11,10 +11,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tandem.cli.canary import (CanaryMode, CanaryPolicyFile, CanaryShare, CandidateAdapter,  # the canary's options
+from tandem_app.cli.canary import (CanaryMode, CanaryPolicyFile, CanaryShare, CandidateAdapter,  # the canary's options
                                CandidateFusionModel, CandidateGenerative, CandidateModel, FeedbackFile, FeedbackKafka,
                                canary_parts)
-from tandem.cli.learning import FailedKafka, FailedMin, PConsume, PModel, PRedis, PWeights, learn_parts, personal_spec
+from tandem_app.cli.learning import FailedKafka, FailedMin, PConsume, PModel, PRedis, PWeights, learn_parts, personal_spec
 
 app = typer.Typer(help="Run Tandem's gRPC services: gateway, sparse, generative, intent, or --all-in-one.",
                   no_args_is_help=False, invoke_without_command=True)
@@ -117,7 +117,7 @@ def _run(build, metrics_port: int, log_level: str) -> None:
 
 def _target(value: Optional[str], option: str, many: bool = False) -> Optional[str]:
     """A downstream ``HOST:PORT`` (``many``: comma-separated ones) checked (a bare host would dial port 443)."""
-    from tandem.cli._options import server_address
+    from tandem_app.cli._options import server_address
     from tandem.errors import InvalidInput
 
     try:
@@ -214,7 +214,7 @@ def serve(
                    + (f"; {', '.join(given)} given without either" if given else ""), err=True)
         raise typer.Exit(2)
     if index is None:
-        from tandem.cli._options import default_index
+        from tandem_app.cli._options import default_index
 
         index = default_index()
         if not index.is_dir():

@@ -61,7 +61,7 @@ def generative(
     from tandem.errors import InvalidInput, TandemError
 
     try:
-        from tandem.cli._options import key_values
+        from tandem_app.cli._options import key_values
 
         if architecture not in ("tree", "t5"):
             raise InvalidInput(f"`--architecture` must be `tree` or `t5`, got {architecture!r}")
@@ -182,7 +182,7 @@ def _train_adapter(out: Path, base: Path | None, catalog: Path | None, new_items
                    progress: bool) -> dict[str, Any]:
     import logging
 
-    from tandem.cli._options import key_values
+    from tandem_app.cli._options import key_values
     from tandem.training.adapter import adapter_config, select_items
     from tandem.training.adapter_publish import publish_adapter
 

@@ -24,7 +24,7 @@ def _root() -> None:
     """Tandem: hybrid product search (BM25 + generative retrieval)."""
 
 
-#: (module under tandem.cli, how it attaches). A module exposing ``app`` becomes a sub-command
+#: (module under tandem_app.cli, how it attaches). A module exposing ``app`` becomes a sub-command
 #: group named after the noun; one exposing ``register(app)`` adds top-level commands.
 NOUNS: list[str] = [
     "index", "eval",
@@ -34,7 +34,7 @@ NOUNS: list[str] = [
 ]
 
 for _noun in NOUNS:
-    _mod = importlib.import_module(f"tandem.cli.{_noun}")
+    _mod = importlib.import_module(f"tandem_app.cli.{_noun}")
     if hasattr(_mod, "register"):
         _mod.register(app)
     else:

@@ -126,7 +126,7 @@ def health(
     """
     import grpc
 
-    from tandem.cli._options import NO_SERVER_HINT, server_address
+    from tandem_app.cli._options import NO_SERVER_HINT, server_address
     from tandem.errors import InvalidInput
     from tandem_services.client import ChannelOptions
 

@@ -80,7 +80,7 @@ def search(
 
     Locally, the searcher is assembled as the gateway's is (:func:`tandem.search.build.build_searcher`:
     same catalog rule, intents and fusion choice), so the same models rank alike."""
-    from tandem.cli._options import server_address
+    from tandem_app.cli._options import server_address
     from tandem.errors import TandemError
 
     filters = _filters(price_min, price_max, category, brand)
@@ -112,7 +112,7 @@ def _remote(query: str, top_k: int, filters: list, server: str, token: Optional[
         except grpc.RpcError as exc:
             typer.echo(f"tandem search: {exc.code().name}: {exc.details()}", err=True)
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                from tandem.cli._options import NO_SERVER_HINT
+                from tandem_app.cli._options import NO_SERVER_HINT
 
                 typer.echo(f"tandem search: {server}: {NO_SERVER_HINT}", err=True)
             raise typer.Exit(1) from None
@@ -144,7 +144,7 @@ def _sources(opts: LocalOptions) -> list[Any]:
         raise typer.BadParameter("must be `sparse` or `hybrid`", param_hint="--source")
     index = opts.index
     if index is None:
-        from tandem.cli._options import default_index
+        from tandem_app.cli._options import default_index
 
         index = default_index()
     if not index.is_dir():

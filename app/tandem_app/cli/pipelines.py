@@ -25,7 +25,7 @@ def _fail(e: Exception) -> typer.Exit:
 
 def _params(values: list[str]) -> dict[str, object]:
     """``--param KEY=VALUE`` options as pipeline parameters."""
-    from tandem.cli._options import key_values
+    from tandem_app.cli._options import key_values
 
     return key_values(values, "--param")
 
