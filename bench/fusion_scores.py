@@ -9,6 +9,9 @@ LambdaMART ranking of the union (``fusion`` = ``features`` + ``predict`` and ord
 Candidates are capped at ``--candidates``. ``cold_item_scores`` times the same call for a
 query this replica did not just retrieve (encoder pass, decoder memory, a pass over every
 level's nodes for the normalisers): what a miss of the retriever's recent-query memory costs.
+``*_cpu_*`` columns are the calling thread's CPU time: item scores and fusion run on that one
+thread, so this is their cost with a core to themselves — on a shared, busy host wall time
+also counts the waits for a core.
 
     python -m bench.fusion_scores --model MODEL_DIR --fusion-model FUSION.json --out bench-fusion-scores.json
     python -m bench.fusion_scores --model MODEL_DIR --fusion-model FUSION.json --out F --quick   # 60 queries
@@ -57,25 +60,26 @@ def main() -> None:
     titles = title_lookup({it.item_id: it.title for it in load_items(root / "products.jsonl").items})
     fusion = LearnedFusion.load(args.fusion_model, titles=titles if "q_in_title" in
                                 json.loads(args.fusion_model.read_text())["features"] else None)
-    ms: dict[str, list[float]] = {k: [] for k in ("item_scores", "features", "fusion", "cold_item_scores")}
+    ms: dict[str, list[float]] = {k: [] for k in ("item_scores", "features", "fusion", "cold_item_scores",
+                                                  "item_scores_cpu", "fusion_cpu")}
     sizes = []
     for n, q in enumerate(queries):
         lists = [RankedList("bm25", bm25.retrieve([q], args.depth)[0], q),
                  RankedList("generative", gen.retrieve([q], args.depth)[0], q)]
         ids = list(dict.fromkeys(h.item_id for rl in lists for h in rl.hits))[: args.candidates]
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         got = gen.score_items(q, ids)
         scores = {i: dict(zip(gen.score_names, v)) for i, v in zip(ids, got) if v is not None}
-        t1 = time.perf_counter()
+        c1, t1 = time.thread_time(), time.perf_counter()
         fusion.fuse(lists, args.depth, scores)
-        t2 = time.perf_counter()
+        c2, t2 = time.thread_time(), time.perf_counter()
         fusion.builder.build(lists, scores)
         t3 = time.perf_counter()
         gen.score_items(f"{q} ", ids)  # not retrieved: encoded and normalised here
         t4 = time.perf_counter()
         if n:  # the first query warms caches (titles, kernels)
             for key, dt in (("item_scores", t1 - t0), ("fusion", t2 - t1), ("features", t3 - t2),
-                            ("cold_item_scores", t4 - t3)):
+                            ("cold_item_scores", t4 - t3), ("item_scores_cpu", c1 - c0), ("fusion_cpu", c2 - c1)):
                 ms[key].append(1000 * dt)
             sizes.append(len(ids))
     total = np.array(ms["item_scores"]) + np.array(ms["fusion"])
@@ -85,6 +89,7 @@ def main() -> None:
     figures.update({
         "added_p50_ms": round(float(np.median(total)), 2),
         "added_p99_ms": round(float(np.percentile(total, 99)), 2),
+        "added_cpu_p50_ms": round(float(np.median(np.array(ms["item_scores_cpu"]) + np.array(ms["fusion_cpu"]))), 2),
         "cold_added_p50_ms": round(float(np.median(np.array(ms["cold_item_scores"]) + np.array(ms["fusion"]))), 2),
         "fusion_features": len(fusion.builder.names), "score_names": list(fusion.score_names),
         "precision": str(gen.dtype).removeprefix("torch."),
