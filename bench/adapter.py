@@ -134,7 +134,8 @@ def homedepot(args: argparse.Namespace) -> dict[str, Any]:
     from tandem.eval import evaluate, run_retriever
     from tandem.generative import load_retriever
     from tandem.generative.tree_artifact import is_tree_folder
-    from tandem.training.adapter import AdapterConfig, train_adapter
+    from tandem.training.adapter import train_adapter
+    from tandem.training.adapter_config import adapter_config
 
     torch.set_num_threads(args.threads)
     ds = load_homedepot(data_root("homedepot"))
@@ -173,7 +174,10 @@ def homedepot(args: argparse.Namespace) -> dict[str, Any]:
         overrides["epochs"] = args.epochs
     if args.ewc:
         overrides["ewc_lambda"] = args.ewc
-    cfg = AdapterConfig(**overrides)
+    for pair in args.set:  # any AdapterConfig field, as `tandem train adapter --set` takes it
+        key, _, value = pair.partition("=")
+        overrides[key] = value
+    cfg = adapter_config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.adapter_out or Path(tmp) / "adapter"
         t0 = time.perf_counter()
@@ -209,6 +213,8 @@ def main() -> None:
     ap.add_argument("--replay", type=float, default=None, help="--hd-base: replay share (default: the library's)")
     ap.add_argument("--epochs", type=int, default=None, help="--hd-base: adapter epochs (default: the library's)")
     ap.add_argument("--adapter-out", type=Path, default=None, help="--hd-base: keep the adapter in this folder")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="--hd-base: an adapter setting, e.g. tree_scope=items (repeatable)")
     args = ap.parse_args()
     if args.hd_base is not None:
         figures = homedepot(args)

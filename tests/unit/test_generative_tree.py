@@ -172,3 +172,28 @@ def test_adapter_adds_items_and_is_refused_on_another_base(trained: Path, tmp_pa
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CorruptArtifact, match="another base"):
         TreeRetriever(trained, adapter=out, device="cpu")
+
+
+def test_items_scope_adapter_leaves_every_old_score_as_the_base_s(trained: Path, tmp_path: Path) -> None:
+    """``tree_scope=items`` trains the new rows only: old items' scores for any query are the base's."""
+    from tandem.generative.tree_retriever import TreeRetriever
+    from tandem.training.adapter import adapter_config, train_adapter
+
+    items = tiny_catalog()
+    new = [it for it in items if it.item_id in HELD_OUT]
+    old = [it for it in items if it.item_id not in HELD_OUT]
+    out = tmp_path / "adapter"
+    summary = train_adapter(trained, new, old, out, adapter_config({"tree_epochs": 3, "batch_size": 8,
+                                                                    "tree_scope": "items"}))
+    assert summary["parameters"]["trainable"] == len(new) * 384
+    base = TreeRetriever(trained, num_beams=5, device="cpu")
+    adapted = TreeRetriever(trained, adapter=out, num_beams=5, device="cpu")
+    old_ids = {it.item_id for it in old}
+    for query in ("cordless drill", "paint roller", "garden hose"):
+        before = {h.item_id: h.score for h in base.retrieve([query], 10)[0]}
+        after = {h.item_id: h.score for h in adapted.retrieve([query], 10 + len(new))[0] if h.item_id in old_ids}
+        assert before == pytest.approx({i: after[i] for i in before}, abs=1e-5)
+        cos_before = [s[1] for s in base.score_items(query, sorted(old_ids))]  # type: ignore[index]
+        cos_after = [s[1] for s in adapted.score_items(query, sorted(old_ids))]  # type: ignore[index]
+        assert cos_before == pytest.approx(cos_after, abs=1e-5)
+    assert [h[0].item_id for h in adapted.retrieve([it.title for it in new], 3)] == list(HELD_OUT)

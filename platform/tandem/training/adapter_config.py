@@ -71,6 +71,14 @@ class AdapterConfig(BaseModel):
     old R@10 0.958 → 0.966) in 20 s."""
     tree_epochs: int = Field(default=5, ge=1)
     """Epochs of a v2 base's adapter (see ``tree_lr``)."""
+    tree_scope: Literal["decoder", "items"] = "decoder"
+    """What a v2 base's adapter trains: ``decoder`` — LoRA on the ID decoder plus the new
+    items' rows; ``items`` — the new items' rows only (the decoder, so every old item's score
+    for every query, stays exactly the base's: forgetting is impossible by construction, and
+    old queries only see the competition of the new items, as right after assignment)."""
+    tree_items_lr: float | None = Field(default=None, gt=0)
+    """Learning rate of the new items' rows (default: ``tree_lr`` / 10 with ``decoder``
+    scope, ``tree_lr`` with ``items`` scope, where the rows are all that learns)."""
     eval_old_items: int = Field(default=500, ge=1)
     """Old items the forgetting checks sample (all when fewer)."""
     num_beams: int = Field(default=10, ge=1)

@@ -140,9 +140,14 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     keep_old = torch.zeros(len(items_table), 1)
     keep_old[n_base:] = 1.0
     items_table.register_hook(lambda g: g * keep_old.to(g.dtype))
+    if cfg.tree_scope == "items":  # LoRA stays at its zero start (B = 0): the decoder is the base's
+        for p in lora.parameters():
+            p.requires_grad_(p is items_table)
     trainable = [p for p in lora.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in trainable if p is not items_table], "lr": cfg.tree_lr},
-                             {"params": [items_table], "lr": cfg.tree_lr * 0.1}], weight_decay=0.0)
+    items_lr = cfg.tree_items_lr or (cfg.tree_lr if cfg.tree_scope == "items" else cfg.tree_lr * 0.1)
+    groups = [{"params": [p for p in trainable if p is not items_table], "lr": cfg.tree_lr},
+              {"params": [items_table], "lr": items_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
     from tandem.generative.tree_model import tree_loss
 
     t1, samples, epochs = time.perf_counter(), 0, 0
