@@ -258,7 +258,7 @@ def test_gateway_auto_fusion_takes_the_registry_s_promoted_model(tmp_path: Path,
     built: list[object] = []
     monkeypatch.setattr(serve, "_run", lambda build, *a: built.append(build()))
     monkeypatch.setattr(serve, "_watch_cache", lambda server, cache: server)
-    monkeypatch.setattr(tandem_services.app, "gateway_server", lambda searcher, opts: searcher)
+    monkeypatch.setattr(tandem_services.app, "gateway_server", lambda searcher, opts, **kw: searcher)
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text("".join(json.dumps(it.model_dump(exclude_none=True)) + "\n" for it in ITEMS))
     reg = Registry(tmp_path / "registry")

@@ -15,48 +15,14 @@ from tandem_app.cli.canary import (CanaryMode, CanaryPolicyFile, CanaryShare, Ca
                                CandidateFusionModel, CandidateGenerative, CandidateModel, FeedbackFile, FeedbackKafka,
                                canary_parts)
 from tandem_app.cli.learning import FailedKafka, FailedMin, PConsume, PModel, PRedis, PWeights, learn_parts, personal_spec
+from tandem_app.cli.serve_options import (  # the options the commands share
+    Host, TlsCert, TlsKey, TlsClientCa, TokenFile, MetricsPort, LogLevel, Tracing, MaxBatch, MaxWaitMs,
+    RedisUrl, Index, Catalog, Factory, FactoryArg, Model, AdapterDir, RegistryUri, PollS, HealthPort,
+    IntentModel, Fusion, FusionModel, DeadlineMs,
+)
 
 app = typer.Typer(help="Run Tandem's gRPC services: gateway, sparse, generative, intent, or --all-in-one.",
                   no_args_is_help=False, invoke_without_command=True)
-
-Host = Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 in a container).")]
-TlsCert = Annotated[Optional[Path], typer.Option(help="PEM server certificate chain (turns TLS on, with --tls-key).")]
-TlsKey = Annotated[Optional[Path], typer.Option(help="PEM private key of --tls-cert.")]
-TlsClientCa = Annotated[Optional[Path], typer.Option(help="PEM CA for client certificates: mutual TLS.")]
-TokenFile = Annotated[Optional[Path], typer.Option(
-    help="Bearer tokens, one per line (TANDEM_AUTH_TOKENS adds comma-separated ones); set = auth on.")]
-MetricsPort = Annotated[int, typer.Option(help="Port of the Prometheus /metrics endpoint (0 = off).")]
-LogLevel = Annotated[str, typer.Option(help="Log level of the JSON logs on stderr.")]
-Tracing = Annotated[bool, typer.Option(help="OpenTelemetry spans per RPC (needs opentelemetry-sdk).")]
-MaxBatch = Annotated[int, typer.Option(help="Micro-batching: most queries per forward pass.")]
-MaxWaitMs = Annotated[float, typer.Option(help="Micro-batching: longest wait for a batch to fill, ms.")]
-RedisUrl = Annotated[Optional[str], typer.Option(
-    envvar="TANDEM_REDIS_URL", help="Redis result cache (redis://host:port/db); unset = in-process LRU.")]
-Index = Annotated[Optional[Path], typer.Option(
-    help="Lucene index built by `tandem index build` (BM25 source; default: <home>/indexes/bm25).")]
-Catalog = Annotated[Optional[Path], typer.Option(
-    help="Items JSONL for titles and filters (default: the index's stored fields).")]
-Factory = Annotated[Optional[str], typer.Option(
-    help="module:callable returning a Retriever to serve as the generative source.")]
-FactoryArg = Annotated[list[str], typer.Option(help="Argument for the factory (repeatable).")]
-Model = Annotated[Optional[Path], typer.Option(help="Generative model directory (tandem.generative artifacts).")]
-AdapterDir = Annotated[Optional[Path], typer.Option(
-    "--adapter", help="Adapter folder (`tandem train adapter`) merged into --model.")]
-RegistryUri = Annotated[Optional[str], typer.Option(
-    "--registry", help="Serve the registry's current base-model + adapter and hot-reload them when promoted.")]
-PollS = Annotated[float, typer.Option(
-    "--poll-s", help="With --registry: seconds between checks of the current pointers.")]
-HealthPort = Annotated[int, typer.Option(
-    help="Plaintext port serving only grpc.health.v1, for kubelet probes when TLS is on (0 = off).")]
-IntentModel = Annotated[Optional[Path], typer.Option(
-    help="Intent decomposer fitted by `tandem intent fit` (in-process sub-intents; default: whole query).")]
-Fusion = Annotated[str, typer.Option(help=(
-    "Fusion of the sources' and sub-intents' lists: rrf, minmax, zscore, learned (needs --fusion-model) or "
-    "auto = the best measured on Home Depot dev (bench.intent) for the given artifacts: learned with "
-    "--fusion-model or with the fusion model the registry promoted with the served base (--registry, or a "
-    "--model folder of the registry), minmax with --intent-model (RRF of sub-queries lowers nDCG@10), else rrf."))]
-FusionModel = Annotated[Optional[Path], typer.Option(help="Learned fusion model (JSON) for --fusion learned.")]
-DeadlineMs = Annotated[float, typer.Option(help="Search budget when the client sets no deadline, ms.")]
 
 
 def _options(host: str, port: int, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing: bool,
