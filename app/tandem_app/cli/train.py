@@ -71,14 +71,25 @@ def generative(
                                    "v2 starts from `--encoder` and reuses cached encoder states instead")
             import logging
 
+            from tandem.config import get_settings
+            from tandem.training.distributed import torchrun_parallel
             from tandem.training.tree_run import train_tree_from_files
 
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-            tree = train_tree_from_files(catalog, train_queries, train_qrels, out, profile, encoder=encoder, seed=seed,
-                                         device=device, min_grade=min_grade,
-                                         overrides=key_values(set_ or [], "--set"), dev_queries=dev_queries,
-                                         dev_qrels=dev_qrels, ids=ids, echo=typer.echo)
-            _print_tree_summary(tree, out)
+            parallel = torchrun_parallel(device or get_settings().device)  # launched by torchrun: WORLD_SIZE > 1
+            try:
+                tree = train_tree_from_files(catalog, train_queries, train_qrels, out, profile, encoder=encoder,
+                                             seed=seed, device=device, min_grade=min_grade,
+                                             overrides=key_values(set_ or [], "--set"), dev_queries=dev_queries,
+                                             dev_qrels=dev_qrels, ids=ids, echo=typer.echo, parallel=parallel)
+            except BaseException:
+                if parallel is not None:
+                    parallel.close(wait=False)
+                raise
+            if parallel is not None:
+                parallel.close()
+            if parallel is None or parallel.is_main:
+                _print_tree_summary(tree, out)
             return
         from tandem.training.run import train_generative
 

@@ -190,6 +190,8 @@ class Parallel:
     same seed, so the shares are disjoint) and averages gradients across ranks in :meth:`all_reduce`
     (``torch.distributed.all_reduce`` on each ``p.grad``, then divide by ``world``). Trainers
     call both for every stage, so no stage needs to know whether it runs distributed.
+    :class:`tandem.training.distributed.TorchDistributed` instead splits every batch across the
+    ranks, so a run on N ranks takes the same steps as one process.
     """
 
     rank: int = 0
@@ -201,3 +203,18 @@ class Parallel:
 
     def all_reduce(self, params: Iterable[Any]) -> None:
         """Average the gradients of ``params`` across ranks (nothing to do in one process)."""
+
+    def reduce_loss(self, loss: float) -> float:
+        """The step's loss over all ranks (this process's loss in one process)."""
+        return loss
+
+    def step_samples(self, local: int) -> int:
+        """Samples of the last step over all ranks (``local`` in one process)."""
+        return local
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank, so stop rules agree across ranks (``flag`` in one process)."""
+        return flag
+
+    def sync(self, params: Iterable[Any]) -> None:
+        """Give every rank rank 0's values of freshly initialised ``params`` (nothing in one process)."""

@@ -14,16 +14,22 @@ import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tandem.catalog.item import Item
 from tandem.training.report import SUMMARY_FILE
 from tandem.training.tree_config import TreeTrainConfig
 
+if TYPE_CHECKING:
+    from tandem.training.distributed import TorchDistributed
+
 log = logging.getLogger(__name__)
 
 
-def _cached_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callable[[str], None], what: str) -> Any:
+def _cached_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callable[[str], None], what: str,
+                   parallel: TorchDistributed | None = None) -> Any:
+    """States of ``texts``, reused from ``cache_dir`` when there; with a distributed ``parallel``
+    every rank encodes its shard of the texts (all ranks reuse the file only if all have it)."""
     import hashlib
 
     from tandem.encoder import encoder_fingerprint
@@ -33,15 +39,23 @@ def _cached_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callab
     key = hashlib.sha256(encoder_fingerprint(encoder.path).encode() + f"|{encoder.max_length}|".encode()
                          + "\n".join(want).encode()).hexdigest()[:20]
     path = cache_dir / f"{key}.npz"
-    if path.is_file():
-        cache = StateCache.load(path)
-        if cache.texts == want:
-            echo(f"{what}: {len(want)} texts, encoder states reused from {path}")
-            return cache
+    cache = StateCache.load(path) if path.is_file() else None
+    hit = cache is not None and cache.texts == want
+    if parallel is not None and parallel.world > 1:
+        hit = not parallel.any(not hit)
+    if hit:
+        echo(f"{what}: {len(want)} texts, encoder states reused from {path}")
+        return cache
     t0 = time.perf_counter()
-    cache = StateCache.build(encoder, want)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cache.save(path)
+    if parallel is not None and parallel.world > 1:
+        from tandem.training.distributed import sharded_states
+
+        cache = sharded_states(parallel, lambda ts: StateCache.build(encoder, ts), want, encoder.dim)
+    else:
+        cache = StateCache.build(encoder, want)
+    if parallel is None or parallel.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache.save(path)
     echo(f"{what}: {len(want)} texts encoded in {time.perf_counter() - t0:.0f} s ({cache.flat.nbytes / 2**20:.0f} MiB fp16)")
     return cache
 
@@ -49,7 +63,7 @@ def _cached_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callab
 def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, *,
                device: str = "cpu", dev: tuple[Mapping[str, str], Mapping[str, Mapping[str, int]]] | None = None,
                id_map: Any = None, cache_dir: Path | None = None, holdout: Sequence[str] = (),
-               echo: Callable[[str], None] = print) -> dict[str, Any]:
+               echo: Callable[[str], None] = print, parallel: TorchDistributed | None = None) -> dict[str, Any]:
     """Train a v2 generative retriever on ``items`` and ``pairs`` (query text, item id) into ``out``.
 
     ``dev`` (queries, qrels) adds dev figures at init and after each stage to the summary.
@@ -58,9 +72,16 @@ def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, confi
     ``$TANDEM_HOME/cache/encoder-states``, keyed by encoder and texts).
     ``holdout``: ids of training queries kept out of ``pairs`` (``fusion_holdout``), recorded
     in the summary under :data:`HOLDOUT_KEY`.
+    ``parallel``: a :class:`~tandem.training.distributed.TorchDistributed` to train on all its
+    ranks (rank 0 alone prints and writes ``out`` and the state caches); ``None``: one process.
     Returns the training summary (also written as ``out/training_summary.json``).
     """
     import torch
+
+    if parallel is not None and parallel.rank != 0:
+        from tandem.training.distributed import silent
+
+        echo = silent
 
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -68,14 +89,15 @@ def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, confi
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _train_tree(items, pairs, out, config, device, dev, id_map, cache_dir, echo, t_start, holdout)
+        return _train_tree(items, pairs, out, config, device, dev, id_map, cache_dir, echo, t_start, holdout,
+                           parallel)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, device: str,
                 dev: Any, id_map: Any, cache_dir: Path | None, echo: Callable[[str], None],
-                t_start: float, holdout: Sequence[str]) -> dict[str, Any]:
+                t_start: float, holdout: Sequence[str], parallel: TorchDistributed | None) -> dict[str, Any]:
     import json
 
     from tandem.config import get_settings
@@ -90,16 +112,16 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
     from tandem.training.tree_data import title_spans
     from tandem.training.tree_trainer import TreeTrainer
 
-    dev_t = pick_device(device)
+    dev_t = pick_device(device) if parallel is None else parallel.device
     encoder = TextEncoder(config.encoder or None, device=dev_t, max_length=config.max_length)
     out.mkdir(parents=True, exist_ok=True)
     texts = [item_text(it) for it in items]
     cache_dir = cache_dir or get_settings().home / "cache" / "encoder-states"
-    docs = _cached_states(encoder, texts, cache_dir, echo, "item texts")
+    docs = _cached_states(encoder, texts, cache_dir, echo, "item texts", parallel)
     rng = random.Random(config.seed)
     spans = [s for t in texts for s in title_spans(t, config.spans_per_item, rng)]
     qtexts = [*spans, *(q for q, _ in pairs), *((dev[0].values()) if dev else ())]
-    queries = _cached_states(encoder, qtexts, cache_dir, echo, "queries and title spans")
+    queries = _cached_states(encoder, qtexts, cache_dir, echo, "queries and title spans", parallel)
     t0 = time.perf_counter()
     row = docs.index()
     embedder = PretrainedEmbedder(config.encoder).precomputed(texts, docs.pooled[[row[t] for t in texts]])
@@ -112,8 +134,20 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
         raise InvalidInput("`ids` do not cover exactly the catalog's items")
     stats = id_map.stats()
     echo(f"semantic IDs: {len(id_map)} items, code space {id_map.code_space()} ({time.perf_counter() - t0:.1f} s)")
-    trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo)
+    distributed = parallel is not None and parallel.world > 1
+    if distributed:
+        from tandem.training.distributed import sharded_states
+        from tandem.training.state_cache import StateCache
+
+        parallel.check_same("semantic IDs", id_map.as_array().tobytes())
+        trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo,
+                              parallel=parallel, encode=lambda ts: sharded_states(
+                                  parallel, lambda part: StateCache.build(encoder, part), ts, encoder.dim))
+    else:
+        trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo)
     summary = trainer.run()
+    if distributed:
+        summary["world_size"] = parallel.world
     summary.update({
         "format": "tree", "profile": config.profile, "config": config.model_dump(), "device": str(dev_t),
         "id_stats": stats, "total_seconds": time.perf_counter() - t_start,
@@ -121,11 +155,16 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
         "memorisation_reached_target": summary["final_memorisation"]["exact_match"] >= 0.9,
         **({HOLDOUT_KEY: sorted(holdout)} if holdout else {}),
     })
+    if distributed and parallel.rank != 0:
+        parallel.barrier()  # rank 0 writes the model folder; the others wait for it
+        return summary
     save_tree_model(out, trainer.model, encoder, id_map, base_fingerprint=embedder.fingerprint,
                     training={k: v for k, v in summary.items() if k in ("profile", "items", "pairs", "stages",
                                                                          "final_memorisation", "total_seconds")})
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     _plot_stages(summary, out)
+    if distributed:
+        parallel.barrier()
     echo(f"done in {summary['total_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_mb']:.0f} MB")
     return summary
 
@@ -135,7 +174,7 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
                           min_grade: int | None = None, overrides: dict[str, Any] | None = None,
                           dev_queries: Path | None = None, dev_qrels: Path | None = None,
                           ids: Path | None = None, cache_dir: Path | None = None,
-                          echo: Callable[[str], None] = print) -> dict[str, Any]:
+                          echo: Callable[[str], None] = print, parallel: TorchDistributed | None = None) -> dict[str, Any]:
     """:func:`train_tree` from files (what ``tandem train generative`` and the pipelines call)."""
     from pydantic import ValidationError
 
@@ -146,6 +185,10 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
     from tandem.training.data import training_pairs
     from tandem.training.tree_config import tree_profile
 
+    if parallel is not None and parallel.rank != 0:
+        from tandem.training.distributed import silent
+
+        echo = silent
     settings = get_settings()
     opts = dict(overrides or {})
     opts["seed"] = settings.seed if seed is None else seed
@@ -177,7 +220,7 @@ def train_tree_from_files(catalog: Path, queries_path: Path, qrels_path: Path, o
 
         id_map = IdMap.load(str(ids))
     return train_tree(loaded.items, pairs, out, config, device=device or settings.device, dev=dev, id_map=id_map,
-                      cache_dir=cache_dir, holdout=sorted(holdout), echo=echo)
+                      cache_dir=cache_dir, holdout=sorted(holdout), echo=echo, parallel=parallel)
 
 
 #: Key of the held-out training query ids in ``training_summary.json`` (see ``fusion_holdout``).

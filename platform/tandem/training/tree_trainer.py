@@ -92,12 +92,16 @@ class TreeTrainer(Callback):
 
     def __init__(self, config: TreeTrainConfig, items: Sequence[Item], id_map: IdMap, pairs: Sequence[tuple[str, str]],
                  encoder: TextEncoder, caches: tuple[StateCache, StateCache], *, dev: Dev | None = None,
-                 echo: Callable[[str], None] = print, parallel: Parallel | None = None) -> None:
+                 echo: Callable[[str], None] = print, parallel: Parallel | None = None,
+                 encode: Callable[[list[str]], StateCache] | None = None) -> None:
         """``caches``: states of the item texts and of all query-like texts (spans, training and
         dev queries) under the frozen ``encoder``; ``id_map`` was built in the same space.
-        ``parallel``: how batches are shared out and gradients reduced (one process by default)."""
+        ``parallel``: how batches are shared out and gradients reduced (one process by default).
+        ``encode``: how texts are re-encoded after the encoder stage (default: all of them here;
+        a distributed run shares them out across ranks)."""
         self.config, self.encoder, self.dev, self.echo = config, encoder, dev, echo
         self.parallel = parallel or Parallel()
+        self.encode = encode or (lambda texts: StateCache.build(self.encoder, texts))
         self.id_map = id_map
         self.item_ids = id_map.item_ids()
         self.index = TreeIndex(id_map.as_array())
@@ -122,7 +126,7 @@ class TreeTrainer(Callback):
                 self.model.nodes[p].copy_(torch.from_numpy(table))
         self.stage_records: dict[str, dict[str, Any]] = {}
         self.encoder_changed = False
-        self.budget = Budget(config.budget_minutes)
+        self.budget = Budget(config.budget_minutes, self.parallel.any)
         self.loop = StageLoop([self.budget, self, Checks(self)])
         torch.manual_seed(config.seed)
 
@@ -171,6 +175,7 @@ class TreeTrainer(Callback):
             from tandem.training.tree_lora import wrap_encoder
 
             self._peft_params = wrap_encoder(self.encoder, self.config)
+            self.parallel.sync(self._peft_params)
         self._opt = self._optimizer(self._peft_params, stage.lr) if stage.peft else self._optimizer()
         self._t0, self._losses, self._seen, self._epochs = time.monotonic(), [], 0, 0
 
@@ -197,8 +202,8 @@ class TreeTrainer(Callback):
             self.parallel.all_reduce(params)
             torch.nn.utils.clip_grad_norm_(params if stage.peft else self.model.parameters(), 1.0)
             self._opt.step()
-            self._losses.append(float(loss.detach()))
-            self._seen += len(batch)
+            self._losses.append(self.parallel.reduce_loss(float(loss.detach())))
+            self._seen += self.parallel.step_samples(len(batch))
             if self.loop.step_end(stage, control):
                 break
         return {}
@@ -218,12 +223,12 @@ class TreeTrainer(Callback):
                             "stop_reason": control.reason or "epochs done", **extra}
         if stage.peft:
             self.encoder_changed = True
-            self.docs = StateCache.build(self.encoder, self.texts)  # the item texts under the adapted encoder
+            self.docs = self.encode(self.texts)  # the item texts under the adapted encoder
             self.doc_samples = make_samples("doc", self.texts, range(len(self.texts)), self.docs.index())
             self.check = Samples("doc", self.doc_samples.rows[np.searchsorted(self.doc_samples.items,
                                                                                self.check.items)], self.check.items)
             if self.dev is not None:
-                self.queries = StateCache.build(self.encoder, list(self.dev[0].values()))
+                self.queries = self.encode(list(self.dev[0].values()))
 
     def run(self) -> dict[str, Any]:
         """All stages, then the whole-catalog memorisation check; returns the summary."""
@@ -241,13 +246,15 @@ class Budget(Callback):
     """The run's wall-clock budget (``budget_minutes``, from the trainer's start): a stage does
     not start once it is spent, and the running one stops after the step that spends it."""
 
-    def __init__(self, minutes: float | None) -> None:
+    def __init__(self, minutes: float | None, agree: Callable[[bool], bool] = bool) -> None:
+        """``agree``: combines the ranks' answers (a distributed run stops all ranks at the same step)."""
         self.deadline = time.monotonic() + 60 * minutes if minutes else None
+        self.agree = agree
         self.epoch = 0
 
     def over(self) -> bool:
-        """Whether the budget is spent."""
-        return self.deadline is not None and time.monotonic() > self.deadline
+        """Whether the budget is spent (on any rank)."""
+        return self.deadline is not None and self.agree(time.monotonic() > self.deadline)
 
     def on_stage_begin(self, stage: Stage, at: Position, control: Control) -> None:
         if self.over():
