@@ -235,7 +235,7 @@ def main() -> None:
         for name, (current, candidate) in scenarios.items():
             arms = Arms()
             cfg = SearchConfig(deadline_s=5.0)
-            server = BackgroundServer(lambda c=current, d=candidate, a=arms: gateway_server(  # type: ignore[misc]
+            server = BackgroundServer(lambda c=current, d=candidate, a=arms, cfg=cfg: gateway_server(  # type: ignore[misc]
                 HybridSearcher([c], config=cfg), ServerOptions(drain_s=0, grace_s=1), candidate=HybridSearcher(
                     [d], config=cfg), arms=a, feedback=KafkaFeedbackSink(settings)))
             with server as srv:

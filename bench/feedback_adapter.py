@@ -58,10 +58,10 @@ def adapter_phase(model: Path, cycle: Path, items: Sequence[Any], bm25: Any, typ
         gen.name = "generative"
         hybrid = HybridSearcher([bm25, gen], fuser=RRF(), config=SearchConfig(deadline_s=120.0))
 
-        def gen_search(texts: list[str]) -> list[list[str]]:
+        def gen_search(texts: list[str], gen: TreeRetriever = gen) -> list[list[str]]:
             return [[h.item_id for h in hits] for hits in gen.retrieve(texts, 10)]
 
-        def hyb_search(texts: list[str]) -> list[list[str]]:
+        def hyb_search(texts: list[str], hybrid: HybridSearcher = hybrid) -> list[list[str]]:
             return [[h.item_id for h in hybrid.search(SearchRequest(query=t, top_k=10)).hits] for t in texts]
 
         for system, fn in (("generative", gen_search), ("hybrid", hyb_search)):

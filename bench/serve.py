@@ -155,7 +155,7 @@ async def _paired(gateway: str, direct: dict[str, str], queries: list[str], conc
 
     gw_lat: list[float] = []
     direct_lat: dict[str, list[float]] = {name: [] for name in direct}
-    errors = {"gw": 0, **{name: 0 for name in direct}}
+    errors = {"gw": 0, **dict.fromkeys(direct, 0)}
     counter = iter(range(len(queries)))
     channels = {name: grpc.aio.insecure_channel(addr) for name, addr in direct.items()}
     async with grpc.aio.insecure_channel(gateway) as gch:

@@ -83,7 +83,7 @@ class Retriever(ABC):
         """
         raise NotImplementedError(f"source {self.name!r} does not score items")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most retrievers hold nothing to release)
         """Release resources (JVM searchers, GPU memory). Idempotent."""
 
 

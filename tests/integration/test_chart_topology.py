@@ -12,7 +12,6 @@ import random
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 

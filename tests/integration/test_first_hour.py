@@ -120,8 +120,8 @@ def test_scripts_and_the_cli_agree_on_a_relative_tandem_home(tmp_path: Path) -> 
     work = tmp_path / "work"
     work.mkdir()
     env = _env(TANDEM_HOME="myhome")
-    cli_home = subprocess.run([sys.executable, "-c", "from tandem.config import get_settings; "
-                               "print(get_settings().home.resolve())"], cwd=work, env=env, capture_output=True,
+    cli_home = subprocess.run([sys.executable, "-c", ("from tandem.config import get_settings; "
+                                                        "print(get_settings().home.resolve())")], cwd=work, env=env, capture_output=True,
                               text=True, timeout=60, check=True).stdout.strip()
     assert Path(cli_home) == work / "myhome"
     redis = [str(REPO / "scripts" / "redis.sh")]

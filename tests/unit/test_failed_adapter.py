@@ -10,7 +10,6 @@ import pytest
 
 from tandem.errors import CorruptArtifact
 from tandem.failed.cycle import corrective_pairs
-from tandem_testing.tiny_catalog import tiny_catalog
 
 
 def test_corrective_pairs_read_a_cycle_folder_and_name_a_bad_line(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def _synthetic(n: int, seed: int) -> list[Example]:
         gen = sorted(items, key=lambda i: (i not in rel, rng.random()))[:6]
         lists = [_rl("bm25", "query", [(i, 10.0 - r) for r, i in enumerate(bm)]),
                  _rl("gen", "query", [(i, -float(r)) for r, i in enumerate(gen)])]
-        out.append(Example(lists, {i: 4 for i in rel}))
+        out.append(Example(lists, dict.fromkeys(rel, 4)))
     return out
 
 

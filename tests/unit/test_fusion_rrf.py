@@ -79,9 +79,9 @@ def test_contract_on_random_lists(lists: list[tuple[str, list[str]]], k: int) ->
     ids = [h.item_id for h in fused]
     assert len(ids) == len(set(ids)) <= k
     assert all(a.score >= b.score for a, b in zip(fused, fused[1:]))
-    everything = {i for _, l in lists for i in l}
+    everything = {i for _, ids_ in lists for i in ids_}
     assert len(ids) == min(k, len(everything))
     for h in fused:
         sources = [e.source for e in h.provenance]
         assert len(sources) == len(set(sources))
-        assert set(sources) == {s for s, l in lists if h.item_id in l}
+        assert set(sources) == {s for s, ids_ in lists if h.item_id in ids_}

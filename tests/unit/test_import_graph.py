@@ -278,10 +278,10 @@ def test_checker_reports_each_kind_of_violation(tmp_path: Path) -> None:
     bad = layer_violations(edges)
     assert bad == [
         "platform/tandem/a.py:2: tandem.a imports tandem_services.server (the core imports no layer above it)",
-        "platform/tandem/generative/m.py:1: tandem.generative.m imports tandem.training.peft "
-        "(generative (serving) never imports training)",
-        "services/tandem_services/server.py:2: tandem_services.server imports tandem_pipelines.x "
-        "(services import only the core)",
+        ("platform/tandem/generative/m.py:1: tandem.generative.m imports tandem.training.peft "
+         "(generative (serving) never imports training)"),
+        ("services/tandem_services/server.py:2: tandem_services.server imports tandem_pipelines.x "
+         "(services import only the core)"),
     ]
     # b <-> c is a cycle (relative and absolute imports); d -> e is type-only, so d, e is not.
     assert describe_cycles(cycles(known, edges)) == [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -62,7 +63,8 @@ def _ids(reply: search_pb2.SearchResponse) -> list[tuple[str, float]]:
 
 def test_gateway_personalises_known_users_only_and_emits_failed_searches() -> None:
     vectors = _vectors()
-    spec = dict(sources=[TermOverlapRetriever(ITEMS, name="bm25")], catalog=InMemoryCatalog(ITEMS), fusion="rrf")
+    spec: dict[str, Any] = {"sources": [TermOverlapRetriever(ITEMS, name="bm25")], "catalog": InMemoryCatalog(ITEMS),
+                            "fusion": "rrf"}
     plain = build_searcher(SearcherSpec(**spec))
     personal = build_searcher(SearcherSpec(**spec, personal=PersonalSpec(store=_store(vectors), vectors=vectors)))
     emitter, requests = FailedSearchEmitter(Publisher(), batch=1), RequestLogEmitter(Publisher(), batch=1)

@@ -119,7 +119,10 @@ def test_searcher_personalises_known_users_only_and_survives_a_dead_store():
     ProfileApplier(store, _vectors()).apply([_click("b", T0), _click("b", T0 + 1, rid="r2")])
     fuser = PersonalFuser(RRF(), {"profile_sim": 1.0, "profile_prefix1": 1.0})
     searcher = HybridSearcher([_Fixed()], fuser=fuser, personal=ProfileReader(store, _vectors(), clock=lambda: T0 + 2))
-    ids = lambda user: [h.item_id for h in searcher.search(SearchRequest(query="drill", top_k=3, user_id=user)).hits]
+
+    def ids(user: str) -> list[str]:
+        return [h.item_id for h in searcher.search(SearchRequest(query="drill", top_k=3, user_id=user)).hits]
+
     assert ids("") == ids("stranger") == ["a", "a2", "b"]
     assert ids("u1")[0] == "b"
     dead = HybridSearcher([_Fixed()], fuser=fuser, personal=ProfileReader(

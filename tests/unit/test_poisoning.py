@@ -25,13 +25,13 @@ CLEAN_TITLES = [
     "Sunjoy Calais 8 ft. x 5 ft. x 8 ft. Steel Tile Fabric Grill Gazebo",
     "Foremost Naples 25 in. W x 22 in. D x 34 in. H Vanity in Warm Cinnamon with Granite Vanity Top in Beige",
     "Pro-Lift Z-Creeper 2-in-1 Creeper and Creeper Seat",
-    "Starlight Hot Tubs Northern Star 6-Person 45-Jet Lounge Spa with Bluetooth Sound System, Waterfall, "
-    "Colored LED Cabinet/Jet Mood Lighting",
+    ("Starlight Hot Tubs Northern Star 6-Person 45-Jet Lounge Spa with Bluetooth Sound System, Waterfall, "
+     "Colored LED Cabinet/Jet Mood Lighting"),
     "Toro Personal Pace Recycler 22 in. Variable Speed Self-Propelled Gas Lawn Mower with Briggs & Stratton Engine",
 ]
 CLEAN_DESCRIPTIONS = [
-    "This cordless drill has a brushless motor that delivers more power and a longer run time than brushed "
-    "models, and the two-speed gearbox lets you switch between driving screws and drilling holes.",
+    ("This cordless drill has a brushless motor that delivers more power and a longer run time than brushed "
+     "models, and the two-speed gearbox lets you switch between driving screws and drilling holes."),
     "Includes drill, charger, two batteries and a contractor bag. Compatible with all 20V tools from the brand.",
 ]
 TARGET = "outdoor patio heater"

@@ -37,7 +37,7 @@ def _examples(n: int, seed: int) -> list[Example]:
         bm = sorted(items, key=lambda i: (i in rel, rng.random()))
         gen = sorted(items, key=lambda i: (i not in rel, rng.random()))[:4]
         out.append(Example([_rl("bm25", [(i, 8.0 - r) for r, i in enumerate(bm)]),
-                            _rl("generative", [(i, -float(r)) for r, i in enumerate(gen)])], {i: 4 for i in rel}))
+                            _rl("generative", [(i, -float(r)) for r, i in enumerate(gen)])], dict.fromkeys(rel, 4)))
     return out
 
 

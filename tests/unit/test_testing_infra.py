@@ -185,11 +185,11 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
 
     parent = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; sys.path.insert(0, sys.argv[1]); "
-         "from test_testing_infra import ShellServer; "
-         "from pathlib import Path; "
-         "s = ShellServer('touch ready.$$; exec sleep 60', data_dir=Path(sys.argv[2])).start(); "
-         "print(s.pid, flush=True); time.sleep(60)",
+         ("import sys, time; sys.path.insert(0, sys.argv[1]); "
+          "from test_testing_infra import ShellServer; "
+          "from pathlib import Path; "
+          "s = ShellServer('touch ready.$$; exec sleep 60', data_dir=Path(sys.argv[2])).start(); "
+          "print(s.pid, flush=True); time.sleep(60)"),
          str(Path(__file__).parent), str(tmp_path / "server")],
         stdout=subprocess.PIPE, text=True,
     )

@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tandem.catalog.events import ItemEvent
 from tandem_testing.faults import ScenarioResult
 from tandem_testing.ingest_faults import _wait, audit_ingest, expected_state, store_seq, synthetic_events
 

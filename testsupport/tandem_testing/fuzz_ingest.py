@@ -122,7 +122,7 @@ def consumer_for(store: Any) -> Any:
 
 
 _huge_records = st.builds(
-    lambda i, v: (i.encode(), ('{"op":"upsert","item":{"item_id":"%s","title":"x"},"version":%d}' % (i, v)).encode()),
+    lambda i, v: (i.encode(), ('{"op":"upsert","item":{"item_id":"%s","title":"x"},"version":%d}' % (i, v)).encode()),  # noqa: UP031 (JSON braces)
     _ids, _wild_versions)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -34,8 +34,8 @@ POLICY_ENV = "TANDEM_CANARY_POLICY"
 
 Gateways = Annotated[list[str], typer.Option(
     "--gateway", help="host:port of a gateway replica; repeat for every replica (each gets the plan).")]
-Token = Annotated[Optional[str], typer.Option(envvar="TANDEM_ADMIN_TOKEN", help="Admin bearer token.")]
-TlsCa = Annotated[Optional[Path], typer.Option(help="PEM CA of the gateways (turns TLS on).")]
+Token = Annotated[str | None, typer.Option(envvar="TANDEM_ADMIN_TOKEN", help="Admin bearer token.")]
+TlsCa = Annotated[Path | None, typer.Option(help="PEM CA of the gateways (turns TLS on).")]
 
 
 def _control(gateways: list[str], token: str | None, tls_ca: Path | None) -> Any:
@@ -98,22 +98,22 @@ def _stages(value: str | None) -> tuple[float, ...] | None:
 @app.command("run")
 def run(
     gateway: Gateways,
-    feedback_store: Annotated[Optional[Path], typer.Option(
+    feedback_store: Annotated[Path | None, typer.Option(
         help="Feedback store to judge quality from (needed for interleave mode).")] = None,
     follow: Annotated[bool, typer.Option(
         help="Replay tandem.feedback into --feedback-store while running (TANDEM_KAFKA_* settings).")] = False,
-    policy: Annotated[Optional[Path], typer.Option(
+    policy: Annotated[Path | None, typer.Option(
         help="JSON with CanaryPolicy fields (default: $TANDEM_CANARY_POLICY, the chart's gateway.canary.policy).")] = None,
-    stages: Annotated[Optional[str], typer.Option(help="Shares, e.g. 0.01,0.1,0.5,1 (last must be 1).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="interleave or split.")] = None,
-    min_requests: Annotated[Optional[int], typer.Option(help="Candidate requests a stage needs.")] = None,
-    min_quality: Annotated[Optional[int], typer.Option(help="Requests with feedback a stage needs.")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="Significance level of the quality tests.")] = None,
-    max_error_rate_increase: Annotated[Optional[float], typer.Option(help="Allowed error-rate increase.")] = None,
-    max_p99_ratio: Annotated[Optional[float], typer.Option(help="Allowed p99 as a multiple of current's.")] = None,
-    p99_slack_ms: Annotated[Optional[float], typer.Option(help="Absolute p99 allowance, ms.")] = None,
+    stages: Annotated[str | None, typer.Option(help="Shares, e.g. 0.01,0.1,0.5,1 (last must be 1).")] = None,
+    mode: Annotated[str | None, typer.Option(help="interleave or split.")] = None,
+    min_requests: Annotated[int | None, typer.Option(help="Candidate requests a stage needs.")] = None,
+    min_quality: Annotated[int | None, typer.Option(help="Requests with feedback a stage needs.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Significance level of the quality tests.")] = None,
+    max_error_rate_increase: Annotated[float | None, typer.Option(help="Allowed error-rate increase.")] = None,
+    max_p99_ratio: Annotated[float | None, typer.Option(help="Allowed p99 as a multiple of current's.")] = None,
+    p99_slack_ms: Annotated[float | None, typer.Option(help="Absolute p99 allowance, ms.")] = None,
     poll_s: Annotated[float, typer.Option(help="Seconds between judgements.")] = 15.0,
-    timeout_s: Annotated[Optional[float], typer.Option(help="Give up (share unchanged) after this long.")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Give up (share unchanged) after this long.")] = None,
     token: Token = None,
     tls_ca: TlsCa = None,
 ) -> None:
@@ -242,23 +242,23 @@ def set_share(
 # The candidate version and the feedback sink of `tandem serve gateway|--all-in-one`, here so
 # serve.py only names them (see canary_parts).
 
-CandidateGenerative = Annotated[Optional[str], typer.Option(
+CandidateGenerative = Annotated[str | None, typer.Option(
     help="host:port of a generative RetrieverService serving the candidate version (its model + adapter): "
          "turns the canary on (tandem canary run moves the share).")]
-CandidateModel = Annotated[Optional[Path], typer.Option(
+CandidateModel = Annotated[Path | None, typer.Option(
     help="Candidate generative model directory (all-in-one): turns the canary on.")]
-CandidateAdapter = Annotated[Optional[Path], typer.Option(help="Adapter folder merged into --candidate-model.")]
-CandidateFusionModel = Annotated[Optional[Path], typer.Option(
+CandidateAdapter = Annotated[Path | None, typer.Option(help="Adapter folder merged into --candidate-model.")]
+CandidateFusionModel = Annotated[Path | None, typer.Option(
     help="The candidate's learned fusion model (default: current's fusion).")]
 CanaryShare = Annotated[float, typer.Option(
     help="Share of users (0..1) routed to the candidate at start; `tandem canary run` moves it.")]
 CanaryMode = Annotated[str, typer.Option(help="interleave (team-draft lists of both arms) or split.")]
-CanaryPolicyFile = Annotated[Optional[Path], typer.Option(
+CanaryPolicyFile = Annotated[Path | None, typer.Option(
     help="CanaryPolicy JSON (stages and thresholds, split mode): run the controller inside this server on its "
          "own per-arm windows, rolling back automatically.")]
 FeedbackKafka = Annotated[bool, typer.Option(
     help="FeedbackService writes to the tandem.feedback topic (TANDEM_KAFKA_* settings).")]
-FeedbackFile = Annotated[Optional[Path], typer.Option(
+FeedbackFile = Annotated[Path | None, typer.Option(
     help="FeedbackService appends events to this JSONL file (no broker; `tandem stream feedback --from-file`).")]
 
 

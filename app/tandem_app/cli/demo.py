@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 
 def demo(
-    data: Annotated[Optional[Path], typer.Option(
+    data: Annotated[Path | None, typer.Option(
         "--data", help="Home Depot folder (default: TANDEM_DATA/homedepot or ../shared/data/homedepot).")] = None,
     dev_queries: Annotated[int, typer.Option("--dev-queries", help="Dev queries sampled and evaluated.")] = 40,
     train_queries: Annotated[int, typer.Option("--train-queries", help="Train queries sampled for training.")] = 80,

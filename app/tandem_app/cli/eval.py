@@ -218,7 +218,7 @@ def eval_command(
                 start = time.perf_counter()
                 with Progress(console=console, transient=True) as progress:
                     task = progress.add_task(f"{label}: retrieving", total=len(qs))
-                    ranked = run_retriever(retriever, qs, k=k, progress=lambda n: progress.advance(task, n))
+                    ranked = run_retriever(retriever, qs, k=k, progress=lambda n, t=task: progress.advance(t, n))
                 timings[label] = time.perf_counter() - start
                 if robustness:
                     with console.status(f"{label}: perturbed query sets"):

@@ -9,7 +9,7 @@ probes every ``tandem.v1`` service by name, so it works against any ``tandem ser
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -113,8 +113,8 @@ def _check_until_serving(server: str, options: Any, timeout_s: float, wait_s: fl
 
 def health(
     server: Annotated[str, typer.Option(help="host:port of a running `tandem serve` (gateway or any service).")],
-    token: Annotated[Optional[str], typer.Option(envvar="TANDEM_TOKEN", help="Bearer token, if the server wants one.")] = None,
-    tls_ca: Annotated[Optional[Path], typer.Option(help="PEM CA of --server (turns TLS on).")] = None,
+    token: Annotated[str | None, typer.Option(envvar="TANDEM_TOKEN", help="Bearer token, if the server wants one.")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of --server (turns TLS on).")] = None,
     timeout_s: Annotated[float, typer.Option(help="Deadline of each check, seconds.")] = 3.0,
     wait_s: Annotated[float, typer.Option(
         help="Keep asking for up to this many seconds until the server is SERVING (a server starting up).")] = 0.0,

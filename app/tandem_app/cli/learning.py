@@ -16,25 +16,25 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-PModel = Annotated[Optional[Path], typer.Option(
+PModel = Annotated[Path | None, typer.Option(
     help="v2 model folder whose item vectors build user profiles: personalises requests with a known user_id.")]
-PRedis = Annotated[Optional[str], typer.Option(
+PRedis = Annotated[str | None, typer.Option(
     envvar="TANDEM_PROFILES_REDIS_URL", help="Redis of the user profiles (redis://host:port/db); unset = in-process.")]
-PWeights = Annotated[Optional[Path], typer.Option(
+PWeights = Annotated[Path | None, typer.Option(
     help="Personal re-ranking weights (tandem.personal.weights/1 JSON); default: built-in weights.")]
 PConsume = Annotated[bool, typer.Option(
     help="Fold tandem.feedback into the profiles inside this process (TANDEM_KAFKA_* settings).")]
 FailedKafka = Annotated[bool, typer.Option(
     help="Publish failed searches to tandem.failed-queries (TANDEM_KAFKA_* settings).")]
-FailedMin = Annotated[Optional[float], typer.Option(
+FailedMin = Annotated[float | None, typer.Option(
     help="A search whose best fused score is under this counts as failed (default: zero hits only).")]
 
 
-def personal_spec(model: Optional[Path], redis_url: Optional[str], weights: Optional[Path]) -> Any:
+def personal_spec(model: Path | None, redis_url: str | None, weights: Path | None) -> Any:
     """The :class:`~tandem.personal.serving.PersonalSpec` of the options (``None``: off), with
     its store and vectors opened once so the current and the candidate searcher share them."""
     if model is None:
@@ -73,7 +73,7 @@ def _supervised(make: Any, backoff_s: float = 5.0) -> None:
             time.sleep(backoff_s)
 
 
-def learn_parts(searcher: Any, consume: bool, failed_kafka: bool, min_score: Optional[float],
+def learn_parts(searcher: Any, consume: bool, failed_kafka: bool, min_score: float | None,
                 feedback_kafka: bool = False) -> dict[str, Any]:
     """The ``observers`` keyword argument of the gateway servers (the failed-search emitter; with
     ``feedback_kafka`` the request-log emitter, whose records join the feedback to its queries),

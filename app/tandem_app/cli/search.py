@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from tandem.search.results import SearchResult
 
 
-def _filters(price_min: Optional[float], price_max: Optional[float], category: Optional[str],
-             brand: Optional[str]) -> list[Any]:
+def _filters(price_min: float | None, price_max: float | None, category: str | None,
+             brand: str | None) -> list[Any]:
     from tandem.search.request import FilterSpec
 
     out = []
@@ -52,27 +52,27 @@ def _print(query: str, hits: list[tuple[str, float, str, list[tuple[str, int, fl
 def search(
     query: Annotated[str, typer.Argument(help="The query text.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Number of hits (1..1000).")] = 10,
-    server: Annotated[Optional[str], typer.Option(help="host:port of a running gateway.")] = None,
-    token: Annotated[Optional[str], typer.Option(envvar="TANDEM_TOKEN", help="Bearer token for --server.")] = None,
-    tls_ca: Annotated[Optional[Path], typer.Option(help="PEM CA of --server (turns TLS on).")] = None,
-    index: Annotated[Optional[Path], typer.Option(
+    server: Annotated[str | None, typer.Option(help="host:port of a running gateway.")] = None,
+    token: Annotated[str | None, typer.Option(envvar="TANDEM_TOKEN", help="Bearer token for --server.")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of --server (turns TLS on).")] = None,
+    index: Annotated[Path | None, typer.Option(
         help="Local Lucene index, without --server (default: <home>/indexes/bm25, what `tandem index build` writes).")] = None,
     source: Annotated[str, typer.Option(help="Local sources: `sparse` (BM25) or `hybrid` (+ generative).")] = "sparse",
-    generative_factory: Annotated[Optional[str], typer.Option(
+    generative_factory: Annotated[str | None, typer.Option(
         help="module:callable returning the generative Retriever (hybrid without a model dir).")] = None,
     generative_arg: Annotated[list[str], typer.Option(help="Argument for --generative-factory.")] = [],  # noqa: B006
-    model: Annotated[Optional[Path], typer.Option(help="Generative model directory (hybrid).")] = None,
-    price_min: Annotated[Optional[float], typer.Option(help="Only items at or above this price.")] = None,
-    price_max: Annotated[Optional[float], typer.Option(help="Only items at or below this price.")] = None,
-    category: Annotated[Optional[str], typer.Option(help="Only items under this category path (a/b/c).")] = None,
-    brand: Annotated[Optional[str], typer.Option(help="Only items of this brand.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Generative model directory (hybrid).")] = None,
+    price_min: Annotated[float | None, typer.Option(help="Only items at or above this price.")] = None,
+    price_max: Annotated[float | None, typer.Option(help="Only items at or below this price.")] = None,
+    category: Annotated[str | None, typer.Option(help="Only items under this category path (a/b/c).")] = None,
+    brand: Annotated[str | None, typer.Option(help="Only items of this brand.")] = None,
     timeout_ms: Annotated[float, typer.Option(help="Deadline of the search, ms.")] = 5000.0,
-    intent_model: Annotated[Optional[Path], typer.Option(
+    intent_model: Annotated[Path | None, typer.Option(
         help="Local: intent decomposer fitted by `tandem intent fit` (as `tandem serve --intent-model`).")] = None,
     fusion: Annotated[str, typer.Option(
         help="Local: rrf, minmax, zscore, learned or auto, chosen as `tandem serve --fusion` chooses.")] = "auto",
-    fusion_model: Annotated[Optional[Path], typer.Option(help="Local: learned fusion model (JSON).")] = None,
-    catalog: Annotated[Optional[Path], typer.Option(
+    fusion_model: Annotated[Path | None, typer.Option(help="Local: learned fusion model (JSON).")] = None,
+    catalog: Annotated[Path | None, typer.Option(
         help="Local: items JSONL for titles and filters (default: the index's stored fields).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON instead of a table.")] = False,
 ) -> None:
@@ -100,7 +100,7 @@ def search(
         raise typer.Exit(2) from None
 
 
-def _remote(query: str, top_k: int, filters: list, server: str, token: Optional[str], tls_ca: Optional[Path],
+def _remote(query: str, top_k: int, filters: list, server: str, token: str | None, tls_ca: Path | None,
             timeout_ms: float, show: Callable[..., None]) -> None:
     import grpc
 
@@ -127,15 +127,15 @@ class LocalOptions:
     ``hybrid``: plus the generative model of ``model`` or ``generative_factory``) and the
     choices that decide the ranking, named as ``tandem serve`` names them."""
 
-    index: Optional[Path] = None
+    index: Path | None = None
     source: str = "sparse"
-    generative_factory: Optional[str] = None
+    generative_factory: str | None = None
     generative_arg: list[str] = field(default_factory=list)
-    model: Optional[Path] = None
-    intent_model: Optional[Path] = None
+    model: Path | None = None
+    intent_model: Path | None = None
     fusion: str = "auto"
-    fusion_model: Optional[Path] = None
-    catalog: Optional[Path] = None
+    fusion_model: Path | None = None
+    catalog: Path | None = None
 
 
 def _sources(opts: LocalOptions) -> list[Any]:

@@ -7,7 +7,7 @@ imported inside the commands only (the core never imports them at module level).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -26,7 +26,7 @@ app = typer.Typer(help="Run Tandem's gRPC services: gateway, sparse, generative,
 
 
 def _options(host: str, port: int, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing: bool,
-             health_port: int = 0, *, admin_token_file: Optional[Path] = None, reflection: bool = True) -> Any:
+             health_port: int = 0, *, admin_token_file: Path | None = None, reflection: bool = True) -> Any:
     from tandem_services.server import ServerOptions
 
     try:
@@ -81,7 +81,7 @@ def _run(build, metrics_port: int, log_level: str) -> None:
         raise typer.Exit(2) from None
 
 
-def _target(value: Optional[str], option: str, many: bool = False) -> Optional[str]:
+def _target(value: str | None, option: str, many: bool = False) -> str | None:
     """A downstream ``HOST:PORT`` (``many``: comma-separated ones) checked (a bare host would dial port 443)."""
     from tandem_app.cli._options import server_address
     from tandem.errors import InvalidInput
@@ -103,7 +103,7 @@ def _watch_cache(server: Any, cache: Any) -> Any:
     return server
 
 
-def _intents(intent_model: Optional[Path]) -> Any:
+def _intents(intent_model: Path | None) -> Any:
     if intent_model is None:
         return None
     from tandem.intent.decomposer import CatalogIntentDecomposer
@@ -111,9 +111,9 @@ def _intents(intent_model: Optional[Path]) -> Any:
     return CatalogIntentDecomposer.load(intent_model)
 
 
-def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str], deadline_ms: float,
-              intents: Any = None, fusion: str = "auto", fusion_model: Optional[Path] = None,
-              model: Optional[Path] = None, registry: Optional[str] = None, live_catalog: Any = None,
+def _searcher(retrievers: list, catalog: Path | None, redis_url: str | None, deadline_ms: float,
+              intents: Any = None, fusion: str = "auto", fusion_model: Path | None = None,
+              model: Path | None = None, registry: str | None = None, live_catalog: Any = None,
               personal: Any = None) -> Any:
     """The searcher of a server, by :func:`tandem.search.build.build_searcher` (what ``tandem
     search`` and ``tandem eval --system hybrid`` use too). Its catalog: ``--catalog``, else
@@ -135,9 +135,9 @@ def _searcher(retrievers: list, catalog: Optional[Path], redis_url: Optional[str
         raise typer.BadParameter(str(exc)) from None
 
 
-def _generative(model: Optional[Path], factory: Optional[str], factory_arg: list[str],
-                adapter: Optional[Path] = None, registry: Optional[str] = None, poll_s: float = 30.0,
-                shard: Optional[str] = None) -> Any:
+def _generative(model: Path | None, factory: str | None, factory_arg: list[str],
+                adapter: Path | None = None, registry: str | None = None, poll_s: float = 30.0,
+                shard: str | None = None) -> Any:
     from tandem_services.app import load_generative
 
     if poll_s <= 0:
@@ -218,23 +218,23 @@ def serve(
 @app.command()
 def gateway(
     sparse: Annotated[str, typer.Option(help="host:port of the sparse (BM25) RetrieverService.")],
-    generative: Annotated[Optional[str], typer.Option(help="host:port of the generative RetrieverService; shards "
+    generative: Annotated[str | None, typer.Option(help="host:port of the generative RetrieverService; shards "
                                                       "of a sharded one comma-separated, shard 0 first.")] = None,
-    intent: Annotated[Optional[str], typer.Option(
+    intent: Annotated[str | None, typer.Option(
         help="host:port of the IntentService (default: whole query).")] = None,
     intent_model: IntentModel = None, fusion: Fusion = "auto", fusion_model: FusionModel = None,
-    registry: Annotated[Optional[str], typer.Option(
+    registry: Annotated[str | None, typer.Option(
         "--registry", help="With --generative: the registry that service serves (its --registry); --fusion auto "
                            "takes the fusion model promoted with its current base-model.")] = None,
     catalog: Catalog = None, redis_url: RedisUrl = None, deadline_ms: DeadlineMs = 2000.0,
-    downstream_token: Annotated[Optional[str], typer.Option(envvar="TANDEM_DOWNSTREAM_TOKEN",
+    downstream_token: Annotated[str | None, typer.Option(envvar="TANDEM_DOWNSTREAM_TOKEN",
                                                             help="Bearer token for the retriever services.")] = None,
-    downstream_ca: Annotated[Optional[Path], typer.Option(help="PEM CA of the retriever services (TLS).")] = None,
+    downstream_ca: Annotated[Path | None, typer.Option(help="PEM CA of the retriever services (TLS).")] = None,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50051,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
     auth_token_file: TokenFile = None, metrics_port: MetricsPort = 0, log_level: LogLevel = "INFO",
     tracing: Tracing = False, health_port: HealthPort = 0,
-    admin_token_file: Annotated[Optional[Path], typer.Option(
+    admin_token_file: Annotated[Path | None, typer.Option(
         help="Admin bearer tokens, one per line: only they may call AdminService or ask for `debug`; "
              "--auth-token-file tokens then only search.")] = None,
     reflection: Annotated[bool, typer.Option(
@@ -293,7 +293,7 @@ def sparse_cmd(
     wait_for_index: Annotated[bool, typer.Option(
         help="When --index does not exist yet (the ingest consumer writes it on its first events), serve "
              "UNAVAILABLE until it does instead of exiting.")] = False,
-    snapshots: Annotated[Optional[str], typer.Option(
+    snapshots: Annotated[str | None, typer.Option(
         help="Serve the index snapshots the ingest consumer publishes to this registry (URI, or 'default': "
              "TANDEM_ARTIFACTS_URI, else <home>/registry) instead of a live index: for readers on other nodes. "
              "--index is then the local folder they are unpacked into.")] = None,
@@ -323,7 +323,7 @@ def sparse_cmd(
 def generative_cmd(
     model: Model = None, factory: Factory = None, factory_arg: FactoryArg = [],  # noqa: B006
     adapter: AdapterDir = None, registry: RegistryUri = None, poll_s: PollS = 30.0,
-    max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0, shard: Annotated[Optional[str], typer.Option(
+    max_batch: MaxBatch = 32, max_wait_ms: MaxWaitMs = 5.0, shard: Annotated[str | None, typer.Option(
         help="i/N: serve only shard i of N of --model (by top-level ID code; the gateway merges the shards).")] = None,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50053,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,
@@ -348,7 +348,7 @@ def generative_cmd(
 
 @app.command()
 def intent(
-    factory: Annotated[Optional[str], typer.Option(help="module:callable returning an IntentDecomposer.")] = None,
+    factory: Annotated[str | None, typer.Option(help="module:callable returning an IntentDecomposer.")] = None,
     model: IntentModel = None,
     host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="TCP port.")] = 50054,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,

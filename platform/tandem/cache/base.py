@@ -118,5 +118,5 @@ class ResultCache(ABC):
         """Which cache this is, for logs (backend and address; never credentials)."""
         return self.backend
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most caches hold nothing to release)
         """Release connections. Idempotent."""

@@ -78,7 +78,7 @@ def evaluate(
         hits = run.get(qid, [])
         scored.extend(ir_measures.ScoredDoc(qid, docid, float(len(hits) - rank)) for rank, (docid, _) in enumerate(hits))
     sub_qrels = [ir_measures.Qrel(qid, docid, grade) for qid in judged for docid, grade in qrels[qid].items()]
-    per_query: dict[str, dict[str, float]] = {q: {n: 0.0 for n in names} for q in judged}
+    per_query: dict[str, dict[str, float]] = {q: dict.fromkeys(names, 0.0) for q in judged}
     by_obj = dict(zip(parsed, names))
     for m in ir_measures.iter_calc(parsed, sub_qrels, scored):
         per_query[m.query_id][by_obj[m.measure]] = float(m.value)

@@ -59,4 +59,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tandem.search' has no attribute {name!r}")
 
 
-__all__ = sorted([*_HOMES, *_INTENT])
+#: Spelled out (not derived from the tables above) so linters and type checkers see the re-exports.
+__all__ = [
+    "CacheMiss", "DeadlineAware", "FILTER_FIELDS", "FILTER_INTENT", "FilterSpec", "HybridSearcher",
+    "InMemoryCatalog", "Intent", "IntentDecomposer", "ItemLookup", "ItemMeta", "RecentMemo", "ResultHit",
+    "SearchConfig", "SearchRequest", "SearchResult", "SearcherSpec", "SerializedRetriever", "StoredFieldsLookup",
+    "WholeQuery", "build_searcher", "check_filter_count", "intent_filters", "validate_request",
+]
+assert sorted(__all__) == sorted([*_HOMES, *_INTENT])

@@ -60,7 +60,7 @@ def read_pseudo_queries(path: Path) -> dict[str, list[str]]:
     """``item_id → queries`` from a ``pseudo_queries.jsonl``."""
     out: dict[str, list[str]] = {}
     try:
-        for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):  # noqa: B007 (n: the error line)
             if line.strip():
                 row = json.loads(line)
                 out[str(row["item_id"])] = [str(q) for q in row["queries"]]

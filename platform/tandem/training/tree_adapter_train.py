@@ -151,7 +151,7 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     from tandem.generative.tree_model import tree_loss
 
     t1, samples, epochs = time.perf_counter(), 0, 0
-    for epochs in range(1, cfg.tree_epochs + 1):
+    for epochs in range(1, cfg.tree_epochs + 1):  # noqa: B007 (the summary reports the last epoch)
         model.train()
         for batch, _ in batches(parts, cfg.batch_size, rng):
             q, st, mk = cache.batch(batch.rows)
