@@ -24,12 +24,16 @@ TRAIN_MEMORY = "8G"
 
 
 def make_base_pipeline(
-    gpus: int = 0, train_cpu: str = TRAIN_CPU, train_memory: str = TRAIN_MEMORY
+    gpus: int = 0, train_cpu: str = TRAIN_CPU, train_memory: str = TRAIN_MEMORY, training_workers: int = 1,
+    training_pvc: str = "tandem-training", training_namespace: str = "kubeflow",
 ) -> Callable[..., Any]:
     """The base pipeline with the training task's resources fixed at compile time.
 
     ``gpus`` > 0 requests that many NVIDIA GPUs for training (the trainer uses CUDA when
     present); the checked-in ``pipelines/compiled/base.yaml`` is the CPU variant.
+    ``training_workers`` > 1 runs v2 training as a Kubeflow Training Operator ``PyTorchJob``
+    of that many replicas (each with these resources) sharing the PVC ``training_pvc``
+    (:mod:`tandem_pipelines.pytorchjob`); 1 keeps the single-pod step.
     """
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Monthly Tandem base model: snapshot, semantic IDs, staged "
@@ -68,18 +72,43 @@ def make_base_pipeline(
         prep = c.prepare_training_data(snapshot=snap.outputs["snapshot"], profile=profile, seed=seed,
                                        architecture=architecture)
         prep.set_display_name("pseudo-queries and hard negatives")
-        train = c.train_generative(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
-                                   training_data=prep.outputs["training_data"], profile=profile,
-                                   model_size=model_size, seed=seed, architecture=architecture
-                                   ).set_display_name("train generative")
-        train.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
-        if gpus:
-            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        if training_workers > 1:
+            train = _pytorchjob_step(snap, ids, profile, model_size, seed, training_workers, training_namespace,
+                                     training_pvc, train_cpu, train_memory, gpus)
+        else:
+            train = c.train_generative(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
+                                       training_data=prep.outputs["training_data"], profile=profile,
+                                       model_size=model_size, seed=seed, architecture=architecture
+                                       ).set_display_name("train generative")
+            train.set_cpu_request(train_cpu).set_memory_request(train_memory).set_memory_limit(train_memory)
+            if gpus:
+                train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
         publish_steps(snap, train.outputs["model"], ids.outputs["id_map"], registry_uri=registry_uri, seed=seed,
                       ndcg_tolerance=ndcg_tolerance, min_exact_match=min_exact_match,
                       fusion_max_queries=fusion_max_queries, train_cpu=train_cpu, train_memory=train_memory, gpus=gpus)
 
     return base_pipeline
+
+
+def _pytorchjob_step(snap: Any, ids: Any, profile: Any, model_size: Any, seed: Any, workers: int, namespace: str,
+                     pvc: str, cpu: str, memory: str, gpus: int) -> Any:
+    """The training task that submits a ``PyTorchJob`` and waits for it (v2 only: the job runs
+    ``tandem train generative``, whose distributed path is the tree trainer's)."""
+    from tandem.errors import InvalidInput
+    from tandem_pipelines.pytorchjob import SHARED_MOUNT, train_generative_pytorchjob
+
+    try:
+        from kfp import kubernetes  # kfp-kubernetes: mounts the shared PVC on the submitting task
+    except ImportError:
+        raise InvalidInput("`training_workers` > 1 needs the `kfp-kubernetes` package (pip install "
+                           "kfp-kubernetes) to mount the shared training volume") from None
+
+    task = train_generative_pytorchjob(snapshot=snap.outputs["snapshot"], id_map=ids.outputs["id_map"],
+                                       profile=profile, model_size=model_size, seed=seed, workers=workers,
+                                       namespace=namespace, pvc=pvc, cpu=cpu, memory=memory, gpus=gpus)
+    task.set_display_name(f"train generative (PyTorchJob x{workers})")
+    kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=SHARED_MOUNT)
+    return task
 
 
 def publish_steps(snap: Any, model: Any, id_map: Any, *, registry_uri: Any, seed: Any, ndcg_tolerance: Any,
