@@ -1,0 +1,1 @@
+"""CRD schemas the pipelines validate rendered manifests against (package data: ``*.json``)."""
