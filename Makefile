@@ -18,7 +18,7 @@ STAMP := $(VENV)/.tandem-deps
 REDIS_PORT ?= 6379
 KAFKA_PORT ?= 9092
 
-.PHONY: help setup venv deps infra up down test test-unit test-integration test-e2e demo proto doctor clean
+.PHONY: help setup venv deps infra up down lint typecheck test test-unit test-integration test-e2e demo proto doctor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -70,6 +70,14 @@ doctor: setup ## Check the machine: deps, JVM, Kafka/Redis when configured, CUDA
 proto: deps ## Regenerate platform/tandem/v1 from proto/tandem/v1
 	@$(PY) scripts/gen_proto.py
 
+lint: deps ## ruff check . (configured in pyproject.toml)
+	@$(VENV)/bin/ruff check .
+
+# mypy keeps its cache in .mypy_cache: a cold run analyses torch and transformers (minutes on a
+# busy 2-core host), later runs take seconds.
+typecheck: deps ## mypy over core, services, pipelines and app (configured in pyproject.toml)
+	@OPENAI_API_KEY=$${OPENAI_API_KEY:-x} $(VENV)/bin/mypy
+
 test-unit: setup ## Unit tests (fast, no servers)
 	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
@@ -81,11 +89,12 @@ test-e2e: setup ## End-to-end tests: pipelines on the ci profile
 
 # One pytest run over every tier, so the closing line counts all tests and
 # "no tests collected" (exit 5) fails the target.
-test: setup ## All tiers: unit, integration, e2e (what CI runs)
+# typecheck joins the prerequisites once `make typecheck` is green (issue 20 item 7: 130 findings left).
+test: setup lint ## ruff, then all tiers: unit, integration, e2e (what CI runs)
 	@$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 demo: setup ## The main job on embedded defaults (see README)
 	@$(VENV)/bin/tandem demo
 
 clean: ## Remove local artifacts (.tandem/); keeps .venv
-	rm -rf .tandem .pytest_cache
+	rm -rf .tandem .pytest_cache .mypy_cache .ruff_cache

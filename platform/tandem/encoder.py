@@ -59,7 +59,7 @@ def packaged_encoder_path() -> Path:
 
 def resolve_encoder(path: str | Path | None) -> Path:
     """``path`` checked as an encoder folder, or the packaged default when ``None``/empty."""
-    folder = packaged_encoder_path() if path in (None, "") else Path(path)  # type: ignore[arg-type]
+    folder = packaged_encoder_path() if path in (None, "") else Path(path)
     check_encoder_folder(folder)
     return folder
 

@@ -117,7 +117,7 @@ def _leave_signals_to_python() -> None:
     drain never run. The JVM starts lazily (at the first index write or search), usually
     after those handlers are installed. Found by a flaky graceful-stop test of the consumer.
     """
-    import jnius_config  # type: ignore[import-not-found]
+    import jnius_config
 
     if not jnius_config.vm_running and "-Xrs" not in jnius_config.get_options():
         jnius_config.add_options("-Xrs")
@@ -129,7 +129,7 @@ def _drop_incubator_vector_option() -> None:
     Pyserini adds the option and starts the JVM in the same import, so the filter has to
     wrap ``jnius_config.add_options`` before ``pyserini`` is imported.
     """
-    import jnius_config  # type: ignore[import-not-found]
+    import jnius_config
 
     if getattr(jnius_config.add_options, "_tandem_filtered", False):
         return

@@ -154,8 +154,8 @@ class RemoteRetriever(Retriever):
         return [[Hit(item_id=h.item_id, score=h.score, source=self.name) for h in hl.hits]
                 for hl in response.results]
 
-    @property  # type: ignore[override]
-    def score_names(self) -> tuple[str, ...]:
+    @property
+    def score_names(self) -> tuple[str, ...]:  # type: ignore[override]  # read-only view of the base class attribute
         """What the server's source scores (from its ``Info``, refreshed with the version)."""
         self.version()  # the first call fetches Info
         return self._score_names

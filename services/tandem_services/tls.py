@@ -49,7 +49,7 @@ def _check_pair(cert: bytes, key: bytes, where: str) -> None:
         raise InvalidInput(f"`tls_key` of {where}: not an unencrypted PEM private key ({exc})") from None
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if (leaf.public_key().public_bytes(serialization.Encoding.DER, spki)
-            != private.public_key().public_bytes(serialization.Encoding.DER, spki)):  # type: ignore[union-attr]
+            != private.public_key().public_bytes(serialization.Encoding.DER, spki)):
         raise InvalidInput(f"`tls_key` does not belong to the certificate {where}")
 
 

@@ -165,7 +165,7 @@ def _sources(opts: LocalOptions) -> list[Any]:
             module, _, attr = opts.generative_factory.partition(":")
             retrievers.append(getattr(importlib.import_module(module), attr)(*opts.generative_arg))
         else:
-            from tandem.generative import load_retriever  # type: ignore[attr-defined]
+            from tandem.generative import load_retriever
 
             retrievers.append(load_retriever(str(opts.model)))
     return retrievers

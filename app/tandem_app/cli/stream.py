@@ -62,7 +62,7 @@ class StatusLine:
             self._thread.join(timeout=5)
 
 
-def _settings(bootstrap: str | None = None, topic: str | None = None):  # type: ignore[no-untyped-def]
+def _settings(bootstrap: str | None = None, topic: str | None = None):
     from tandem.streams.config import StreamSettings
 
     s = StreamSettings()
@@ -99,7 +99,7 @@ def publish(
     console.print(f"published {report.sent} events to {producer.topic}; {len(bad)} invalid lines skipped")
 
 
-def _snapshots(live, uri: str | None, every_s: float, keep: int):  # type: ignore[no-untyped-def]
+def _snapshots(live, uri: str | None, every_s: float, keep: int):
     """The index snapshot publisher for ``--publish-snapshots`` (a no-op context without it)."""
     import contextlib
 

@@ -51,4 +51,4 @@ def generative_system(spec: object) -> Retriever:
 
     opts = {k: v for k, v in (getattr(spec, "options", {}) or {}).items() if k in GENERATIVE_OPTIONS}
     opts.setdefault("num_beams", 100)
-    return load_retriever(model, **opts)  # type: ignore[return-value]
+    return load_retriever(model, **opts)

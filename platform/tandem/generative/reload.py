@@ -200,8 +200,8 @@ class HotSwapRetriever(Retriever):
         finally:
             self._release(slot)
 
-    @property  # type: ignore[override]
-    def score_names(self) -> tuple[str, ...]:
+    @property
+    def score_names(self) -> tuple[str, ...]:  # type: ignore[override]  # read-only view of the base class attribute
         """The served model's :attr:`~tandem.retriever.Retriever.score_names` (v1 T5 models: none)."""
         return tuple(self._slot.retriever.score_names)
 

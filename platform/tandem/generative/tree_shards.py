@@ -171,8 +171,8 @@ def _shallow_copy(model: torch.nn.Module) -> Any:
     """A module sharing ``model``'s parameters whose sub-modules can be replaced independently."""
     clone = model.__class__.__new__(model.__class__)
     clone.__dict__.update(model.__dict__)
-    clone._modules = dict(model._modules)  # type: ignore[assignment]
-    clone._parameters = dict(model._parameters)  # type: ignore[assignment]
+    clone._modules = dict(model._modules)
+    clone._parameters = dict(model._parameters)
     return clone
 
 

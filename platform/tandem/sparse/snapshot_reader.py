@@ -184,11 +184,11 @@ class SnapshotIndex(Retriever):
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """BM25 hits from the served snapshot; :class:`Unavailable` before the first one."""
         validate_queries(queries, k)
-        return self._call(lambda r: r.retrieve(queries, k))  # type: ignore[no-any-return]
+        return self._call(lambda r: r.retrieve(queries, k))
 
     def documents(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Stored fields from the served snapshot (the ``Lookup`` RPC)."""
-        return self._call(lambda r: r.documents(item_ids))  # type: ignore[no-any-return,attr-defined]
+        return self._call(lambda r: r.documents(item_ids))
 
     def version(self) -> str:
         """The served index's version (index id and Lucene commit, as the live index reports it)."""

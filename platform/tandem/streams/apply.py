@@ -84,7 +84,7 @@ class LazyBM25Index:
         self.index_dir = Path(index_dir)
         self._retriever = None
 
-    def _open(self):  # type: ignore[no-untyped-def]  # lazy: pyserini starts the JVM
+    def _open(self):  # lazy: pyserini starts the JVM
         from tandem.sparse import SparseRetriever
 
         if self._retriever is None:
@@ -121,7 +121,7 @@ class LazyBM25Index:
         return int(self._open().delete(ids))
 
     @property
-    def retriever(self):  # type: ignore[no-untyped-def]
+    def retriever(self):
         """The open :class:`~tandem.sparse.SparseRetriever` (opening it when needed)."""
         return self._open()
 

@@ -68,7 +68,7 @@ def batches(parts: Sequence[Samples], batch_size: int, rng: np.random.Generator,
     for k, part in enumerate(parts):
         order = rng.permutation(len(part))
         plan.extend((k, order[s : s + batch_size]) for s in range(0, len(order), batch_size))
-    rng.shuffle(plan)  # type: ignore[arg-type]
+    rng.shuffle(plan)
     if shard is not None:
         plan = shard(plan)
     done = 0
