@@ -97,3 +97,23 @@ def test_adapter_yaml_loads_and_trains_only_when_there_are_new_items() -> None:
         assert task.get("cachingOptions", {}).get("enableCache") is not True, name
     train = spec["deploymentSpec"]["executors"]["exec-train-adapter"]["container"]
     assert train["resources"]["cpuRequest"] == 2 and train["image"].startswith("ghcr.io/tandem-search/tandem")
+
+
+def test_pytorchjob_variant_compiles_loads_and_mounts_the_shared_volume(tmp_path: Path) -> None:
+    """``training_workers`` > 1: the training task submits a PyTorchJob (kfp-kubernetes mounts the PVC)."""
+    from kfp import compiler, components
+
+    from tandem_pipelines.base import make_base_pipeline
+
+    out = tmp_path / "ddp.yaml"
+    compiler.Compiler().compile(make_base_pipeline(training_workers=2, training_pvc="shared-train"), str(out))
+    loaded = components.load_component_from_file(str(out))
+    assert loaded.name == "tandem-base"
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec, platform = docs[0], docs[1] if len(docs) > 1 else {}
+    tasks = spec["root"]["dag"]["tasks"]
+    (train,) = [name for name in tasks if name.startswith("train-generative")]
+    assert "train-fusion" in tasks and train in tasks["train-fusion"]["dependentTasks"]
+    pvcs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert any(m.get("pvcName") == "shared-train" or m.get("constant") == "shared-train"
+               or "shared-train" in str(m) for ex in pvcs.values() for m in ex.get("pvcMount", [])), pvcs
