@@ -84,12 +84,13 @@ class ArmedSearchServicer(search_pb2_grpc.SearchServiceServicer):
         if len(request_id) > MAX_ID_CHARS:
             raise InvalidInput(f"`request_id` is {len(request_id)} characters; the limit is {MAX_ID_CHARS}")
         request_id = request_id or uuid.uuid4().hex
-        route = self.arms.route(request.user_id, request_id) if self.candidate is not None else CURRENT
-        if route == INTERLEAVED:
-            response = await self._interleaved(request, request_id, context)
-        elif route == CANDIDATE:
+        candidate = self.candidate
+        route = self.arms.route(request.user_id, request_id) if candidate is not None else CURRENT
+        if route == INTERLEAVED and candidate is not None:
+            response = await self._interleaved(request, request_id, context, candidate)
+        elif route == CANDIDATE and candidate is not None:
             try:
-                response = await self._timed(CANDIDATE, self.candidate, request, context)
+                response = await self._timed(CANDIDATE, candidate, request, context)
             except InvalidInput:
                 raise
             except Exception:  # noqa: BLE001 - any candidate fault: counted, and current answers
@@ -105,9 +106,10 @@ class ArmedSearchServicer(search_pb2_grpc.SearchServiceServicer):
         return response
 
     async def _interleaved(self, request: search_pb2.SearchRequest, request_id: str,
-                           context: grpc.aio.ServicerContext) -> search_pb2.SearchResponse:
+                           context: grpc.aio.ServicerContext,
+                           candidate: SearchServicer) -> search_pb2.SearchResponse:
         cur, cand = await asyncio.gather(self._timed(CURRENT, self.current, request, context),
-                                         self._timed(CANDIDATE, self.candidate, request, context),
+                                         self._timed(CANDIDATE, candidate, request, context),
                                          return_exceptions=True)
         if isinstance(cur, BaseException):
             raise cur

@@ -61,19 +61,24 @@ class MicroBatcher:
 
     async def submit(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Results for ``queries`` (already validated), computed in a shared batch."""
+        queue: asyncio.Queue[_Pending] | None
         if self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.source}")
+            self._queue = queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run(queue), name=f"batcher-{self.source}")
+        else:
+            queue = self._queue  # set with the worker, so never None while it runs
+            assert queue is not None
         pending = _Pending(queries, k, asyncio.get_running_loop().create_future())
-        await self._queue.put(pending)
+        await queue.put(pending)
         return await pending.future
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         held: deque[_Pending] = deque()  # arrived, not yet batched: another k, or no room left
         while True:
-            first = held.popleft() if held else await self._queue.get()
-            batch, size, later = [first], len(first.queries), deque()
+            first = held.popleft() if held else await queue.get()
+            batch, size = [first], len(first.queries)
+            later: deque[_Pending] = deque()
             until = time.monotonic() + self.max_wait_s
             while size < self.max_batch:
                 if held:
@@ -81,8 +86,8 @@ class MicroBatcher:
                 else:
                     remaining = until - time.monotonic()
                     try:
-                        nxt = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
-                            self._queue.get(), remaining)
+                        nxt = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
+                            queue.get(), remaining)
                     except (asyncio.QueueEmpty, TimeoutError):
                         break
                 if nxt.k != first.k:  # another depth: a batch of its own

@@ -57,7 +57,7 @@ class ChannelOptions:
 
     def channel(self, target: str) -> grpc.Channel:
         """A synchronous channel to ``target`` (``host:port``)."""
-        opts = [("grpc.max_receive_message_length", self.max_message_bytes),
+        opts: list[tuple[str, int | str]] = [("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.max_send_message_length", self.max_message_bytes),
                 # gRPC's default reconnect backoff (1 s, growing to 120 s) kept a gateway
                 # degraded for up to 3.3 s after a restarted retriever was back (bench.faults);

@@ -34,7 +34,7 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 def _wrap_unary(handler: grpc.RpcMethodHandler | None, wrapper) -> grpc.RpcMethodHandler | None:
     if handler is None or handler.unary_unary is None:
         return handler
-    return handler._replace(unary_unary=wrapper(handler.unary_unary))
+    return handler._replace(unary_unary=wrapper(handler.unary_unary))  # type: ignore[attr-defined]  # grpc's handlers are namedtuples; the stub omits _replace
 
 
 class _WrappedHandlers:
@@ -194,8 +194,8 @@ def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str)
         async def deny_stream(request_or_iterator, context):
             await context.abort(code, message)
             yield  # pragma: no cover - makes this an async generator
-        return handler._replace(**{kind: deny_stream})
-    return handler._replace(**{kind: deny})
+        return handler._replace(**{kind: deny_stream})  # type: ignore[attr-defined]  # grpc's handlers are namedtuples; the stub omits _replace
+    return handler._replace(**{kind: deny})  # type: ignore[attr-defined]  # grpc's handlers are namedtuples; the stub omits _replace
 
 
 class MetricsInterceptor(ServerInterceptor):

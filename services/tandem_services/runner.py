@@ -37,14 +37,20 @@ class BackgroundServer:
         self.port = self._run(boot())
         return self.port
 
+    def _started(self) -> TandemServer:
+        """The built server; an error naming the cause before :meth:`start` built it."""
+        if self.server is None:
+            raise RuntimeError("the server is not started: call start() first")
+        return self.server
+
     @property
     def address(self) -> str:
         """``127.0.0.1:<port>`` (or the configured host)."""
-        return f"{self.server.options.host}:{self.port}"
+        return f"{self._started().options.host}:{self.port}"
 
     def stop_async(self):
         """Begin graceful shutdown without waiting; returns a ``concurrent.futures.Future``."""
-        return asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._started().stop(), self._loop)
 
     def stop(self) -> None:
         """Graceful shutdown, then stop the loop thread. Idempotent."""

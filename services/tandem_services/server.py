@@ -116,7 +116,7 @@ class ServerOptions(BaseModel):
 
     def credentials(self) -> grpc.ServerCredentials | None:
         """Server credentials for TLS/mTLS that follow their files, ``None`` for plaintext."""
-        if self.tls_cert is None:
+        if self.tls_cert is None or self.tls_key is None:  # validated to come together
             return None
         from tandem_services.tls import ReloadingServerCertificate
 
@@ -229,7 +229,7 @@ class TandemServer:
         await server.start()
         self._server, self.port = server, port
         if opts.health_port is not None:
-            await self._start_health_port()
+            await self._start_health_port(server, opts.health_port)
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.dependencies:
@@ -239,7 +239,7 @@ class TandemServer:
                                    "health_port": self.health_port})
         return port
 
-    async def _start_health_port(self) -> None:
+    async def _start_health_port(self, main: grpc.aio.Server, health_port: int) -> None:
         """The probe port: plaintext, no interceptors (kubelet sends no token), health only.
 
         It shares :attr:`health` with the main server, so draining shows on both at once.
@@ -247,9 +247,9 @@ class TandemServer:
         server = grpc.aio.server(options=[EXCLUSIVE_PORT])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         try:
-            port = add_port(server, self.options.host, self.options.health_port, what="health port")
+            port = add_port(server, self.options.host, health_port, what="health port")
         except Unavailable:
-            await self._server.stop(0)
+            await main.stop(0)
             raise
         await server.start()
         self._health_server, self.health_port = server, port

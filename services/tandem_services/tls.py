@@ -106,5 +106,6 @@ class ReloadingServerCertificate:
 
     def credentials(self) -> grpc.ServerCredentials:
         """Dynamic gRPC server credentials starting with the files read at construction."""
-        return grpc.dynamic_ssl_server_credentials(self._initial, self.fetch,
+        # grpc documents a fetcher returning None (keep the current certificate); its stub does not
+        return grpc.dynamic_ssl_server_credentials(self._initial, self.fetch,  # type: ignore[arg-type]
                                                    require_client_authentication=self.client_ca is not None)
