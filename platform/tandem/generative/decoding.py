@@ -39,7 +39,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,8 @@ import torch.nn.functional as F
 from tandem.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from transformers import EncoderDecoderCache
+
     from tandem.ids.trie import DeviceTrie, PrefixTrie
 
 Normalize = Literal["full", "level"]
@@ -72,16 +74,18 @@ class _T5Head:
         for attr in ("decoder", "lm_head", "get_encoder", "config"):
             if not hasattr(model, attr):
                 raise InvalidInput(f"`model` must be a T5-style encoder-decoder (missing `{attr}`)")
-        self.model = model
-        cfg = model.config
+        # a T5-style duck (the attributes are checked above): torch types its submodules
+        # ``Tensor | Module``, so they are reached through ``Any``
+        self.model: Any = cast(Any, model)
+        cfg = self.model.config
         scale = getattr(cfg, "scale_decoder_outputs", None)
         if scale is None:
             scale = bool(getattr(cfg, "tie_word_embeddings", False))
         self.scale = float(cfg.d_model) ** -0.5 if scale else 1.0
-        self.weight: torch.Tensor = model.lm_head.weight
-        self.bias: torch.Tensor | None = getattr(model.lm_head, "bias", None)
+        self.weight: torch.Tensor = self.model.lm_head.weight
+        self.bias: torch.Tensor | None = getattr(self.model.lm_head, "bias", None)
         # transformers 5.x renamed the decoder's ``past_key_values`` to ``cache``.
-        params = inspect.signature(model.decoder.forward).parameters
+        params = inspect.signature(self.model.decoder.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         start = getattr(cfg, "decoder_start_token_id", None)
         if start is None:
@@ -105,11 +109,12 @@ class _T5Head:
         return F.linear(h, w, b)
 
 
-def _new_cache(model: torch.nn.Module) -> object:
+def _new_cache(model: torch.nn.Module) -> EncoderDecoderCache:
     from transformers import DynamicCache, EncoderDecoderCache
 
+    config: Any = model.config  # a transformers config; torch types it ``Tensor | Module``
     try:
-        return EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
+        return EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
     except TypeError:  # transformers < 4.56: DynamicCache takes no config
         return EncoderDecoderCache(DynamicCache(), DynamicCache())
 
@@ -165,7 +170,8 @@ def beam_search_tensors(
         while steps > 1 and dt.vocab[steps - 1].numel() == 1:
             steps -= 1
 
-    enc = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    get_encoder: Any = model.get_encoder  # transformers' T5 method; torch types it ``Tensor | Module``
+    enc = get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     cache = _new_cache(model)
     ar = torch.arange(batch, device=device)
     node = torch.zeros(batch, 1, dtype=torch.long, device=device)
@@ -209,11 +215,11 @@ def beam_search_tensors(
         if d + 1 < steps:
             rows = (ar.unsqueeze(1) * r + parent).reshape(-1)
             if width != r:  # beam count changes (step 0): every cached row is re-laid out
-                cache.reorder_cache(rows)
+                cache.reorder_cache(cast(torch.LongTensor, rows))  # typed LongTensor by transformers
                 enc_rows = enc_rows.index_select(0, rows)
                 mask_rows = mask_rows.index_select(0, rows)
             else:  # cross-attention K/V are identical across a query's beams: reorder self-attn only
-                cache.self_attention_cache.reorder_cache(rows)
+                cache.self_attention_cache.reorder_cache(cast(torch.LongTensor, rows))
             feed = new_tok.reshape(-1, 1)
 
     leaves = dt.leaf_value[node] if constrained else torch.full_like(node, -1)

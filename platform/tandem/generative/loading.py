@@ -7,7 +7,7 @@ dispatches to them: this module sits above ``retriever`` (v1) and ``tree_retriev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tandem.errors import InvalidInput
 
@@ -26,14 +26,14 @@ def load_retriever(model_dir: str | Path, **options: object) -> Retriever:
     """
     from tandem.generative.tree_artifact import is_tree_folder
 
-    opts = {k: v for k, v in options.items() if v is not None}
+    opts: dict[str, Any] = {k: v for k, v in options.items() if v is not None}  # each kind checks its own
     if is_tree_folder(Path(model_dir)):
         from tandem.generative.tree_retriever import open_tree_retriever
 
         return open_tree_retriever(Path(model_dir), **opts)
     from tandem.generative.retriever import GenerativeRetriever
 
-    return GenerativeRetriever(model_dir, **opts)  # type: ignore[arg-type]
+    return GenerativeRetriever(model_dir, **opts)
 
 
 def generative_system(spec: object) -> Retriever:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +43,7 @@ def item_text(item: Item) -> str:
     return item.text()
 
 
-def coerce_items(items: Iterable[Item | dict[str, object]], what: str = "items") -> list[Item]:
+def coerce_items(items: Iterable[Item | dict[str, Any]], what: str = "items") -> list[Item]:
     """Validate a batch of items: ``Item`` or dict rows, non-empty, unique ``item_id``."""
     out: list[Item] = []
     for row in items:

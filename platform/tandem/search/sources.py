@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, wait
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from prometheus_client import Histogram
 
@@ -71,16 +71,18 @@ def gather(sources: Sequence[Retriever], texts: Sequence[str], depth: int, caps:
             continue
         k = min(depth, caps.get(r.name, depth))
         if _bounds_itself(r):  # a remote call ends at the deadline instead of running on
-            futures[pool.submit(_timed, r.name, r.retrieve_within, texts, k, max(timeout, 0.001))] = r
+            within = cast(DeadlineAware, r).retrieve_within  # _bounds_itself checked it
+            futures[pool.submit(_timed, r.name, within, texts, k, max(timeout, 0.001))] = r
         else:
             futures[pool.submit(_timed, r.name, r.retrieve, texts, k)] = r
     if inline is not None:
         fut: Future = Future()
         k = min(depth, caps.get(inline.name, depth))
         try:
-            fut.set_result(_timed(inline.name, inline.retrieve_within, texts, k, max(timeout, 0.001)))
-        except Exception as exc:  # noqa: BLE001 - judged below with the pooled sources
-            fut.set_exception(exc)
+            within = cast(DeadlineAware, inline).retrieve_within
+            fut.set_result(_timed(inline.name, within, texts, k, max(timeout, 0.001)))
+        except Exception as failure:  # noqa: BLE001 - judged below with the pooled sources
+            fut.set_exception(failure)
         futures[fut] = inline
     done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic() - reserve_s))
     breakers.settle({f: r.name for f, r in futures.items()}, done)

@@ -7,7 +7,7 @@ on two CPU cores, encoding included.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,14 +88,15 @@ class TreeTrainConfig(BaseModel):
 def tree_profile(profile: str, **overrides: object) -> TreeTrainConfig:
     """The ``ci`` or ``full`` preset with field overrides."""
     if profile == "ci":
-        base: dict[str, object] = {"profile": "ci", "leaf_capacity": 32, "reserved_per_leaf": 8,
+        base: dict[str, Any] = {"profile": "ci", "leaf_capacity": 32, "reserved_per_leaf": 8,
                                    "memorise_epochs": 4, "align_epochs": 4, "lora_epochs": 1, "batch_size": 64,
                                    "lora_batch_size": 32, "check_items": None, "upper_beam": 64}
     elif profile == "full":
         base = {"profile": "full", "budget_minutes": 35.0}
     else:
         raise InvalidInput(f"`profile` must be `ci` or `full`, got {profile!r}")
-    return TreeTrainConfig(**{**base, **overrides})
+    fields: dict[str, Any] = {**base, **overrides}  # pydantic validates each value
+    return TreeTrainConfig(**fields)
 
 
 #: Items per leaf the automatic branching aims at.

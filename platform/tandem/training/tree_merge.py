@@ -31,7 +31,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from tandem.generative.tree_model import TreeDecoder
 
 
 class MergeConfig(BaseModel):
@@ -101,7 +104,7 @@ def fold_adapter(base_dir: Path, adapter_dir: Path | None, device: str | torch.d
     return art, art.id_map.item_ids()[before:]
 
 
-def _kl(student: torch.nn.Module, teacher: torch.nn.Module, q: torch.Tensor, states: torch.Tensor,
+def _kl(student: TreeDecoder, teacher: TreeDecoder, q: torch.Tensor, states: torch.Tensor,
         mask: torch.Tensor, path: torch.Tensor, t: float) -> torch.Tensor:
     """Sum over ID positions of KL(teacher ‖ student) of the node distributions, teacher-forced on ``path``."""
     kv_s, bias_s = student.memory(states, mask)
