@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import ir_measures
 import numpy as np
 
-from tandem.catalog.queries import Qrels
 from tandem.errors import InvalidInput
 from tandem.eval.runs import Run
 
@@ -55,7 +54,7 @@ class EvalResult:
 
 def evaluate(
     run: Run,
-    qrels: Qrels,
+    qrels: Mapping[str, Mapping[str, int]],
     measures: Sequence[str] | None = None,
     queries: Sequence[str] | None = None,
 ) -> EvalResult:
@@ -73,7 +72,7 @@ def evaluate(
     unjudged = [q for q in qset if q not in qrels]
     if not judged:
         raise InvalidInput("`qrels` judge none of the queries; check that the query ids match")
-    scored = []
+    scored: list[ir_measures.ScoredDoc] = []
     for qid in judged:
         hits = run.get(qid, [])
         scored.extend(ir_measures.ScoredDoc(qid, docid, float(len(hits) - rank)) for rank, (docid, _) in enumerate(hits))

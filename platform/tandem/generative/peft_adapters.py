@@ -20,6 +20,7 @@ from tandem.versioned import read_versioned_json
 
 if TYPE_CHECKING:
     import torch
+    from transformers import T5ForConditionalGeneration
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ def peft_config(spec: PeftSpec) -> Any:
 
     task = TaskType.SEQ_2_SEQ_LM
     if spec.method == "lora":
-        return LoraConfig(task_type=task, r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+        return LoraConfig(task_type=task, r=spec.rank, lora_alpha=spec.alpha,  # type: ignore[arg-type]  # peft annotates int; a float alpha works (scale = alpha / r)
+                          lora_dropout=spec.dropout,
                           target_modules=list(spec.target_modules), bias="none")
     if spec.method == "ia3":
         return IA3Config(task_type=task, target_modules=list(spec.target_modules),
@@ -97,7 +99,7 @@ def apply_peft(model: torch.nn.Module, spec: PeftSpec) -> Any:
     return get_peft_model(model, peft_config(spec))
 
 
-def merge(peft_model: Any) -> torch.nn.Module:
+def merge(peft_model: Any) -> T5ForConditionalGeneration:
     """Fold a LoRA/IA³ adapter into the base weights and return the plain T5.
 
     The merged model computes the same function as the wrapped one (up to float rounding)

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -111,7 +111,8 @@ class TorchDistributed(Parallel):
         """This rank's contiguous slice of every batch of the plan (see the module docstring)."""
         out: list[Any] = []
         self._weights.clear()
-        for k, idx in plan:  # type: ignore[misc]
+        for item in plan:
+            k, idx = cast("tuple[Any, Any]", item)  # plan items are (key, index array) pairs
             lo, hi = len(idx) * self.rank // self.world, len(idx) * (self.rank + 1) // self.world
             if hi > lo:
                 out.append((k, idx[lo:hi]))

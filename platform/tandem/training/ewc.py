@@ -21,7 +21,7 @@ unweighted squared change of every entry.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tandem.errors import InvalidInput
 from tandem.training.data import collate
@@ -96,7 +96,8 @@ class LoraEWC:
                 continue
             key = _base_name(name) + ".weight"
             if key in fisher:
-                self.pairs.append((module, fisher[key].to(module.base_layer.weight.device)))
+                weight = cast("torch.Tensor", module.base_layer.weight)  # a LoRA layer wraps a Linear/Conv base
+                self.pairs.append((module, fisher[key].to(weight.device)))
         if not self.pairs:
             raise InvalidInput("`ewc_lambda` > 0 but no LoRA layer has a Fisher estimate (different target modules?)")
 

@@ -37,9 +37,9 @@ def write_curve(out: Path, steps: Sequence[Sequence[float]], epochs: Sequence[di
     ax_loss.legend()
     mem = [(i + 1, r) for i, r in enumerate(epochs) if "memorisation" in r]
     if mem:
-        xs = [x for x, _ in mem]
-        ax_mem.plot(xs, [r["memorisation"]["exact_match"] for _, r in mem], marker="o", label="exact-match")
-        ax_mem.plot(xs, [r["memorisation"]["mean_prefix_match"] for _, r in mem], marker=".",
+        mem_xs = [x for x, _ in mem]
+        ax_mem.plot(mem_xs, [r["memorisation"]["exact_match"] for _, r in mem], marker="o", label="exact-match")
+        ax_mem.plot(mem_xs, [r["memorisation"]["mean_prefix_match"] for _, r in mem], marker=".",
                     label="prefix-match (mean share)")
         for x, r in mem:
             if r["stage"] in shaded:

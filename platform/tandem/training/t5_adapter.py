@@ -228,7 +228,7 @@ class T5AdapterRun:
         for epoch in range(cfg.epochs):
             # Walk through the old pool without replacement across epochs, so replay covers
             # as many different old items as the budget allows.
-            take = []
+            take: list[int] = []
             while len(take) < n_replay and len(order):
                 chunk = order[cursor: cursor + n_replay - len(take)]
                 take.extend(chunk.tolist())

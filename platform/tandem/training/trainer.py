@@ -204,7 +204,7 @@ class StagedTrainer(Callback):
                 self.model = load_pretrained(self.pretrained, self.tokenizer)
             else:
                 self.model = build_model(cfg.size, self.tokenizer, cfg.max_input_length)
-        self.model.to(self.device)
+        self.model.to(self.device)  # type: ignore[arg-type]  # transformers stub types .to as PreTrainedModel's wrapper
         self.data = T5Data.build(cfg, self.items, self.codes, self.item_index, self.pairs, self.tokenizer,
                                  pseudo=self.pseudo, bm25_run=self.bm25_run)
 
@@ -330,6 +330,8 @@ class StagedTrainer(Callback):
         from tandem.training.peft_methods import PeftSpec, apply_peft
 
         cfg = self.config
+        if cfg.align_peft == "none":
+            raise InvalidInput("_wrap_peft needs align_peft set to an adapter method, not 'none'")
         spec = PeftSpec(method=cfg.align_peft, rank=cfg.align_peft_rank, alpha=2.0 * cfg.align_peft_rank)
         self.model = apply_peft(self.model, spec)
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -88,7 +88,8 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     base_rows = {iid: i for i, iid in enumerate(id_map.item_ids())}
     extra = [(q, base_rows[i]) for q, i in dict.fromkeys(extra_pairs) if i in base_rows and q.strip()]
     if extra and not new_items:  # corrective pairs only: every old item may be replayed
-        new, old = [], [it for it in old_items if it.item_id in base_rows]
+        new: list[Item] = []
+        old = [it for it in old_items if it.item_id in base_rows]
     else:
         new, old = split_items(set(id_map.item_ids()), new_items, old_items)
     old_eval = [old[i] for i in np.sort(rng.choice(len(old), min(cfg.eval_old_items, len(old)), replace=False))]
@@ -121,15 +122,15 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
         (q, rows[it.item_id]) for it in new for q in queries(it, n_q, cfg.seed)]
     new_pairs += extra
     n_old = int(len(new_pairs) * cfg.replay / (1 - cfg.replay))
-    pick = rng.choice(len(old), min(len(old), max(n_old // 2, 1)), replace=False) if old and n_old else []
+    pick: list[int] = rng.choice(len(old), min(len(old), max(n_old // 2, 1)), replace=False).tolist() if old and n_old else []
     old_pairs = [(old[i].text(), rows[old[i].item_id]) for i in pick] + [
         (q, rows[old[i].item_id]) for i in pick for q in queries(old[i], max(n_q // 2, 1), cfg.seed)]
     old_pairs = old_pairs[:n_old]
     cache = StateCache.build(art.encoder, [t for t, _ in new_pairs + old_pairs])
     cidx = cache.index()
-    parts: list[Samples] = [make_samples("new", *zip(*new_pairs), cidx)]  # type: ignore[arg-type]
+    parts: list[Samples] = [make_samples("new", [t for t, _ in new_pairs], [i for _, i in new_pairs], cidx)]
     if old_pairs:
-        parts.append(make_samples("old", *zip(*old_pairs), cidx))  # type: ignore[arg-type]
+        parts.append(make_samples("old", [t for t, _ in old_pairs], [i for _, i in old_pairs], cidx))
 
     model = art.model
     for p in model.parameters():

@@ -134,20 +134,20 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
         raise InvalidInput("`ids` do not cover exactly the catalog's items")
     stats = id_map.stats()
     echo(f"semantic IDs: {len(id_map)} items, code space {id_map.code_space()} ({time.perf_counter() - t0:.1f} s)")
-    distributed = parallel is not None and parallel.world > 1
-    if distributed:
+    shared = parallel if parallel is not None and parallel.world > 1 else None
+    if shared is not None:
         from tandem.training.distributed import sharded_states
         from tandem.training.state_cache import StateCache
 
-        parallel.check_same("semantic IDs", id_map.as_array().tobytes())
+        shared.check_same("semantic IDs", id_map.as_array().tobytes())
         trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo,
-                              parallel=parallel, encode=lambda ts: sharded_states(
-                                  parallel, lambda part: StateCache.build(encoder, part), ts, encoder.dim))
+                              parallel=shared, encode=lambda ts: sharded_states(
+                                  shared, lambda part: StateCache.build(encoder, part), ts, encoder.dim))
     else:
         trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo)
     summary = trainer.run()
-    if distributed:
-        summary["world_size"] = parallel.world
+    if shared is not None:
+        summary["world_size"] = shared.world
     summary.update({
         "format": "tree", "profile": config.profile, "config": config.model_dump(), "device": str(dev_t),
         "id_stats": stats, "total_seconds": time.perf_counter() - t_start,
@@ -155,16 +155,16 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
         "memorisation_reached_target": summary["final_memorisation"]["exact_match"] >= 0.9,
         **({HOLDOUT_KEY: sorted(holdout)} if holdout else {}),
     })
-    if distributed and parallel.rank != 0:
-        parallel.barrier()  # rank 0 writes the model folder; the others wait for it
+    if shared is not None and shared.rank != 0:
+        shared.barrier()  # rank 0 writes the model folder; the others wait for it
         return summary
     save_tree_model(out, trainer.model, encoder, id_map, base_fingerprint=embedder.fingerprint,
                     training={k: v for k, v in summary.items() if k in ("profile", "items", "pairs", "stages",
                                                                          "final_memorisation", "total_seconds")})
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     _plot_stages(summary, out)
-    if distributed:
-        parallel.barrier()
+    if shared is not None:
+        shared.barrier()
     echo(f"done in {summary['total_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_mb']:.0f} MB")
     return summary
 
@@ -261,7 +261,7 @@ def _plot_stages(summary: dict[str, Any], out: Path) -> None:
     for key in ("ndcg@10", "r@10", "r@100"):
         vals = [(summary["stages"][s].get("dev") or {}).get(key) for s in stages]
         if all(v is not None for v in vals):
-            ax.plot(stages, vals, "o-", label=f"dev {key}")
+            ax.plot(stages, [float(v) for v in vals if v is not None], "o-", label=f"dev {key}")
     ax.set_ylim(0, 1)
     ax.set_title(f"generative v2 — {summary['items']} items, {summary['total_seconds'] / 60:.1f} min")
     ax.legend()

@@ -177,7 +177,8 @@ class TreeTrainer(Callback):
             self._peft_params = wrap_encoder(self.encoder, self.config)
             self.parallel.sync(self._peft_params)
         self._opt = self._optimizer(self._peft_params, stage.lr) if stage.peft else self._optimizer()
-        self._t0, self._losses, self._seen, self._epochs = time.monotonic(), [], 0, 0
+        self._losses: list[float] = []
+        self._t0, self._seen, self._epochs = time.monotonic(), 0, 0
 
     def _train_epoch(self, stage: Stage, epoch: int, control: Control) -> dict[str, Any]:
         from tandem.training.tree_lora import live_loss
