@@ -80,7 +80,7 @@ def build_model(size: ModelSize, tokenizer: TandemTokenizer, max_length: int) ->
 
     if size.d_model % size.num_heads:
         raise InvalidInput(f"`d_model` ({size.d_model}) must be divisible by `num_heads` ({size.num_heads})")
-    config = T5Config(
+    config = T5Config(  # type: ignore[call-arg]  # transformers stub omits the PretrainedConfig **kwargs
         vocab_size=len(tokenizer),
         d_model=size.d_model,
         d_kv=size.d_model // size.num_heads,

@@ -24,6 +24,8 @@ from tandem.errors import InvalidInput
 from tandem.retriever import Hit, Retriever, validate_queries
 
 if TYPE_CHECKING:
+    import torch
+
     from tandem.generative.artifacts import GenerativeArtifact
 
 #: Characters of a query that reach the tokenizer; far above any model's token limit.
@@ -71,7 +73,7 @@ class GenerativeRetriever(Retriever):
 
             # Merged on the CPU, as loaded, then moved: the adapter tensors follow the base.
             artifact = attach_adapter(load_artifact(Path(model_dir), "cpu"), Path(adapter))
-            artifact.model.to(dev).eval()
+            artifact.model.to(dev).eval()  # type: ignore[arg-type]  # transformers stub types .to as a PreTrainedModel wrapper
         else:
             artifact = load_artifact(Path(model_dir), dev)
         self._setup(artifact, dev, num_beams, batch_size, normalize)
@@ -88,7 +90,7 @@ class GenerativeRetriever(Retriever):
         self._setup(artifact, next(artifact.model.parameters()).device, num_beams, batch_size, normalize)
         return self
 
-    def _setup(self, artifact: GenerativeArtifact, device: object, num_beams: int, batch_size: int,
+    def _setup(self, artifact: GenerativeArtifact, device: torch.device, num_beams: int, batch_size: int,
                normalize: Literal["full", "level"]) -> None:
         from tandem.ids.trie import PrefixTrie
 
@@ -117,7 +119,7 @@ class GenerativeRetriever(Retriever):
         """ID-map version and prefixes of the weights' (and adapter's) checksums: changes with any."""
         return self._version
 
-    def _encode(self, queries: Sequence[str]) -> tuple[object, object]:
+    def _encode(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
         tok = self.artifact.tokenizer

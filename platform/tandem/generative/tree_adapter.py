@@ -111,8 +111,9 @@ def attach_tree_adapter(artifact: TreeArtifact, directory: Path) -> dict[str, An
     model = artifact.model
     lora = wrap_lora(model, int(manifest["lora"]["rank"]))
     result = set_peft_model_state_dict(lora, tensors)
-    if getattr(result, "unexpected_keys", None):
-        raise CorruptArtifact(f"adapter {directory}: unexpected LoRA tensors {result.unexpected_keys[:3]}")
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise CorruptArtifact(f"adapter {directory}: unexpected LoRA tensors {unexpected[:3]}")
     from tandem.generative.tree_artifact import append_items
 
     artifact.model = lora.merge_and_unload().eval()

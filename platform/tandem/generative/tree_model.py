@@ -27,6 +27,7 @@ its last logit (see :mod:`tandem.generative.tree_decoding`).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +116,7 @@ class TreeDecoder(nn.Module):
         """Per-block keys/values of the encoder states and the additive padding bias ``[B, 1, 1, T]``."""
         mem = self.mem_proj(states)
         bias = torch.zeros(mask.shape, dtype=mem.dtype, device=mem.device).masked_fill(mask == 0, -1e4)
-        return [blk.memory_kv(mem) for blk in self.blocks], bias[:, None, None, :]
+        return [cast(_Block, blk).memory_kv(mem) for blk in self.blocks], bias[:, None, None, :]
 
     def step(self, position: int, parents: torch.Tensor | None, q: torch.Tensor,
              kv: list[tuple[torch.Tensor, torch.Tensor]], bias: torch.Tensor) -> torch.Tensor:
