@@ -186,7 +186,8 @@ class PretrainedEmbedder(Embedder):
             fresh = dict(zip(todo, vecs, strict=True))
         else:
             fresh = {}
-        return np.stack([self._precomputed.get(t, fresh.get(t)) for t in texts]).astype(np.float32)
+        rows: list[Any] = [self._precomputed.get(t, fresh.get(t)) for t in texts]  # every text is known here
+        return np.stack(rows).astype(np.float32)
 
     def state(self) -> dict[str, npt.NDArray[Any]]:
         return {"kind": np.array("pretrained"), "model_path": np.array(self.model_path),

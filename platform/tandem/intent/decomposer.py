@@ -191,7 +191,12 @@ class CatalogIntentDecomposer(IntentDecomposer):
                 for s in p.of(label):
                     intents.append(Intent(text=f"{s.text} {typed}", kind=label, weight=0.3))
         seen: set[str] = set()
-        unique = [i for i in intents if not (i.text in seen or seen.add(i.text))][: self.max_intents]
+        unique: list[Intent] = []
+        for i in intents:  # first of each text, in order
+            if i.text not in seen:
+                seen.add(i.text)
+                unique.append(i)
+        unique = unique[: self.max_intents]
         if p.price is not None and (p.price.min is not None or p.price.max is not None):
             unique.append(Intent(text=p.price.text(), kind=FILTER_INTENT, weight=0.0))
         return unique

@@ -128,16 +128,16 @@ def _slot(words: list[str], marker: str, stop: frozenset[str]) -> list[str] | No
 def _expand_attributes(titles: Sequence[list[str]], min_count: int, heads: set[str]) -> dict[str, set[str]]:
     seeds = {COLOR: SEED_COLORS, FINISH: SEED_FINISHES, MATERIAL: SEED_MATERIALS}
     vocab = {lab: {stem(w) for w in s} for lab, s in seeds.items()}
-    slot = Counter()
+    slot: Counter[tuple[str, ...]] = Counter()
     for t in titles:
         p = _slot(t, "in", frozenset({"with", "for", "(", ","}))
         if p and all(_ALPHA.match(w) or w in ("and", "/") for w in p):
             slot[tuple(p)] += 1
-    conj = Counter()
-    for p, c in slot.items():
+    conj: Counter[str] = Counter()
+    for key, c in slot.items():
         if c < min_count:
             continue
-        parts = [list(g) for g in _split(p, {"and", "/"})]
+        parts = [list(g) for g in _split(key, {"and", "/"})]
         for part in parts:
             if len(part) > 3 or any(stem(w) in heads and w not in _SEEDS for w in part):
                 continue  # "in Black Spiral Staircase Kit": a product, not an attribute
@@ -179,7 +179,8 @@ def head_phrase(words: list[str]) -> tuple[int, int] | None:
 
 
 def _mine_types(titles: Sequence[list[str]], brands: set[str], min_count: int) -> tuple[set[str], list[str | None]]:
-    heads, compounds = Counter(), Counter()
+    heads: Counter[str] = Counter()
+    compounds: Counter[str] = Counter()
     per_title: list[tuple[str, str | None] | None] = []
     for t in titles:
         span = head_phrase(t)
@@ -228,8 +229,8 @@ def mine_vocabulary(titles: Sequence[str], prices: Sequence[float | None] | None
         if priced:
             cheap[""] = _percentile([p for _, p in priced], cheap_quantile)
             by_type: dict[str, list[float]] = {}
-            for k, p in priced:
+            for k, price in priced:
                 if k is not None:
-                    by_type.setdefault(k, []).append(p)
+                    by_type.setdefault(k, []).append(price)
             cheap |= {k: _percentile(v, cheap_quantile) for k, v in by_type.items() if len(v) >= 10}
     return Vocabulary(phrases=phrases, cheap_max=cheap)

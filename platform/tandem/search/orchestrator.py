@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from typing import Any
 
 from tandem.cache import ResultCache, cache_key
 from tandem.errors import InvalidInput, Unavailable
@@ -110,7 +111,7 @@ class HybridSearcher:
             raise Unavailable("`filters` need item metadata, but this searcher was built without a catalog")
         versions = self.versions()
         filters = [asdict(f) for f in request.filters]
-        params = {"top_k": top_k, "debug": request.debug}
+        params: dict[str, Any] = {"top_k": top_k, "debug": request.debug}
         if self.personal is not None and request.user_id:  # a personalised answer is the user's own
             params["user"] = request.user_id
         key = cache_key(query, params, versions, filters)

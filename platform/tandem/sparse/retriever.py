@@ -237,6 +237,8 @@ class SparseRetriever(Retriever):
         return len(ids)
 
     def _publish(self) -> None:
+        if self._writer is None:
+            raise RuntimeError("publish on a sparse index opened without a writer")
         self._writer.commit()
         self._open_searcher()
 

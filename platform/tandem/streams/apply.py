@@ -27,13 +27,16 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
 from tandem.sparse.documents import cap_item
 from tandem.streams.poisoning import PoisoningDetector, PoisoningPolicy, QuarantineLog, Verdict, count_flag
 from tandem.streams.store import ApplyResult, CatalogStore
+
+if TYPE_CHECKING:
+    from tandem.sparse import SparseRetriever
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class LazyBM25Index:
 
     def __init__(self, index_dir: str | Path) -> None:
         self.index_dir = Path(index_dir)
-        self._retriever = None
+        self._retriever: SparseRetriever | None = None
 
     def _open(self):  # lazy: pyserini starts the JVM
         from tandem.sparse import SparseRetriever

@@ -253,7 +253,8 @@ def _content_runs(toks: list[str], min_run: int) -> list[tuple[int, int, list[st
     break it nor count towards its length.
     """
     runs: list[tuple[int, int, list[str]]] = []
-    start, run = 0, []
+    start = 0
+    run: list[str] = []
     for i, t in enumerate([*toks, "the"]):  # a sentinel function word closes the last run
         if t in FUNCTION_WORDS:
             if len(run) >= min_run:
