@@ -76,7 +76,7 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
 
     # The learned fusion fitted on this model is published with it as parent and promoted with it,
     # and it is what `tandem serve --registry` takes for `--fusion auto`.
-    from tandem_app.cli.serve import _fuser
+    from tandem.fusion.factory import make_fuser
     from tandem.fusion.learned import LearnedFusion
     from tandem.registry.fusion import MODEL_FILE, REPORT_FILE
     from tandem.search.catalog import InMemoryCatalog
@@ -97,7 +97,7 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     [fusion_page] = (tmp_path / "runs").glob("tandem-base-*/train-fusion/report")
     assert "| bm25 only |" in fusion_page.read_text() and "Feature importance" in fusion_page.read_text()
     catalog = InMemoryCatalog.from_jsonl(params["snapshot_uri"])
-    fuser = _fuser("auto", None, catalog, registry=str(tmp_path / "registry"))
+    fuser = make_fuser("auto", None, catalog, registry=str(tmp_path / "registry"))
     assert isinstance(fuser, LearnedFusion) and fuser.version() == report["version"]
 
 

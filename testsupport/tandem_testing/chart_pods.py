@@ -36,7 +36,7 @@ import yaml
 from tandem.errors import InvalidInput, Unavailable
 from tandem_testing.infra import free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "tandem"
 ENTRYPOINT = ["tandem"]
 """The image's ``ENTRYPOINT`` (repo-root Dockerfile); containers set ``args`` only."""

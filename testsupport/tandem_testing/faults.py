@@ -48,7 +48,7 @@ from tandem_testing.tiny_catalog import tiny_catalog
 
 log = logging.getLogger(__name__)
 
-_REPO = Path(__file__).resolve().parents[3]
+_REPO = Path(__file__).resolve().parents[2]
 
 QUERIES = [
     "cordless drill", "hammer drill", "circular saw", "claw hammer", "screwdriver set", "interior paint white",

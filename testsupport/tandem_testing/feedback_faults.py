@@ -33,7 +33,7 @@ from tandem_testing.ingest_faults import HoldBatchMixin, _wait, restart_at_held_
 
 log = logging.getLogger(__name__)
 
-_REPO = Path(__file__).resolve().parents[3]
+_REPO = Path(__file__).resolve().parents[2]
 T0 = 1_767_225_600.0
 """2026-01-01T00:00:00Z: fixed timestamps, so a resent event is the same event."""
 

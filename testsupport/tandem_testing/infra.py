@@ -44,7 +44,7 @@ KAFKA_LIBS = Path("infra") / "kafka" / "libs"
 KAFKA_STAMP = ".tandem-kafka-version"
 """Written last by ``scripts/kafka.sh fetch``: its presence means the jar set is complete."""
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 _FETCH_HINT = "run `make setup` or `bash scripts/kafka.sh fetch`"
 
 

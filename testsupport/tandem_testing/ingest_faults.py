@@ -21,7 +21,7 @@ from tandem_testing.faults import ScenarioResult
 
 log = logging.getLogger(__name__)
 
-_REPO = Path(__file__).resolve().parents[3]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def synthetic_events(n_items: int, *, start: int = 0) -> list[ItemEvent]:
