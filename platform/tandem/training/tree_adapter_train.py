@@ -149,6 +149,7 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     groups = [{"params": [p for p in trainable if p is not items_table], "lr": cfg.tree_lr},
               {"params": [items_table], "lr": items_lr}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
+    norms = items_table.data[n_base:].norm(dim=1, keepdim=True).clone() if cfg.tree_scope == "items" else None
     from tandem.generative.tree_model import tree_loss
 
     t1, samples, epochs = time.perf_counter(), 0, 0
@@ -162,6 +163,10 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             opt.step()
+            if norms is not None:  # items scope: new rows turn, they do not grow (see AdapterConfig)
+                with torch.no_grad():
+                    rows = items_table.data[n_base:]
+                    rows.mul_(norms / rows.norm(dim=1, keepdim=True).clamp_min(1e-12))
             samples += len(batch)
     train_s = time.perf_counter() - t1
     model.eval()
