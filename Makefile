@@ -90,7 +90,7 @@ test-e2e: setup ## End-to-end tests: pipelines on the ci profile
 # One pytest run over every tier, so the closing line counts all tests and
 # "no tests collected" (exit 5) fails the target.
 # typecheck joins the prerequisites once `make typecheck` is green (issue 20 item 7: 130 findings left).
-test: setup lint ## ruff, then all tiers: unit, integration, e2e (what CI runs)
+test: setup lint typecheck ## ruff and mypy, then all tiers: unit, integration, e2e (what CI runs)
 	@$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 demo: setup ## The main job on embedded defaults (see README)

@@ -276,10 +276,10 @@ def run_demo(home: Path, data_root: Path, cfg: DemoConfig, echo: Callable[[str],
     table = Table()
     names = list(next(iter(results.values())).metrics)
     table.add_column("system")
-    for n in names:
-        table.add_column(n)
+    for name in names:
+        table.add_column(name)
     for system, res in results.items():
-        table.add_row(system, *[f"{res.metrics[n]:.3f}" for n in names])
+        table.add_row(system, *[f"{res.metrics[name]:.3f}" for name in names])
         figures[system] = res.metrics
     Console(width=140).print(table)
     out = {"figures": figures, "timings_s": timings, "base_items": sample.n_base, "fresh_items": sample.n_fresh}

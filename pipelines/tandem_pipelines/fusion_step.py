@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tandem.errors import InvalidInput
 from tandem.registry.fusion import MODEL_FILE, REPORT_FILE
@@ -58,7 +58,8 @@ def train_fusion(snapshot_dir: Path, model_dir: Path, out: Path, max_queries: in
         hybrid = build_system("hybrid", spec)
         try:
             lists, scores = collect_candidates(hybrid, {q: queries[q] for q in ids}, candidates)
-            titles = catalog_titles(hybrid.searcher.catalog) if hybrid.searcher.catalog is not None else None
+            searcher = cast(Any, hybrid).searcher  # the hybrid system wraps the served searcher
+            titles = catalog_titles(searcher.catalog) if searcher.catalog is not None else None
             model, report = fit_learned_fusion(lists, qrels, titles=titles, seed=seed, depth=candidates,
                                                scores=scores)
         finally:

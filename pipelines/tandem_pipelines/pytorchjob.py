@@ -50,7 +50,7 @@ def render_pytorchjob(name: str, workers: int, args: list[str], *, namespace: st
 
 def validate_pytorchjob(manifest: dict[str, Any]) -> None:
     """Raise :class:`~tandem.errors.InvalidInput` naming the first field that breaks the shipped CRD subset."""
-    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema
 
     try:
         jsonschema.validate(manifest, json.loads(SCHEMA.read_text()))
@@ -62,7 +62,7 @@ def validate_pytorchjob(manifest: dict[str, Any]) -> None:
 def submit_and_wait(manifest: dict[str, Any], *, timeout_s: float = 6 * 3600, poll_s: float = 15.0) -> str:
     """Create the job with the in-cluster kubernetes client and wait until it succeeds (its
     final condition type) or fails (raises with the operator's message)."""
-    from kubernetes import client, config  # type: ignore[import-untyped]
+    from kubernetes import client, config
 
     validate_pytorchjob(manifest)
     config.load_incluster_config()

@@ -7,6 +7,7 @@ every system against the first one.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -218,12 +219,16 @@ def eval_command(
                 start = time.perf_counter()
                 with Progress(console=console, transient=True) as progress:
                     task = progress.add_task(f"{label}: retrieving", total=len(qs))
-                    ranked = run_retriever(retriever, qs, k=k, progress=lambda n, t=task: progress.advance(t, n))
+
+                    def advance(n: int, t: Any = task) -> None:
+                        progress.advance(t, n)
+
+                    ranked = run_retriever(retriever, qs, k=k, progress=advance)
                 timings[label] = time.perf_counter() - start
                 if robustness:
                     with console.status(f"{label}: perturbed query sets"):
                         robust[label] = evaluate_robustness(
-                            lambda q, r=retriever: run_retriever(r, q, k=k), qs, judgements, names, suites, seed,
+                            partial(run_retriever, retriever, k=k), qs, judgements, names, suites, seed,
                             clean_run=ranked)
             finally:
                 retriever.close()

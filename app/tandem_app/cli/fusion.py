@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -90,7 +90,8 @@ def train(
         started = time.perf_counter()
         try:
             lists, scores = collect_candidates(hybrid, {q: qs[q] for q in ids}, candidates)
-            titles = catalog_titles(hybrid.searcher.catalog) if hybrid.searcher.catalog is not None else None
+            searcher = cast(Any, hybrid).searcher  # the hybrid system wraps the served searcher
+            titles = catalog_titles(searcher.catalog) if searcher.catalog is not None else None
             collect_s = time.perf_counter() - started
             fitted, report = fit_learned_fusion(
                 lists, judged, titles=titles, selection_share=selection_share, seed=seed,

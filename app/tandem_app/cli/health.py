@@ -17,9 +17,11 @@ import typer
 EXIT_SERVING, EXIT_DOWN, EXIT_USAGE, EXIT_DEGRADED = 0, 1, 2, 3
 
 
-def _status_name(status: int) -> str:
+def _status_name(status: int | None) -> str:
     from grpc_health.v1 import health_pb2
 
+    if status is None:  # the server does not register that name
+        return "NOT_FOUND"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
 
 
@@ -30,7 +32,7 @@ def _listed_services(channel: Any, metadata: tuple, timeout_s: float) -> list[st
 
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     try:
-        (response,) = list(stub.ServerReflectionInfo(
+        (response,) = list(stub.ServerReflectionInfo(  # type: ignore[operator]  # grpc stubs: untyped stream method
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=timeout_s, metadata=metadata))
     except grpc.RpcError:
         return []
@@ -65,8 +67,9 @@ def check_server(server: str, options: Any, timeout_s: float) -> tuple[int, list
 
         def check(name: str) -> int | None:
             try:
-                return stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=timeout_s,
-                                  metadata=metadata).status
+                request = health_pb2.HealthCheckRequest(service=name)
+                # grpc stubs declare no Check: the stub sets its methods in __init__
+                return stub.Check(request, timeout=timeout_s, metadata=metadata).status  # type: ignore[attr-defined]
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:  # not registered on this server
                     return None

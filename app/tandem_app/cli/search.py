@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -37,8 +37,9 @@ def _print(query: str, hits: list[tuple[str, float, str, list[tuple[str, int, fl
     from rich.table import Table
 
     table = Table(title=f"tandem search: {query!r}")
-    for col, justify in (("#", "right"), ("item_id", "left"), ("score", "right"), ("title", "left"),
-                         ("sources (rank)", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("#", "right"), ("item_id", "left"), ("score", "right"), ("title", "left"), ("sources (rank)", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     for n, (item_id, score, title, prov) in enumerate(hits, 1):
         table.add_row(str(n), item_id, f"{score:.4f}", title, " ".join(f"{s}#{r}" for s, r, _ in prov))

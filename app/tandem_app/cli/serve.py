@@ -88,7 +88,7 @@ def _target(value: str | None, option: str, many: bool = False) -> str | None:
 
     try:
         values = value.split(",") if many and value else [value]
-        return ",".join(server_address(v, option) for v in values) if value is not None else None
+        return ",".join(server_address(v, option) for v in values if v is not None) if value is not None else None
     except InvalidInput as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 
@@ -248,9 +248,9 @@ def gateway(
     """The gateway: SearchService over remote retriever services (BM25-only fallback)."""
     if intent and intent_model:
         raise typer.BadParameter("give --intent (remote) or --intent-model (in-process), not both")
-    sparse, generative, intent, candidate_generative = (_target(v, f"--{o}", o == "generative") for v, o in (
-        (sparse, "sparse"), (generative, "generative"), (intent, "intent"),
-        (candidate_generative, "candidate-generative")))
+    sparse = str(_target(sparse, "--sparse"))  # required: never None
+    generative, intent, candidate_generative = (_target(v, f"--{o}", o == "generative") for v, o in (
+        (generative, "generative"), (intent, "intent"), (candidate_generative, "candidate-generative")))
     opts = _options(host, port, tls_cert, tls_key, tls_client_ca, auth_token_file, tracing, health_port,
                     admin_token_file=admin_token_file, reflection=reflection)
 
@@ -260,7 +260,7 @@ def gateway(
         from tandem_services.remote_catalog import RemoteCatalog
 
         ch = ChannelOptions(token=downstream_token, tls_ca=downstream_ca)
-        retrievers = [RemoteRetriever(sparse, "bm25", options=ch, timeout_s=deadline_ms / 1000)]
+        retrievers: list[Any] = [RemoteRetriever(sparse, "bm25", options=ch, timeout_s=deadline_ms / 1000)]
         if generative:  # several addresses: the shards, behind one ShardedRetriever
             from tandem_services.shards import remote_generative
             retrievers.append(remote_generative(generative, ch, deadline_ms / 1000))

@@ -246,7 +246,7 @@ def status(store: StorePath = None) -> None:
     if not path.exists():
         raise _fail(FileNotFoundError(f"`--store` {path} does not exist"))
     with CatalogStore(path) as cstore:
-        counts = {**cstore.counts(), "snapshots": len(cstore.snapshots())}
+        counts: dict[str, Any] = {**cstore.counts(), "snapshots": len(cstore.snapshots())}
     quarantine = QuarantineLog(path)
     try:
         held = quarantine.entries()

@@ -87,7 +87,7 @@ class FeatureBuilder:
 
     def __init__(self, slots: Sequence[Slot], titles: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
                  rrf_k: float = 60.0, score_names: Sequence[str] = ()) -> None:
-        self.slots = [tuple(s) for s in slots]
+        self.slots: list[tuple[str, str]] = [(str(s[0]), str(s[1])) for s in slots]
         self.score_names = tuple(score_names)
         self._index = {s: i for i, s in enumerate(self.slots)}
         self.titles = titles

@@ -84,7 +84,7 @@ class LearnedFusion(Fuser):
         import lightgbm as lgb
 
         self.model_text = model
-        self.slots = [tuple(s) for s in slots]
+        self.slots: list[tuple[str, str]] = [(str(s[0]), str(s[1])) for s in slots]
         self.score_names = tuple(score_names)
         self.builder = FeatureBuilder(self.slots, titles, score_names=self.score_names)
         if list(names) != self.builder.names:
@@ -160,7 +160,7 @@ class LearnedFusion(Fuser):
         if not c.ids:
             return []
         # one LightGBM call over the float32 matrix (one thread: searches run in parallel)
-        scores = self.booster.predict(c.X, num_threads=1)
+        scores = np.asarray(self.booster.predict(c.X, num_threads=1), dtype=np.float64)
         # best first; ties by the best rank in any list, then by id
         order = np.lexsort((np.array(c.ids), c.best_rank(), -scores))[:k].tolist()
         values = scores.tolist()

@@ -28,7 +28,7 @@ import shutil
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import Counter
 
@@ -188,7 +188,7 @@ class SnapshotIndex(Retriever):
 
     def documents(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Stored fields from the served snapshot (the ``Lookup`` RPC)."""
-        return self._call(lambda r: r.documents(item_ids))
+        return self._call(lambda r: cast(Any, r).documents(item_ids))  # the served SparseRetriever
 
     def version(self) -> str:
         """The served index's version (index id and Lucene commit, as the live index reports it)."""
