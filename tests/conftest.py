@@ -105,3 +105,22 @@ def kafka_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterato
                 admin.delete_topics(created, raise_errors=False)
         finally:
             admin.close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_tandem_loggers() -> Iterator[None]:
+    """Put the ``tandem*`` loggers back as each test found them.
+
+    ``tandem serve`` run in-process (CliRunner) calls ``setup_logging``, which binds a handler
+    to the runner's temporary stderr; later tests' log records would then hit that closed
+    stream and print "--- Logging error ---" into another command's captured output.
+    """
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("tandem", "tandem_services")]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
