@@ -65,6 +65,9 @@ class TreeTrainConfig(BaseModel):
     """Stage 3: query→id over training pairs plus ``replay`` doc→id (states cached)."""
     replay: float = Field(default=0.2, ge=0, lt=1)
     """Share of doc→id samples mixed into stage 3 and the encoder stage (keeps memorisation)."""
+    lora_replay: float | None = Field(default=None, ge=0, lt=1)
+    """Doc→id replay share of the encoder stage (``None``: ``replay``). Titles are ~4× longer
+    than queries, so at 0.2 the replayed titles cost about half of the stage's encoder passes."""
     lora_epochs: int = Field(default=1, ge=0)
     """Encoder stage: LoRA on the encoder (peft) for query→id; 0 keeps the encoder frozen."""
     lora_rank: int = Field(default=8, ge=1)

@@ -136,14 +136,16 @@ class TreeTrainer(Callback):
         return [
             Stage("memorise", cfg.memorise_epochs, cfg.lr, examples=lambda: [self.doc_samples, self.span_samples],
                   batch_size=cfg.batch_size),
-            Stage("align", cfg.align_epochs, cfg.lr, examples=self._with_replay, batch_size=cfg.batch_size),
-            Stage("encoder", cfg.lora_epochs, cfg.lora_lr, examples=self._with_replay, peft=True,
+            Stage("align", cfg.align_epochs, cfg.lr, examples=lambda: self._with_replay(cfg.replay),
+                  batch_size=cfg.batch_size),
+            Stage("encoder", cfg.lora_epochs, cfg.lora_lr, peft=True,
+                  examples=lambda: self._with_replay(cfg.replay if cfg.lora_replay is None else cfg.lora_replay),
                   batch_size=cfg.lora_batch_size),
         ]
 
-    def _with_replay(self) -> list[Samples]:
-        """query→id with ``replay`` doc→id (a fresh sample per stage)."""
-        n_replay = int(len(self.query_samples) * self.config.replay / (1 - self.config.replay))
+    def _with_replay(self, share: float) -> list[Samples]:
+        """query→id with a ``share`` of doc→id replay (a fresh sample per stage)."""
+        n_replay = int(len(self.query_samples) * share / (1 - share))
         return [self.query_samples, self.doc_samples.subsample(n_replay, self.np_rng)]
 
     def _optimizer(self, extra: Sequence[torch.nn.Parameter] = (), extra_lr: float = 0.0) -> torch.optim.Optimizer:
