@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tandem.errors import CorruptArtifact, InvalidInput
-from tandem.generative.tree_decoding import TreeIndex, forced_log_probs, tree_beam_search
+from tandem.generative.tree_decoding import TreeIndex, forced_log_probs, prf_rescore, tree_beam_search
 from tandem.generative.tree_model import TreeDecoder
 from tandem_testing.tiny_catalog import tiny_catalog
 
@@ -53,6 +53,21 @@ def test_untrained_decoder_with_full_beams_is_exact_dense_search() -> None:
     assert torch.all(scores[:, :-1] >= scores[:, 1:])
 
 
+def test_feedback_moves_up_items_like_the_top_hits_and_keeps_the_beam() -> None:
+    """Rocchio feedback: an item close to the query's best hits overtakes one that only
+    matched the query a little better; no item leaves or joins the beam; off = unchanged."""
+    vecs = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.9, 0.0, 0.44], [0.0, 0.0, 1.0]])
+    model = TreeDecoder(3, [1, 4])
+    with torch.no_grad():
+        model.nodes[-1].copy_(vecs)
+    nodes = torch.tensor([[0, 1, 2, -1]])
+    scores = torch.tensor([[3.0, 2.0, 1.9, float("-inf")]])
+    assert prf_rescore(model, nodes, scores, docs=1, weight=0.0)[0].tolist() == nodes.tolist()
+    new_nodes, new_scores = prf_rescore(model, nodes, scores, docs=1, weight=0.5)
+    assert new_nodes.tolist() == [[0, 2, 1, -1]]
+    assert torch.all(new_scores[0, :2] >= new_scores[0, 1:3])
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tandem.training.tree_config import tree_profile
@@ -85,6 +100,12 @@ def test_trained_folder_serves_titles_and_queries(trained: Path) -> None:
     with pytest.raises(InvalidInput):
         r.retrieve(["drill"], 0)
     assert r.version().startswith("1-")
+    fb = load_retriever(trained, num_beams=5, prf_docs="2", prf_weight="0.3", prf_pool="8")  # CLI strings
+    got = fb.retrieve(list(titles.values()), 3)
+    assert all(len(h) == 3 and h[0].score >= h[1].score >= h[2].score for h in got)
+    assert np.mean([h[0].item_id == t for h, t in zip(got, titles)]) >= 0.9
+    with pytest.raises(InvalidInput, match="prf_weight"):
+        load_retriever(trained, prf_docs=2, prf_weight=-1)
 
 
 def test_scores_any_item_for_fusion(trained: Path) -> None:

@@ -41,7 +41,8 @@ SystemFactory = Callable[[SystemSpec], Retriever]
 #: sources); the source systems it builds never see them.
 HYBRID_OPTIONS = frozenset({"intent_model", "fusion", "fusion_model", "candidates", "sources"})
 #: ``SystemSpec.options`` keys only the generative system reads (bm25 ignores them).
-GENERATIVE_OPTIONS = frozenset({"adapter", "num_beams", "normalize", "batch_size", "device"})
+GENERATIVE_OPTIONS = frozenset({"adapter", "num_beams", "upper_beam", "normalize", "batch_size", "device", "prf_docs",
+                                "prf_weight", "prf_pool"})
 
 _SYSTEMS: dict[str, SystemFactory] = {}
 

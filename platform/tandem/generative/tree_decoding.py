@@ -287,3 +287,26 @@ def forced_log_probs(model: TreeDecoder, index: TreeIndex, q: torch.Tensor, stat
         gold = (cand[0][inv] == paths[:, p, None]).float().argmax(-1)  # [M]
         total += lg[inv, gold] - lg.logsumexp(-1)[inv]
     return total
+
+
+@torch.inference_mode()
+def prf_rescore(model: TreeDecoder, nodes: torch.Tensor, scores: torch.Tensor, *, docs: int,
+                weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rocchio pseudo-relevance feedback on the decoded items: re-rank each query's final beam.
+
+    The item score is ``s·⟨h, e_i⟩`` (the last position's decoder state against the item's
+    embedding); feedback moves ``h`` towards the mean embedding ``c`` of the ``docs`` best items
+    and re-scores the beam with ``s·⟨h + weight·c, e_i⟩ = score_i + weight·s·⟨c, e_i⟩``. Items
+    the query named only vaguely but that resemble its clear top hits move up; every result is
+    still an item the constrained beam reached. ``nodes``/``scores`` ``[B, M]`` sorted best
+    first (rows ``-1`` where the beam ran short); returns them re-sorted.
+    """
+    if docs < 1 or weight <= 0:
+        return nodes, scores
+    valid = nodes >= 0
+    emb = model.nodes[-1][nodes.clamp(min=0)].float()  # [B, M, dim]
+    top = (emb[:, :docs] * valid[:, :docs, None]).sum(1) / valid[:, :docs].sum(1, keepdim=True).clamp(min=1)
+    fb = model.scale().float() * (emb @ top.unsqueeze(-1)).squeeze(-1)  # [B, M]
+    new = (scores.float() + weight * fb).masked_fill(~valid, float("-inf"))
+    new, order = new.sort(dim=-1, descending=True)
+    return nodes.gather(1, order), new.to(scores.dtype)

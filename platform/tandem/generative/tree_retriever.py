@@ -26,7 +26,7 @@ import torch
 from tandem.errors import InvalidInput
 from tandem.generative.tree_artifact import load_tree_model
 from tandem.generative.tree_decoding import (QueryLevels, Rank, forced_log_probs, host_rows, level_log_probs,
-                                             query_levels, row_dots, tree_beam_search_levels)
+                                             prf_rescore, query_levels, row_dots, tree_beam_search_levels)
 from tandem.retriever import Hit, Retriever, validate_queries, validate_scoring
 
 #: Characters of a query that reach the tokenizer; far above the encoder's token limit.
@@ -57,14 +57,19 @@ class TreeRetriever(Retriever):
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", num_beams: int = 100, upper_beam: int = 1000,
                  batch_size: int = 32, rank: Rank = "last", precision: str = "auto",
-                 adapter: str | Path | None = None) -> None:
+                 adapter: str | Path | None = None, prf_docs: int = 0, prf_weight: float = 0.0,
+                 prf_pool: int = 300) -> None:
         """Load and verify ``model_dir`` (and ``adapter``, an hourly adapter folder trained on it:
         its new items join the tree, its LoRA is merged). ``num_beams`` is the item-level beam
-        (a call with a larger ``k`` widens it to ``k``); ``upper_beam`` the beam at the cluster levels."""
+        (a call with a larger ``k`` widens it to ``k``); ``upper_beam`` the beam at the cluster levels.
+        ``prf_docs``/``prf_weight`` (0: off): pseudo-relevance feedback re-ranks an item beam of
+        ``prf_pool`` (:func:`~tandem.generative.tree_decoding.prf_rescore`)."""
         from tandem.generative.model import pick_device, use_bf16
 
-        if num_beams < 1 or upper_beam < 1 or batch_size < 1:
-            raise InvalidInput("`num_beams`, `upper_beam` and `batch_size` must be >= 1")
+        if num_beams < 1 or upper_beam < 1 or batch_size < 1 or prf_pool < 1:
+            raise InvalidInput("`num_beams`, `upper_beam`, `batch_size` and `prf_pool` must be >= 1")
+        if prf_docs < 0 or not 0.0 <= prf_weight <= 10.0:
+            raise InvalidInput(f"`prf_docs` must be >= 0 and `prf_weight` in [0, 10], got {prf_docs}, {prf_weight}")
         if rank not in ("last", "path"):
             raise InvalidInput(f"`rank` must be 'last' or 'path', got {rank!r}")
         self.device = pick_device(device)
@@ -75,6 +80,7 @@ class TreeRetriever(Retriever):
 
             adapter_sha = "+" + str(attach_tree_adapter(self.artifact, Path(adapter))["files"][WEIGHTS])[:12]
         self.num_beams, self.upper_beam, self.batch_size, self.rank = num_beams, upper_beam, batch_size, rank
+        self.prf = (prf_docs, prf_weight, prf_pool) if prf_docs and prf_weight else None
         self.dtype = torch.bfloat16 if use_bf16(precision, self.device) else torch.float32
         self.artifact.model.to(self.dtype)
         self._item_ids = self.artifact.id_map.item_ids()
@@ -122,7 +128,8 @@ class TreeRetriever(Retriever):
         if not queries:
             return []
         art = self.artifact
-        beams = [max(self.upper_beam, k)] * (art.index.length - 1) + [max(self.num_beams, k)]
+        pool = max(self.num_beams, k, self.prf[2] if self.prf else 0)
+        beams = [max(self.upper_beam, pool)] * (art.index.length - 1) + [pool]
         out: list[list[Hit]] = []
         for start in range(0, len(queries), self.batch_size):
             q, states, mask, remembered = self._encode(queries[start : start + self.batch_size])
@@ -131,6 +138,8 @@ class TreeRetriever(Retriever):
             if levels is not None:  # item scores of these queries reuse them (see score_items)
                 for i, enc in enumerate(remembered):
                     enc.levels = levels.row(i)
+            if self.prf is not None:
+                nodes, scores = prf_rescore(art.model, nodes, scores, docs=self.prf[0], weight=self.prf[1])
             for row_nodes, row_scores in zip(nodes.tolist(), scores.float().tolist(), strict=True):
                 hits = [Hit(self._item_ids[n], float(s), self.name) for n, s in zip(row_nodes, row_scores) if n >= 0]
                 out.append(hits[:k])
@@ -205,7 +214,8 @@ class TreeRetriever(Retriever):
 
 def open_tree_retriever(model_dir: Path, *, adapter: str | Path | None = None, normalize: str | None = None,
                         num_beams: int | str = 100, upper_beam: int | str = 1000, batch_size: int | str = 32,
-                        device: str = "auto", rank: str = "last", precision: str = "auto") -> TreeRetriever:
+                        device: str = "auto", rank: str = "last", precision: str = "auto",
+                        prf_docs: int | str = 0, prf_weight: float | str = 0.0, prf_pool: int | str = 300) -> TreeRetriever:
     """A :class:`TreeRetriever` from loader options (strings from CLI flags are converted).
 
     ``normalize`` belongs to v1 T5 models and is ignored (v2 ranks by ``rank``); ``adapter``
@@ -214,7 +224,8 @@ def open_tree_retriever(model_dir: Path, *, adapter: str | Path | None = None, n
     del normalize
     try:
         beams, upper, batch = int(num_beams), int(upper_beam), int(batch_size)
+        prf = {"prf_docs": int(prf_docs), "prf_weight": float(prf_weight), "prf_pool": int(prf_pool)}
     except ValueError as exc:
         raise InvalidInput(f"generative options: {exc}") from None
     return TreeRetriever(model_dir, device=device, num_beams=beams, upper_beam=upper, batch_size=batch,
-                         rank=rank, precision=precision, adapter=adapter)  # type: ignore[arg-type]
+                         rank=rank, precision=precision, adapter=adapter, **prf)  # type: ignore[arg-type]
