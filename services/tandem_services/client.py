@@ -23,7 +23,7 @@ from tandem.v1 import (
     search_pb2,
     search_pb2_grpc,
 )
-from tandem_services.convert import filter_to_proto
+from tandem_services.convert import filter_to_proto, intent_from_proto
 
 
 #: Reconnect backoff of client channels (see :meth:`ChannelOptions.channel`).
@@ -227,14 +227,20 @@ class RemoteIntents(IntentDecomposer):
         self._version = "unknown"
 
     def decompose(self, query: str) -> list[Intent]:
-        """Sub-intents from the server; :class:`Unavailable` when it cannot answer."""
+        """Sub-intents from the server; :class:`Unavailable` when it cannot answer or answers an
+        invalid intent (the server's fault, not the caller's: the searcher degrades to the whole
+        query), e.g. a ``filter`` intent without its typed filter from an older server."""
         try:
             r = self._stub.Decompose(intent_pb2.DecomposeRequest(query=query), timeout=self.timeout_s,
                                      metadata=self.options.metadata())
         except grpc.RpcError as exc:
             raise _translate(exc, "intent service") from None
+        try:
+            intents = [intent_from_proto(i, f"intents[{n}]") for n, i in enumerate(r.intents)]
+        except InvalidInput as exc:
+            raise Unavailable(f"intent service answered an invalid intent: {exc}") from None
         self._version = r.version
-        return [Intent(text=i.text, kind=i.kind, weight=i.weight) for i in r.intents]
+        return intents
 
     def version(self) -> str:
         """The version the server last reported."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tandem.intent.base import Intent
+from tandem.errors import InvalidInput
+from tandem.intent.base import FILTER_INTENT, Intent
+from tandem.intent.filters import IntentFilter
 from tandem.search.catalog import ItemMeta
 from tandem.search.request import FilterSpec, SearchRequest
 from tandem.search.results import SearchResult
@@ -47,9 +49,40 @@ def filter_to_proto(f: FilterSpec) -> search_pb2.Filter:
     return search_pb2.Filter(field=f.field)
 
 
+def intent_filter_to_proto(f: IntentFilter) -> search_pb2.IntentFilter:
+    """Proto form of an intent's typed constraint (absent bounds stay unset)."""
+    return search_pb2.IntentFilter(min_price=f.min_price, max_price=f.max_price)
+
+
 def intent_to_proto(i: Intent) -> search_pb2.Intent:
     """Proto form of a core intent."""
-    return search_pb2.Intent(text=i.text, kind=i.kind, weight=i.weight)
+    if i.filter is None:
+        return search_pb2.Intent(text=i.text, kind=i.kind, weight=i.weight)
+    return search_pb2.Intent(text=i.text, kind=i.kind, weight=i.weight, filter=intent_filter_to_proto(i.filter))
+
+
+def intent_from_proto(i: search_pb2.Intent, where: str = "intent") -> Intent:
+    """The core intent for a proto one, checked: bad values raise :class:`InvalidInput` naming the
+    field under ``where`` (``intents[3].filter.max_price``).
+
+    A ``filter`` intent without its typed ``filter`` (a server from before the field) is refused
+    rather than its text parsed: text is display only.
+    """
+    f = None
+    if i.HasField("filter"):
+        m = i.filter
+        try:
+            f = IntentFilter(min_price=m.min_price if m.HasField("min_price") else None,
+                             max_price=m.max_price if m.HasField("max_price") else None)
+        except InvalidInput as exc:
+            raise InvalidInput(str(exc).replace("`filter", f"`{where}.filter")) from None
+    elif i.kind == FILTER_INTENT:
+        raise InvalidInput(f"`{where}.filter` is missing on an intent of kind {FILTER_INTENT!r} "
+                           f"(text {i.text[:80]!r}); a sender older than typed intent filters?")
+    try:
+        return Intent(text=i.text, kind=i.kind, weight=i.weight, filter=f)
+    except InvalidInput as exc:
+        raise InvalidInput(f"`{where}`: {exc}") from None
 
 
 def result_to_proto(r: SearchResult) -> search_pb2.SearchResponse:
@@ -67,7 +100,10 @@ def result_to_proto(r: SearchResult) -> search_pb2.SearchResponse:
             add_evidence(source=source, rank=rank, score=score)
     add_intent = resp.intents.add
     for i in r.intents:
-        add_intent(text=i.text, kind=i.kind, weight=i.weight)
+        if i.filter is None:
+            add_intent(text=i.text, kind=i.kind, weight=i.weight)
+        else:
+            add_intent(text=i.text, kind=i.kind, weight=i.weight, filter=intent_filter_to_proto(i.filter))
     add_list = resp.debug_lists.add
     for source, intent, hits in r.debug_lists:
         add_source_hit = add_list(source=source, intent=intent).hits.add

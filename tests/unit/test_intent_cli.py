@@ -29,7 +29,8 @@ def test_fit_then_parse(tmp_path) -> None:
     parsed = json.loads(res.output)
     assert parsed["price"] == {"min": None, "max": 30.0, "relative": False}
     assert {"label": "brand", "text": "moen", "start": 0, "end": 4} in parsed["spans"]
-    assert parsed["intents"][-1] == {"text": "price<=30", "kind": "filter", "weight": 0.0}
+    assert parsed["intents"][-1] == {"text": "price<=30", "kind": "filter", "weight": 0.0,
+                                     "filter": {"min_price": None, "max_price": 30.0}}
 
     res = runner.invoke(app, ["intent", "parse", "x", "--model", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "`path`" in res.output

@@ -9,11 +9,11 @@ import pytest
 
 from tandem.catalog.item import Item
 from tandem.errors import CorruptArtifact, InvalidInput
-from tandem.intent import CatalogIntentDecomposer, find_sizes, parse_price
+from tandem.intent import CatalogIntentDecomposer, IntentFilter, find_sizes, parse_price
 from tandem.retriever import Hit, Retriever
 from tandem.search.catalog import InMemoryCatalog, intent_filters
 from tandem.search.orchestrator import HybridSearcher
-from tandem.search.request import SearchRequest
+from tandem.search.request import FilterSpec, SearchRequest
 
 # Invented titles in the catalog's house style: <Brand> <modifiers> <type> in <colour/finish>.
 BRANDS = ["Delta", "Hampton Bay", "Everbilt", "Glacier Bay", "Moen"]
@@ -91,8 +91,11 @@ def test_decompose_sub_queries_and_price_filter(decomposer: CatalogIntentDecompo
     assert kinds["product_type"].text == "shower head"
     assert kinds["brand"].text == "moen shower head"
     assert kinds["finish"].text == "chrome shower head"
-    assert kinds["filter"].text == "price<=40" and kinds["filter"].weight == 0.0
-    assert intent_filters(intents)[0].max == 40.0
+    assert kinds["filter"].filter == IntentFilter(max_price=40.0) and kinds["filter"].weight == 0.0
+    assert kinds["filter"].text == "price<=40"  # display only
+    assert intent_filters(intents) == [FilterSpec("price", min=None, max=40.0)]
+    between = {i.kind: i for i in decomposer.decompose("delta faucet between $20 and 60 dollars")}
+    assert between["filter"].filter == IntentFilter(min_price=20.0, max_price=60.0)
     assert len([i for i in intents if i.kind != "filter"]) <= decomposer.max_intents
     assert [i.kind for i in decomposer.decompose("hinge")] == ["query"]  # nothing to split
 

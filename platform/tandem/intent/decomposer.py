@@ -9,8 +9,9 @@ Sub-queries (each retrieved separately and weighted in fusion):
 * one per attribute (``brand``, ``color``, ``material``, ``finish``, ``size``, ``use``,
   ``audience``) joined with the product type (``delta faucet``), only when a type was found (0.3).
 
-A price constraint becomes an intent of kind ``filter`` (text ``price<=50``, weight 0) that the
-searcher applies after retrieval to items whose catalog entry has a price.
+A price constraint becomes an intent of kind ``filter`` (weight 0) carrying a typed
+:class:`~tandem.intent.filters.IntentFilter` (``max_price=50``; its text ``price<=50`` is for display
+only) that the searcher applies after retrieval to items whose catalog entry has a price.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tandem.intent.lexicon import OTHER, PRICE, SIZE, TYPE, normalize, stem, tok
 from tandem.intent.mining import Vocabulary, mine_vocabulary
 from tandem.intent.rules import PriceConstraint, find_sizes, parse_price
 from tandem.intent.tagger import Tagger
-from tandem.intent.base import FILTER_INTENT, Intent, IntentDecomposer
+from tandem.intent.base import Intent, IntentDecomposer
 
 FORMAT = "tandem.intent/1"
 FILE = "intent.json"
@@ -197,8 +198,9 @@ class CatalogIntentDecomposer(IntentDecomposer):
                 seen.add(i.text)
                 unique.append(i)
         unique = unique[: self.max_intents]
-        if p.price is not None and (p.price.min is not None or p.price.max is not None):
-            unique.append(Intent(text=p.price.text(), kind=FILTER_INTENT, weight=0.0))
+        price = p.price.filter() if p.price is not None else None
+        if price is not None:
+            unique.append(Intent.of_filter(price))
         return unique
 
 

@@ -17,8 +17,11 @@ to the catalog's spelling (``1/2 inch`` → ``1/2 in.``) for the normalised sub-
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+
+from tandem.intent.filters import IntentFilter
 
 ABOUT = 0.25
 
@@ -60,14 +63,11 @@ class PriceConstraint:
     end: int
     relative: bool = False
 
-    def text(self) -> str:
-        """``price>=A`` / ``price<=B`` / both joined by a space (the filter intent's text)."""
-        parts = []
-        if self.min is not None:
-            parts.append(f"price>={self.min:g}")
-        if self.max is not None:
-            parts.append(f"price<={self.max:g}")
-        return " ".join(parts)
+    def filter(self) -> IntentFilter | None:
+        """The typed filter for this range, or ``None`` when it sets no bound (``cheap`` in a
+        catalog without prices). A bound too large for a float (a 400-digit amount) is open."""
+        lo, hi = (b if b is not None and math.isfinite(b) else None for b in (self.min, self.max))
+        return None if lo is None and hi is None else IntentFilter(min_price=lo, max_price=hi)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from tandem.catalog.item import Item
 from tandem.errors import InvalidInput
 from tandem.fusion import FusedHit
-from tandem.intent.base import FILTER_INTENT, Intent
+from tandem.intent.base import Intent
 from tandem.search.request import FilterSpec, category_path
 
 UNKNOWN_HITS = Counter(
@@ -116,25 +116,12 @@ def matches(meta: ItemMeta | None, filters: Sequence[FilterSpec]) -> bool:
 
 
 def intent_filters(intents: Sequence[Intent]) -> list[FilterSpec]:
-    """Filters carried by ``filter`` intents (``price>=10 price<=50``); malformed terms are
-    ignored, since a decomposer's constraint is a hint and must not fail the search."""
+    """The request-level filters that the ``filter`` intents' typed constraints imply."""
     out = []
     for i in intents:
-        if i.kind != FILTER_INTENT:
-            continue
-        lo = hi = None
-        for term in i.text.split():
-            for op in (">=", "<="):
-                name, sep, value = term.partition(op)
-                if sep and name == "price":
-                    try:
-                        v = float(value)
-                    except ValueError:
-                        continue
-                    if v >= 0:
-                        lo, hi = (v, hi) if op == ">=" else (lo, v)
-        if lo is not None or hi is not None:
-            out.append(FilterSpec(field="price", min=lo, max=hi))
+        f = i.filter  # set exactly on FILTER_INTENT intents (Intent checks it)
+        if f is not None and (f.min_price is not None or f.max_price is not None):
+            out.append(FilterSpec(field="price", min=f.min_price, max=f.max_price))
     return out
 
 

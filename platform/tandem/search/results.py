@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.intent.base import Intent
+from tandem.intent.filters import IntentFilter
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class SearchResult:
         return json.dumps({
             "hits": [{"item_id": h.item_id, "score": h.score, "title": h.title, "provenance": h.provenance}
                      for h in self.hits],
-            "intents": [{"text": i.text, "kind": i.kind, "weight": i.weight} for i in self.intents],
+            "intents": [_intent_json(i) for i in self.intents],
             "versions": self.versions, "degraded": self.degraded, "degraded_reasons": self.degraded_reasons,
             "cache_hit": self.cache_hit, "took_ms": self.took_ms, "debug_lists": self.debug_lists,
         }, separators=(",", ":")).encode("utf-8")
@@ -53,9 +54,19 @@ class SearchResult:
         d: dict[str, Any] = json.loads(data)
         d["hits"] = [ResultHit(h["item_id"], h["score"], h["title"], [tuple(p) for p in h["provenance"]])
                      for h in d["hits"]]
-        d["intents"] = [Intent(**i) for i in d["intents"]]
+        d["intents"] = [Intent(i["text"], i["kind"], i["weight"],
+                               None if i.get("filter") is None else IntentFilter.from_dict(i["filter"]))
+                        for i in d["intents"]]
         d["debug_lists"] = [(s, i, [tuple(h) for h in hs]) for s, i, hs in d["debug_lists"]]
         return cls(**d)
+
+
+def _intent_json(i: Intent) -> dict[str, Any]:
+    """An intent's cache form; ``filter`` only where set (an entry without it decodes as before)."""
+    d: dict[str, Any] = {"text": i.text, "kind": i.kind, "weight": i.weight}
+    if i.filter is not None:
+        d["filter"] = i.filter.as_dict()
+    return d
 
 
 __all__ = ["ResultHit", "SearchResult"]

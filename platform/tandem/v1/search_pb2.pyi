@@ -67,15 +67,25 @@ class SearchHit(_message.Message):
     arm: str
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[Provenance, _Mapping]]] = ..., arm: _Optional[str] = ...) -> None: ...
 
+class IntentFilter(_message.Message):
+    __slots__ = ("min_price", "max_price")
+    MIN_PRICE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRICE_FIELD_NUMBER: _ClassVar[int]
+    min_price: float
+    max_price: float
+    def __init__(self, min_price: _Optional[float] = ..., max_price: _Optional[float] = ...) -> None: ...
+
 class Intent(_message.Message):
-    __slots__ = ("text", "kind", "weight")
+    __slots__ = ("text", "kind", "weight", "filter")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     text: str
     kind: str
     weight: float
-    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+    filter: IntentFilter
+    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., weight: _Optional[float] = ..., filter: _Optional[_Union[IntentFilter, _Mapping]] = ...) -> None: ...
 
 class SourceHit(_message.Message):
     __slots__ = ("item_id", "rank", "score")
