@@ -6,7 +6,9 @@ requests against a real gateway on loopback) for a fixed number of Hypothesis ex
 counting outcomes instead of stopping at the first failure, then replays the known
 reproducers of bugs this fuzzing found. Prints a table and writes ``{"figures": {...}}``
 with ``cases``, ``crashes``, ``internal_errors``, ``contract_violations`` and one entry per
-target. ``--quick`` runs 1/25 of the cases (well under a minute on 2 cores).
+target. ``--quick`` runs 1/25 of the cases (well under a minute on 2 cores). The targets live in
+:mod:`tandem_testing.fuzz_requests`, :mod:`tandem_testing.fuzz_events` and
+:mod:`tandem_testing.fuzz_loaders`.
 """
 
 from __future__ import annotations
@@ -83,28 +85,30 @@ def _fuzz(strategy: Any, n: int, seed: int, body: Callable[[Any], None]) -> None
 
 def run_targets(scale: float, seed: int, workdir: Path) -> dict[str, Tally]:
     """Every target with ``FULL[target] * scale`` examples."""
-    from tandem_testing import fuzz
+    from tandem_testing import fuzz_events, fuzz_loaders, fuzz_requests
 
     tallies = {name: Tally() for name in FULL}
     n = {name: max(1, int(count * scale)) for name, count in FULL.items()}
     plan: list[tuple[str, Any, Callable[[Tally, Any], None]]] = [
-        ("search_request", fuzz.search_requests(), lambda t, v: t.run(fuzz.check_search_request, v)),
-        ("proto_request", fuzz.proto_search_requests(), lambda t, v: t.run(fuzz.check_proto_request, v)),
-        ("event_record", fuzz.event_records(), lambda t, v: t.run(fuzz.check_event_record, *v)),
-        ("event_line", fuzz.event_lines(), lambda t, v: t.run(fuzz.check_event_line, v)),
-        ("jsonl_file", _with_strict(fuzz.catalog_rows()),
-         lambda t, v: t.run(fuzz.check_jsonl_file, workdir, v[0], v[1])),
-        ("csv_file", _with_strict(fuzz.csv_files()),
-         lambda t, v: t.run(fuzz.check_csv_file, workdir, *v[0], v[1])),
+        ("search_request", fuzz_requests.search_requests(), lambda t, v: t.run(fuzz_requests.check_search_request, v)),
+        ("proto_request", fuzz_requests.proto_search_requests(),
+         lambda t, v: t.run(fuzz_requests.check_proto_request, v)),
+        ("event_record", fuzz_events.event_records(), lambda t, v: t.run(fuzz_events.check_event_record, *v)),
+        ("event_line", fuzz_events.event_lines(), lambda t, v: t.run(fuzz_events.check_event_line, v)),
+        ("jsonl_file", _with_strict(fuzz_loaders.catalog_rows()),
+         lambda t, v: t.run(fuzz_loaders.check_jsonl_file, workdir, v[0], v[1])),
+        ("csv_file", _with_strict(fuzz_loaders.csv_files()),
+         lambda t, v: t.run(fuzz_loaders.check_csv_file, workdir, *v[0], v[1])),
     ]
     for name, strategy, body in plan:
         started = time.perf_counter()
         _fuzz(strategy, n[name], seed, lambda v, t=tallies[name], b=body: b(t, v))
         tallies[name].seconds = time.perf_counter() - started
     started = time.perf_counter()
-    with fuzz.fuzz_server() as stub:
+    with fuzz_requests.fuzz_server() as stub:
         t = tallies["grpc_search"]
-        _fuzz(fuzz.proto_search_requests(), n["grpc_search"], seed, lambda v: t.run(fuzz.check_grpc_search, stub, v))
+        _fuzz(fuzz_requests.proto_search_requests(), n["grpc_search"], seed,
+              lambda v: t.run(fuzz_requests.check_grpc_search, stub, v))
     tallies["grpc_search"].seconds = time.perf_counter() - started
     return tallies
 
@@ -119,16 +123,16 @@ def run_seeds(workdir: Path) -> list[dict[str, Any]]:
     """Replay each known reproducer through its target's property."""
     from tandem.catalog.loaders import load_items
     from tandem.errors import InvalidInput
-    from tandem_testing import fuzz
+    from tandem_testing import fuzz, fuzz_events
 
     out = []
     for target, what, value in SEEDS:
         status = "ok"
         try:
             if target == "event_record":
-                fuzz.check_event_record(*value)
+                fuzz_events.check_event_record(*value)
             elif target == "event_line":
-                fuzz.check_event_line(*value)
+                fuzz_events.check_event_line(*value)
             else:
                 path = workdir / ("seed.csv" if target == "csv_file" else "seed.jsonl")
                 path.write_bytes(value)

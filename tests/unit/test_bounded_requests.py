@@ -42,7 +42,7 @@ def test_strings_are_bounded(request_: SearchRequest, field: str) -> None:
 
 
 def test_a_filter_flood_over_grpc_is_invalid_argument_naming_the_field() -> None:
-    from tandem_testing.fuzz import fuzz_server
+    from tandem_testing.fuzz_requests import fuzz_server
     from tandem.v1 import search_pb2
 
     flood = [search_pb2.Filter(field="brand", equals="Volta")] * 55_000  # ~1 MiB, issue 19's example

@@ -4,7 +4,7 @@ mode refuses to render without the persistent volume the catalog store and index
 from __future__ import annotations
 
 import pytest
-from test_chart import component, of_kind, render, render_raw
+from chart_render import component, of_kind, render, render_raw
 
 KAFKA = ["ingest.enabled=true", "kafka.bootstrapServers=kafka:9092"]
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import base64
 
 import pytest
+from chart_render import (NAMESPACE, RELEASE, component, kv_validate, of_kind, render, render_raw,
+                          rendered, selects)
+from chart_render import allowed_egress as _allowed_egress
 from cryptography import x509
-from test_chart import (NAMESPACE, RELEASE, _allowed_egress, component, kv_validate, of_kind, render, render_raw,
-                        rendered, selects)
 
 
 def _generative(objs: list[dict]) -> list[dict]:

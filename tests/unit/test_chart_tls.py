@@ -9,7 +9,7 @@ import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from test_chart import NAMESPACE, RELEASE, component, of_kind, render, rendered
+from chart_render import NAMESPACE, RELEASE, component, of_kind, render, rendered
 
 SECRET = f"{RELEASE}-tandem-tls"
 SERVERS = ("gateway", "sparse", "generative")

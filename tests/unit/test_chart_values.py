@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_chart import (
+from chart_render import (
     CASES,
     CHART,
     NAMESPACE,

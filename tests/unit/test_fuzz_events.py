@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
-from tandem_testing.fuzz import check_event_line, check_event_record, event_lines, event_records
+from tandem_testing.fuzz_events import check_event_line, check_event_record, event_lines, event_records
 
 FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tandem_testing.fuzz import FuzzFailure, check_grpc_search, fuzz_server, proto_search_requests
+from tandem_testing.fuzz import FuzzFailure
+from tandem_testing.fuzz_requests import check_grpc_search, fuzz_server, proto_search_requests
 from tandem.v1 import search_pb2
 
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tandem_testing.fuzz import FuzzFailure, RawLine, catalog_rows, check_csv_file, check_jsonl_file, csv_files
+from tandem_testing.fuzz import FuzzFailure
+from tandem_testing.fuzz_loaders import RawLine, catalog_rows, check_csv_file, check_jsonl_file, csv_files
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 
 from tandem.search.request import FilterSpec, SearchRequest
-from tandem_testing.fuzz import FuzzFailure, check_proto_request, check_search_request, proto_search_requests, \
+from tandem_testing.fuzz import FuzzFailure
+from tandem_testing.fuzz_requests import check_proto_request, check_search_request, proto_search_requests, \
     search_requests
 
 FUZZ = settings(max_examples=300, deadline=None, database=None)

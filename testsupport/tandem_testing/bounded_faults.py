@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tandem_testing.faults import ScenarioResult
+from tandem_testing.fault_harness import ScenarioResult
 from tandem_testing.ingest_faults import _wait, audit_ingest, expected_state, store_seq, synthetic_events
 
 FLOOD_FILTERS = 55_000

@@ -24,6 +24,8 @@ events again; searches are answered non-degraded, or from the cache again for Re
 
 The serving scenarios drive the gRPC gateway, so they import :mod:`tandem_services` —
 lazily, inside the functions: this module is test support, and core code never imports it.
+The result row, the search load and the loopback servers they share with the other fault
+modules are in :mod:`tandem_testing.fault_harness`.
 """
 
 from __future__ import annotations
@@ -33,216 +35,20 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tandem.catalog.item import Item
 from tandem.retriever import Hit, Retriever
+from tandem_testing.fault_harness import ScenarioResult, SearchLoad, gateway, request_result, retriever_service
 from tandem_testing.term_overlap import TermOverlapRetriever
 from tandem_testing.tiny_catalog import tiny_catalog
 
 log = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parents[2]
-
-QUERIES = [
-    "cordless drill", "hammer drill", "circular saw", "claw hammer", "screwdriver set", "interior paint white",
-    "paint roller", "painters tape", "led light bulb", "ceiling light", "flood light", "garden hose",
-    "string trimmer", "lawn mower", "kitchen faucet", "bathroom faucet", "toilet", "wood screws",
-    "impact driver", "drill bits", "hand saw", "exterior paint", "motion sensor light", "stainless faucet",
-]  # fmt: skip
-
-
-@dataclass
-class ScenarioResult:
-    """One row of the fault report."""
-
-    scenario: str
-    unit: str
-    """``events`` or ``requests``."""
-    count: int
-    failures: int
-    lost: int
-    duplicated: int
-    recovery_s: float | None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def figures(self) -> dict[str, Any]:
-        """The JSON entry of ``bench.faults``."""
-        return {self.unit: self.count, "failures": self.failures, "lost": self.lost,
-                "duplicated": self.duplicated, "recovery_s": self.recovery_s, **self.details}  # fmt: skip
-
-
-# --------------------------------------------------------------------------- search load
-
-
-@dataclass
-class Outcome:
-    """One search as the client saw it."""
-
-    started: float
-    seconds: float
-    ok: bool
-    answered: bool
-    degraded: bool = False
-    cache_hit: bool = False
-    hits: int = 0
-    duplicate_hits: bool = False
-    versions: dict[str, str] = field(default_factory=dict)
-    error: str = ""
-
-
-class SearchLoad:
-    """Searches from ``workers`` threads until :meth:`stop`; every outcome is recorded.
-
-    ``vary`` appends a counter to each query so no answer comes from the cache (the
-    generative scenarios must see the source itself); otherwise queries cycle over
-    :data:`QUERIES`, which makes most searches cache hits.
-    """
-
-    def __init__(self, address: str, *, workers: int = 2, timeout_s: float = 2.0, vary: bool = False,
-                 pause_s: float = 0.0) -> None:
-        self.address, self.workers, self.timeout_s, self.vary, self.pause_s = address, workers, timeout_s, vary, pause_s
-        self.outcomes: list[Outcome] = []
-        self.reasons: list[str] = []
-        """``degraded_reasons`` of the first degraded answer (for reports)."""
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._n = 0
-        self._mu = threading.Lock()
-
-    def _next_query(self) -> str:
-        with self._mu:
-            self._n += 1
-            n = self._n
-        q = QUERIES[n % len(QUERIES)]
-        return f"{q} {n}" if self.vary else q
-
-    def _run(self) -> None:
-        import grpc
-
-        from tandem_services.client import SearchClient
-
-        with SearchClient(self.address, timeout_s=self.timeout_s) as client:
-            while not self._stop.is_set():
-                query = self._next_query()
-                t0 = time.monotonic()
-                try:
-                    r = client.search(query, top_k=10)
-                except grpc.RpcError as e:
-                    code = e.code()
-                    answered = code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
-                    self._record(Outcome(t0, time.monotonic() - t0, ok=False, answered=answered,
-                                         error=f"{code.name}: {e.details()}"))
-                    continue
-                ids = [h.item_id for h in r.hits]
-                if r.degraded and not self.reasons:
-                    self.reasons = list(r.degraded_reasons)
-                self._record(Outcome(t0, time.monotonic() - t0, ok=bool(ids), answered=True, degraded=r.degraded,
-                                     cache_hit=r.cache_hit, hits=len(ids), duplicate_hits=len(set(ids)) != len(ids),
-                                     versions=dict(r.versions), error="" if ids else "no hits"))
-                if self.pause_s:
-                    time.sleep(self.pause_s)
-
-    def _record(self, o: Outcome) -> None:
-        with self._mu:
-            self.outcomes.append(o)
-
-    def start(self) -> SearchLoad:
-        """Start the worker threads."""
-        self._threads = [threading.Thread(target=self._run, name=f"search-load-{i}", daemon=True)
-                         for i in range(self.workers)]
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self) -> list[Outcome]:
-        """Stop, join and return every outcome in start order."""
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-        return sorted(self.outcomes, key=lambda o: o.started)
-
-    def count(self) -> int:
-        """Searches finished so far."""
-        with self._mu:
-            return len(self.outcomes)
-
-    def wait_for(self, pred: Callable[[Outcome], bool], after: float, timeout_s: float) -> float | None:
-        """Seconds from ``after`` until the first search started after it satisfies ``pred``."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._mu:
-                hits = [o.started for o in self.outcomes if o.started >= after and pred(o)]
-            if hits:
-                return min(hits) - after
-            time.sleep(0.02)
-        return None
-
-    def wait_count(self, n: int, timeout_s: float) -> None:
-        """Block until ``n`` searches have finished (or ``timeout_s``)."""
-        deadline = time.monotonic() + timeout_s
-        while self.count() < n and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-
-def _request_result(name: str, outcomes: Sequence[Outcome], recovery_s: float | None, *,
-                    late_after_s: float | None = None, **details: Any) -> ScenarioResult:
-    late = [o for o in outcomes if late_after_s is not None and o.answered and o.seconds > late_after_s]
-    errors = sorted({o.error for o in outcomes if o.error})[:5]
-    lat = sorted(o.seconds for o in outcomes)
-    return ScenarioResult(
-        name, "requests", len(outcomes),
-        failures=sum(not o.ok for o in outcomes) + len(late),
-        lost=sum(not o.answered for o in outcomes),
-        duplicated=sum(o.duplicate_hits for o in outcomes),
-        recovery_s=None if recovery_s is None else round(recovery_s, 3),
-        details={"degraded": sum(o.degraded for o in outcomes), "cache_hits": sum(o.cache_hit for o in outcomes),
-                 "p99_ms": round(lat[int(0.99 * (len(lat) - 1))] * 1000, 1) if lat else None,
-                 **({"late": len(late)} if late_after_s is not None else {}),
-                 **({"errors": errors} if errors else {}), **details},
-    )  # fmt: skip
-
-
-@contextmanager
-def _gateway(retrievers: Sequence[Retriever], *, cache: Any = None, deadline_s: float = 1.0) -> Iterator[Any]:
-    """A real gateway (gRPC, loopback) over ``retrievers``; yields its BackgroundServer."""
-    from tandem.search.catalog import InMemoryCatalog
-    from tandem.search.orchestrator import HybridSearcher
-    from tandem.search.request import SearchConfig
-    from tandem_services.app import gateway_server
-    from tandem_services.runner import BackgroundServer
-    from tandem_services.server import ServerOptions
-
-    searcher = HybridSearcher(list(retrievers), cache=cache, catalog=InMemoryCatalog(tiny_catalog()),
-                              config=SearchConfig(deadline_s=deadline_s))
-    srv = BackgroundServer(lambda: gateway_server(searcher, ServerOptions(drain_s=0.0, grace_s=1.0)))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@contextmanager
-def _retriever_service(retriever: Retriever) -> Iterator[Any]:
-    """``retriever`` behind a real RetrieverService on loopback; yields its BackgroundServer."""
-    from tandem_services.app import retriever_server
-    from tandem_services.runner import BackgroundServer
-    from tandem_services.server import ServerOptions
-
-    srv = BackgroundServer(lambda: retriever_server([retriever], ServerOptions(drain_s=0.0, grace_s=1.0)))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
 
 # --------------------------------------------------------------------------- (c) Redis restart
 
@@ -262,7 +68,7 @@ def redis_restart(seconds: float = 6.0, workers: int = 2) -> ScenarioResult:
         try:
             bm25 = TermOverlapRetriever(items, name="bm25")
             gen = TermOverlapRetriever(items, name="generative")
-            with _gateway([bm25, gen], cache=cache) as gw:
+            with gateway([bm25, gen], cache=cache) as gw:
                 load = SearchLoad(gw.address, workers=workers).start()
                 time.sleep(seconds / 3)
                 t_down = time.monotonic()
@@ -273,7 +79,7 @@ def redis_restart(seconds: float = 6.0, workers: int = 2) -> ScenarioResult:
                 outcomes = load.stop()
         finally:
             cache.close()
-    return _request_result("redis_restart", outcomes, recovery, outage_s=round(back - t_down, 3))
+    return request_result("redis_restart", outcomes, recovery, outage_s=round(back - t_down, 3))
 
 
 # --------------------------------------------------------------------------- (d) generative killed
@@ -332,7 +138,7 @@ def generative_killed(work: Path, seconds: float = 8.0, outage_s: float = 2.0, w
     try:
         _wait_serving(address, proc)
         remote = RemoteRetriever(address, "generative", version_ttl_s=0.2)
-        with _gateway([TermOverlapRetriever(items, name="bm25"), remote]) as gw:
+        with gateway([TermOverlapRetriever(items, name="bm25"), remote]) as gw:
             load = SearchLoad(gw.address, workers=workers, vary=True).start()
             time.sleep((seconds - outage_s) / 2)
             t_kill = time.monotonic()
@@ -356,7 +162,7 @@ def generative_killed(work: Path, seconds: float = 8.0, outage_s: float = 2.0, w
     # each must be degraded (BM25 only), none may fail.
     during = [o for o in outcomes if o.started > t_kill + 0.1 and o.started + o.seconds < respawned]
     before = [o for o in outcomes if o.started < t_kill]
-    return _request_result("generative_killed", outcomes, recovery, down_s=round(back - t_kill, 3),
+    return request_result("generative_killed", outcomes, recovery, down_s=round(back - t_kill, 3),
                            degraded_before_kill=sum(o.degraded for o in before),
                            degraded_while_down=sum(o.degraded for o in during), searches_while_down=len(during))
 
@@ -441,10 +247,10 @@ def corrupt_artifact(work: Path, seconds: float = 4.0, workers: int = 2) -> Scen
     logging.getLogger("tandem.registry").addHandler(capture)
     retriever = RegistryRetriever(reg)
     try:
-        with _retriever_service(retriever) as svc:
+        with retriever_service(retriever) as svc:
             remote = RemoteRetriever(svc.address, "generative", version_ttl_s=0.1)
             try:
-                with _gateway([TermOverlapRetriever(items, name="bm25"), remote]) as gw, \
+                with gateway([TermOverlapRetriever(items, name="bm25"), remote]) as gw, \
                         grpc.insecure_channel(svc.address) as ch:
                     admin = admin_pb2_grpc.AdminServiceStub(ch)
                     load = SearchLoad(gw.address, workers=workers, vary=True).start()
@@ -469,7 +275,7 @@ def corrupt_artifact(work: Path, seconds: float = 4.0, workers: int = 2) -> Scen
         logging.getLogger("tandem.registry").removeHandler(capture)
     logged = any(v2 in line and "refusing" in line for line in capture.lines)
     wrong = sum(o.versions.get("generative") == v2 for o in outcomes)
-    result = _request_result("corrupt_artifact", outcomes, recovery, refused=int(refusals), logged=logged,
+    result = request_result("corrupt_artifact", outcomes, recovery, refused=int(refusals), logged=logged,
                              kept_serving=served_after_refusal == v1, served_corrupt=wrong)
     # A corrupt artifact that got served, or a refusal nobody can see, is a failure too.
     result.failures += wrong + (served_after_refusal != v1) + (refusals < 1) + (not logged)
@@ -492,10 +298,10 @@ def slow_retriever(seconds: float = 4.0, deadline_s: float = 0.3, slow_s: float 
     items = tiny_catalog()
     slow = TermOverlapRetriever(items, name="generative", delay_s=slow_s)
     allowance_s = 0.5
-    with _retriever_service(slow) as svc:
+    with retriever_service(slow) as svc:
         remote = RemoteRetriever(svc.address, "generative", version_ttl_s=1.0)
         try:
-            with _gateway([TermOverlapRetriever(items, name="bm25"), remote], deadline_s=deadline_s) as gw:
+            with gateway([TermOverlapRetriever(items, name="bm25"), remote], deadline_s=deadline_s) as gw:
                 load = SearchLoad(gw.address, workers=workers, vary=True, timeout_s=deadline_s + 2.0).start()
                 time.sleep(seconds / 2)
                 slow.delay_s = 0.0
@@ -506,7 +312,7 @@ def slow_retriever(seconds: float = 4.0, deadline_s: float = 0.3, slow_s: float 
         finally:
             remote.close()
     during = [o for o in outcomes if o.started < fixed - slow_s]
-    return _request_result(
+    return request_result(
         "slow_retriever", outcomes, recovery, late_after_s=deadline_s + allowance_s,
         deadline_ms=deadline_s * 1000, degraded_while_slow=sum(o.degraded for o in during),
         searches_while_slow=len(during),

@@ -28,7 +28,7 @@ from typing import Any
 
 from tandem.feedback.events import FeedbackEvent
 from tandem.feedback.stream import FeedbackApplier
-from tandem_testing.faults import ScenarioResult
+from tandem_testing.fault_harness import ScenarioResult
 from tandem_testing.ingest_faults import HoldBatchMixin, _wait, restart_at_held_batch
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ consumer's per-record path (decode → apply → dead-letter → commit), issue 
   ``apply`` never raises, accounts for every event (applied + duplicates + stale + failed),
   stores nothing of a failed one, and keeps ``seq`` dense.
 * ``consumer_record`` — Kafka records as any producer could write them
-  (:func:`tandem_testing.fuzz.event_records`, plus values with huge versions) through
+  (:func:`tandem_testing.fuzz_events.event_records`, plus values with huge versions) through
   ``IngestConsumer._process`` with the poisoning action ``dlq``: it never raises, every record is
   either applied (or a duplicate/stale) or dead-lettered with a reason, and the partition's offset
   is committed past the last record (no stall).
@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from tandem.catalog.events import ItemEvent
 from tandem.catalog.item import Item
-from tandem_testing.fuzz import FuzzFailure, _crash, event_records, full_text
+from tandem_testing.fuzz import FuzzFailure, _crash, full_text
+from tandem_testing.fuzz_events import event_records
 
 _ids = st.sampled_from(["a", "b", "c", "d"])
 _wild_versions = st.one_of(st.integers(0, 3), st.integers(2**63 - 2, 2**63 + 2), st.integers(-(2**70), 2**70))

@@ -17,7 +17,7 @@ from typing import Any
 
 from tandem.catalog.events import ItemEvent
 from tandem.streams.apply import Applier, BatchReport
-from tandem_testing.faults import ScenarioResult
+from tandem_testing.fault_harness import ScenarioResult
 
 log = logging.getLogger(__name__)
 
