@@ -34,10 +34,22 @@ ARGS = ["train", "generative", "--profile", "ci", "--seed", "13", "--device", "c
         "--set", "threads=1", "--set", "memorise_epochs=2", "--set", "align_epochs=2"]
 
 
-def _run(cmd: list[str], home: Path, cwd: Path) -> None:
+def _start(cmd: list[str], home: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` with its own ``TANDEM_HOME``, its output (merged) going to ``log``."""
     env = {**os.environ, "TANDEM_HOME": str(home), "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": "x"}
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _finish(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait for ``proc`` (300 s at most, then kill it) and assert it succeeded."""
+    try:
+        proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"{proc.args} ran over 300 s:\n{log.read_text()[-3000:]}") from None
+    assert proc.returncode == 0, log.read_text()[-6000:]
 
 
 def test_two_ranks_give_the_losses_of_one_process(tmp_path: Path) -> None:
@@ -50,10 +62,22 @@ def test_two_ranks_give_the_losses_of_one_process(tmp_path: Path) -> None:
     (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {i} {g}\n" for q, rel in s.train_qrels.items()
                                                 for i, g in rel.items()))
     files = ["--catalog", "catalog.jsonl", "--train-queries", "q.tsv", "--train-qrels", "qrels.txt"]
-    # separate homes: each run encodes its own states (the two-rank run by shards)
-    _run([sys.executable, "-m", "tandem_app.cli", *ARGS, *files, "--out", "one"], tmp_path / "h1", tmp_path)
-    _run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "tandem_app.cli", *ARGS, *files, "--out", "two"],
-         tmp_path / "h2", tmp_path)
+    # separate homes: each run encodes its own states (the two-rank run by shards). The runs share
+    # nothing, so the one-process run (one thread) runs beside the two ranks rather than before them.
+    runs = {"one": [sys.executable, "-m", "tandem_app.cli", *ARGS, *files, "--out", "one"],
+            "two": [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "tandem_app.cli", *ARGS, *files,
+                    "--out", "two"]}
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for home, (name, cmd) in zip(("h1", "h2"), runs.items(), strict=True):
+            started.append((_start(cmd, tmp_path / home, tmp_path, tmp_path / f"{name}.log"), tmp_path / f"{name}.log"))
+        for proc, log in started:
+            _finish(proc, log)
+    finally:
+        for proc, _ in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     one = json.loads((tmp_path / "one" / "training_summary.json").read_text())
     two = json.loads((tmp_path / "two" / "training_summary.json").read_text())
