@@ -207,8 +207,9 @@ def test_items_scope_adapter_leaves_every_old_score_as_the_base_s(trained: Path,
     summary = train_adapter(trained, new, old, out, adapter_config({"tree_epochs": 3, "batch_size": 8,
                                                                     "tree_scope": "items"}))
     assert summary["parameters"]["trainable"] == len(new) * 384
-    base = TreeRetriever(trained, num_beams=5, device="cpu")
-    adapted = TreeRetriever(trained, adapter=out, num_beams=5, device="cpu")
+    # the model's own item scores (feedback off: it re-ranks around the top hits, new ones included)
+    base = TreeRetriever(trained, num_beams=5, device="cpu", prf_docs=0)
+    adapted = TreeRetriever(trained, adapter=out, num_beams=5, device="cpu", prf_docs=0)
     old_ids = {it.item_id for it in old}
     for query in ("cordless drill", "paint roller", "garden hose"):
         before = {h.item_id: h.score for h in base.retrieve([query], 10)[0]}
@@ -218,3 +219,19 @@ def test_items_scope_adapter_leaves_every_old_score_as_the_base_s(trained: Path,
         cos_after = [s[1] for s in adapted.score_items(query, sorted(old_ids))]  # type: ignore[index]
         assert cos_before == pytest.approx(cos_after, abs=1e-5)
     assert [h[0].item_id for h in adapted.retrieve([it.title for it in new], 3)] == list(HELD_OUT)
+
+
+def test_total_minutes_keeps_room_for_what_follows_training(tmp_path: Path) -> None:
+    """With a whole-run target already spent by encoding, no stage trains, yet the run ends
+    with its final check and a servable folder (the ``full`` profile's 45-minute guarantee)."""
+    from tandem.training.tree_config import tree_profile
+    from tandem.training.tree_run import train_tree
+
+    items = [it for it in tiny_catalog() if it.item_id not in HELD_OUT]
+    cfg = tree_profile("ci", total_minutes=0.01, lora_epochs=1)
+    summary = train_tree(items, [("cordless drill", "t01")], tmp_path / "m", cfg, cache_dir=tmp_path / "c",
+                         echo=lambda _: None)
+    assert list(summary["stages"]) == ["init"] and not summary["encoder_changed"]
+    assert summary["final_memorisation"]["items_checked"] == len(items)
+    assert (tmp_path / "m" / "training_summary.json").is_file()
+    assert tree_profile("full").total_minutes == 45.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from typing import Any
 
 import pytest
@@ -113,3 +115,8 @@ def test_tree_budget_skips_a_stage_once_spent() -> None:
     budget.on_stage_begin(Stage("x", 1, 0.1), Position(), control)
     assert control.skip and control.stop_stage and "time budget" in control.reason
     assert not Budget(None).over()
+    moving = [time.perf_counter() + 60.0]  # a second deadline is asked each time: it may move
+    second = Budget(None, until=lambda: moving[0])
+    assert not second.over()
+    moving[0] = time.perf_counter() - 1.0
+    assert second.over()

@@ -139,6 +139,10 @@ class ShardTreeRetriever(TreeRetriever):
         self._item_ids = [all_ids[r] for r in rows.tolist()]
         self._row_of = {iid: row for row, iid in enumerate(self._item_ids)}
         self._version = f"{self._version}-shard{self.shard}of{self.count}"
+        # feedback re-ranks a query's whole beam around its best hits; a shard sees only its own
+        # items, so its centroid (and its scores) would differ from its siblings' and the merged
+        # lists would not compare: a sharded deployment serves without it
+        self.prf = None
 
     def _encode(self, queries: Sequence[str]) -> Any:
         if self._encodings is None:

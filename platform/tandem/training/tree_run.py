@@ -60,6 +60,17 @@ def _cached_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callab
     return cache
 
 
+def _encode_rate(encoder: Any, texts: list[str], seed: int, sample: int = 256) -> float:
+    """Seconds per text of encoding (states kept) on a seeded sample of ``texts``: what re-encoding
+    the catalog after the encoder stage will cost, when the first encoding came from the cache."""
+    from tandem.training.state_cache import StateCache
+
+    picked = random.Random(seed).sample(texts, min(sample, len(texts)))
+    t0 = time.perf_counter()
+    StateCache.build(encoder, picked)
+    return (time.perf_counter() - t0) / max(len(picked), 1)
+
+
 def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, *,
                device: str = "cpu", dev: tuple[Mapping[str, str], Mapping[str, Mapping[str, int]]] | None = None,
                id_map: Any = None, cache_dir: Path | None = None, holdout: Sequence[str] = (),
@@ -117,7 +128,11 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
     out.mkdir(parents=True, exist_ok=True)
     texts = [item_text(it) for it in items]
     cache_dir = cache_dir or get_settings().home / "cache" / "encoder-states"
+    t_docs = time.perf_counter()
     docs = _cached_states(encoder, texts, cache_dir, echo, "item texts", parallel)
+    encode_rate = (time.perf_counter() - t_docs) / max(len(set(texts)), 1)
+    if config.total_minutes and encode_rate < 1e-4:  # reused from the cache: time a sample instead
+        encode_rate = _encode_rate(encoder, texts, config.seed)
     rng = random.Random(config.seed)
     spans = [s for t in texts for s in title_spans(t, config.spans_per_item, rng)]
     qtexts = [*spans, *(q for q, _ in pairs), *((dev[0].values()) if dev else ())]
@@ -141,10 +156,11 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
 
         shared.check_same("semantic IDs", id_map.as_array().tobytes())
         trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo,
-                              parallel=shared, encode=lambda ts: sharded_states(
+                              parallel=shared, run_clock=(t_start, encode_rate), encode=lambda ts: sharded_states(
                                   shared, lambda part: StateCache.build(encoder, part), ts, encoder.dim))
     else:
-        trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo)
+        trainer = TreeTrainer(config, items, id_map, pairs, encoder, (docs, queries), dev=dev, echo=echo,
+                              run_clock=(t_start, encode_rate))
     summary = trainer.run()
     if shared is not None:
         summary["world_size"] = shared.world

@@ -93,12 +93,15 @@ class TreeTrainer(Callback):
     def __init__(self, config: TreeTrainConfig, items: Sequence[Item], id_map: IdMap, pairs: Sequence[tuple[str, str]],
                  encoder: TextEncoder, caches: tuple[StateCache, StateCache], *, dev: Dev | None = None,
                  echo: Callable[[str], None] = print, parallel: Parallel | None = None,
-                 encode: Callable[[list[str]], StateCache] | None = None) -> None:
+                 encode: Callable[[list[str]], StateCache] | None = None,
+                 run_clock: tuple[float, float] | None = None) -> None:
         """``caches``: states of the item texts and of all query-like texts (spans, training and
         dev queries) under the frozen ``encoder``; ``id_map`` was built in the same space.
         ``parallel``: how batches are shared out and gradients reduced (one process by default).
         ``encode``: how texts are re-encoded after the encoder stage (default: all of them here;
-        a distributed run shares them out across ranks)."""
+        a distributed run shares them out across ranks).
+        ``run_clock``: the run's start (``time.perf_counter``) and its encoding cost in seconds
+        per item text, for ``total_minutes`` (see :meth:`stage_deadline`)."""
         self.config, self.encoder, self.dev, self.echo = config, encoder, dev, echo
         self.parallel = parallel or Parallel()
         self.encode = encode or (lambda texts: StateCache.build(self.encoder, texts))
@@ -126,7 +129,10 @@ class TreeTrainer(Callback):
                 self.model.nodes[p].copy_(torch.from_numpy(table))
         self.stage_records: dict[str, dict[str, Any]] = {}
         self.encoder_changed = False
-        self.budget = Budget(config.budget_minutes, self.parallel.any)
+        self.run_clock = run_clock
+        self.check_seconds = self.eval_seconds = 0.0  # measured at init (see Checks)
+        until = self.stage_deadline if config.total_minutes and run_clock else None
+        self.budget = Budget(config.budget_minutes, self.parallel.any, until=until)
         self.loop = StageLoop([self.budget, self, Checks(self)])
         torch.manual_seed(config.seed)
 
@@ -142,6 +148,18 @@ class TreeTrainer(Callback):
                   examples=lambda: self._with_replay(cfg.replay if cfg.lora_replay is None else cfg.lora_replay),
                   batch_size=cfg.lora_batch_size),
         ]
+
+    def stage_deadline(self) -> float:
+        """When training must stop (``time.perf_counter``) for the run to end within
+        ``total_minutes``: what follows the stages is re-encoding the item texts (if the encoder
+        is adapted), the whole-catalog check (the init check's time scaled to every item), the
+        dev figures and a minute for writing the folder."""
+        assert self.run_clock is not None and self.config.total_minutes
+        start, rate = self.run_clock
+        n = len(self.texts)
+        reencode = rate * n if self.config.lora_epochs else 0.0
+        final = self.check_seconds * n / max(len(self.check), 1)
+        return start + 60 * self.config.total_minutes - reencode - final - self.eval_seconds - 60.0
 
     def _with_replay(self, share: float) -> list[Samples]:
         """query→id with a ``share`` of doc→id replay (a fresh sample per stage)."""
@@ -249,15 +267,20 @@ class Budget(Callback):
     """The run's wall-clock budget (``budget_minutes``, from the trainer's start): a stage does
     not start once it is spent, and the running one stops after the step that spends it."""
 
-    def __init__(self, minutes: float | None, agree: Callable[[bool], bool] = bool) -> None:
-        """``agree``: combines the ranks' answers (a distributed run stops all ranks at the same step)."""
-        self.deadline = time.monotonic() + 60 * minutes if minutes else None
-        self.agree = agree
+    def __init__(self, minutes: float | None, agree: Callable[[bool], bool] = bool, *,
+                 until: Callable[[], float] | None = None) -> None:
+        """``agree``: combines the ranks' answers (a distributed run stops all ranks at the same step).
+        ``until``: a second deadline (``time.perf_counter``), asked each time (it may move as the
+        run measures itself)."""
+        self.deadline = time.perf_counter() + 60 * minutes if minutes else None
+        self.agree, self.until = agree, until
         self.epoch = 0
 
     def over(self) -> bool:
         """Whether the budget is spent (on any rank)."""
-        return self.deadline is not None and self.agree(time.monotonic() > self.deadline)
+        now = time.perf_counter()
+        late = (self.deadline is not None and now > self.deadline) or (self.until is not None and now > self.until())
+        return self.agree(late)
 
     def on_stage_begin(self, stage: Stage, at: Position, control: Control) -> None:
         if self.over():
@@ -287,9 +310,13 @@ class Checks(Callback):
     def record(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
         """Check the model now and file the figures (with ``extra``) under stage ``name``; echo a line."""
         t, cfg = self.trainer, self.trainer.config
+        t0 = time.perf_counter()
         rec: dict[str, Any] = {**extra, "memorisation": memorisation(t.model, t.index, t.docs, t.check, cfg.check_beam)}
+        t1 = time.perf_counter()
         if t.dev is not None and cfg.eval_every_stage:
             rec["dev"] = dev_figures(t.model, t.index, t.queries, t.dev, t.item_ids, cfg.upper_beam)
+        if name == "init":  # what the checks cost, for the run's total_minutes
+            t.check_seconds, t.eval_seconds = t1 - t0, time.perf_counter() - t1
         t.stage_records[name] = rec
         dev = rec.get("dev")
         t.echo(f"[{name}] exact-match {rec['memorisation']['exact_match']:.3f}"
