@@ -67,7 +67,10 @@ class TreeTrainConfig(BaseModel):
     """Share of doc→id samples mixed into stage 3 and the encoder stage (keeps memorisation)."""
     lora_replay: float | None = Field(default=None, ge=0, lt=1)
     """Doc→id replay share of the encoder stage (``None``: ``replay``). Titles are ~4× longer
-    than queries, so at 0.2 the replayed titles cost about half of the stage's encoder passes."""
+    than queries, so at 0.2 the replayed titles cost about half of the stage's encoder passes;
+    but the replay is what keeps the adapted query encoder in the item vectors' space:
+    measured on the full catalog, 2 epochs at 0.05 ended at dev nDCG@10 0.2891 / R@100 0.6188
+    against 0.2966 / 0.6328 for 1 epoch at 0.2 (same time)."""
     lora_epochs: int = Field(default=1, ge=0)
     """Encoder stage: LoRA on the encoder (peft) for query→id; 0 keeps the encoder frozen."""
     lora_rank: int = Field(default=8, ge=1)
@@ -100,7 +103,7 @@ def tree_profile(profile: str, **overrides: object) -> TreeTrainConfig:
                                    "memorise_epochs": 4, "align_epochs": 4, "lora_epochs": 1, "batch_size": 64,
                                    "lora_batch_size": 32, "check_items": None, "upper_beam": 64}
     elif profile == "full":
-        base = {"profile": "full", "total_minutes": 45.0, "lora_epochs": 2, "lora_replay": 0.05}
+        base = {"profile": "full", "total_minutes": 45.0}
     else:
         raise InvalidInput(f"`profile` must be `ci` or `full`, got {profile!r}")
     fields: dict[str, Any] = {**base, **overrides}  # pydantic validates each value
