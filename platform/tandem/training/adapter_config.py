@@ -80,6 +80,11 @@ class AdapterConfig(BaseModel):
     scores are dot products, so a row that grows outranks old items for every query. On Home
     Depot's fresh split without that constraint: fresh R@10 0.364 → 0.545, but old-item R@10
     −3.8 points and old titles' exact-match −0.094, all from new rows outranking old ones."""
+    replay_from: Literal["random", "neighbours"] = "random"
+    """Which old items a v2 adapter replays: ``random`` ones, or ``neighbours`` — old items from
+    the new items' own leaves first (then random ones): with the decoder frozen, what old
+    queries lose is new items outranking the old ones *they resemble*, so those are the old
+    items whose queries must teach the new rows where not to go."""
     tree_items_lr: float | None = Field(default=None, gt=0)
     """Learning rate of the new items' rows (default: ``tree_lr`` / 10 with ``decoder``
     scope, ``tree_lr`` with ``items`` scope, where the rows are all that learns)."""

@@ -70,6 +70,22 @@ def _corrective_r(art: TreeArtifact, pairs: Sequence[tuple[str, int]], k: int, l
     return float(np.mean([bool(targets[q] & set(h.tolist())) for q, h in zip(queries, hits, strict=True)]))
 
 
+def _replay_pick(old: list[Item], new_codes: Sequence[Sequence[int]], id_map: Any, n: int, how: str,
+                 rng: np.random.Generator) -> list[int]:
+    """Indices of ``n`` old items to replay: random, or (``neighbours``) those sharing a leaf
+    with a new item first, in random order, then random others."""
+    if n <= 0:
+        return []
+    if how != "neighbours":
+        return list(rng.choice(len(old), n, replace=False).tolist())
+    order = rng.permutation(len(old))
+    leaves = {tuple(c[:-1]) for c in new_codes}
+    codes = id_map.as_array()
+    row = {iid: i for i, iid in enumerate(id_map.item_ids())}
+    near = np.array([tuple(codes[row[old[i].item_id]][:-1].tolist()) in leaves for i in order], bool)
+    return list(np.concatenate([order[near], order[~near]])[:n].tolist())
+
+
 def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Sequence[Item], out: Path,
                        cfg: AdapterConfig, *, base_ref: str = "", echo: Callable[[str], None] = print,
                        extra_pairs: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
@@ -122,7 +138,8 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
         (q, rows[it.item_id]) for it in new for q in queries(it, n_q, cfg.seed)]
     new_pairs += extra
     n_old = int(len(new_pairs) * cfg.replay / (1 - cfg.replay))
-    pick: list[int] = rng.choice(len(old), min(len(old), max(n_old // 2, 1)), replace=False).tolist() if old and n_old else []
+    n_pick = min(len(old), max(n_old // 2, 1)) if old and n_old else 0
+    pick = _replay_pick(old, [codes[it.item_id] for it in new], id_map, n_pick, cfg.replay_from, rng)
     old_pairs = [(old[i].text(), rows[old[i].item_id]) for i in pick] + [
         (q, rows[old[i].item_id]) for i in pick for q in queries(old[i], max(n_q // 2, 1), cfg.seed)]
     old_pairs = old_pairs[:n_old]
