@@ -1,0 +1,24 @@
+"""Fixtures of the e2e tier: expensive trainings that several tests start from, done once.
+
+Session-scoped and never handed out as is: a test that publishes, promotes or writes next to
+the folders takes a private copy (``BaseAndAdapter.copy_to(tmp_path)``), so the tests stay
+independent of each other and of their order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tandem_testing.ci_adapter import BaseAndAdapter
+
+
+@pytest.fixture(scope="session")
+def ci_base_and_adapter(tmp_path_factory: pytest.TempPathFactory) -> BaseAndAdapter:
+    """The ci base (synthetic catalog minus fresh items) promoted in a registry, and the adapter
+    CLI run on it (``test_adapter_ci``, ``test_merge_ci``)."""
+    from tandem_testing.ci_adapter import train_base_and_adapter
+
+    return train_base_and_adapter(tmp_path_factory.mktemp("ci-base-adapter"))
