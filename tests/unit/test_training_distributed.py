@@ -50,3 +50,21 @@ def test_world_size_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         torchrun_world()
     monkeypatch.delenv("WORLD_SIZE")
     assert torchrun_world() == 1
+
+
+def test_state_cache_save_is_atomic_and_round_trips(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    flat = np.arange(12, dtype=np.float16).reshape(6, 2)
+    cache = StateCache(["a", "bb"], np.ones((2, 2), np.float32), flat, np.array([0, 2, 6]))
+    path = tmp_path / "c.npz"
+    cache.save(path)
+    back = StateCache.load(path)
+    assert back.texts == ["a", "bb"] and np.array_equal(back.flat, flat)
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        cache.save(path)
+    assert StateCache.load(path).texts == ["a", "bb"]  # the old file is whole, no temp file is left
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]

@@ -60,9 +60,21 @@ class StateCache:
         return (torch.from_numpy(self.pooled[rows]), torch.from_numpy(states).float(), torch.from_numpy(mask))
 
     def save(self, path: Path) -> None:
-        """Write the cache to ``path`` (``.npz``)."""
-        np.savez(path, texts=np.array(self.texts, dtype=object).astype(str), pooled=self.pooled, flat=self.flat,
-                 offsets=self.offsets)
+        """Write the cache to ``path`` (``.npz``) atomically: written beside it, then renamed, so
+        a run that dies mid-write, or another process writing the same cache, never leaves a
+        truncated file that a later run would read."""
+        import os
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, texts=np.array(self.texts, dtype=object).astype(str), pooled=self.pooled,
+                         flat=self.flat, offsets=self.offsets)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> StateCache:
