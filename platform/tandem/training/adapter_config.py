@@ -84,7 +84,9 @@ class AdapterConfig(BaseModel):
     """Which old items a v2 adapter replays: ``random`` ones, or ``neighbours`` — old items from
     the new items' own leaves first (then random ones): with the decoder frozen, what old
     queries lose is new items outranking the old ones *they resemble*, so those are the old
-    items whose queries must teach the new rows where not to go."""
+    items whose queries must teach the new rows where not to go. Measured on Home Depot's fresh
+    split with ``tree_scope=items`` and replay 0.5: old-item R@10 drop 1.1 points (1.7 with
+    random replay at 0.2), but fresh R@10 0.337, below assignment alone (0.356): not the default."""
     tree_items_lr: float | None = Field(default=None, gt=0)
     """Learning rate of the new items' rows (default: ``tree_lr`` / 10 with ``decoder``
     scope, ``tree_lr`` with ``items`` scope, where the rows are all that learns)."""
