@@ -72,6 +72,16 @@ def test_a_deep_request_does_not_deepen_the_generative_source() -> None:
     assert HybridSearcher([Recording("generative")], config=SearchConfig(source_depth={})).config.source_depth == {}
 
 
+def test_a_config_at_depth_deepens_every_source_the_generative_one_included() -> None:
+    """``tandem fusion train --candidates N`` and ``tandem eval --candidates N`` hand the fuser
+    N hits of every source (before, the generative source stayed capped at 100)."""
+    bm25, gen = Recording("bm25"), Recording("generative")
+    HybridSearcher([bm25, gen], config=SearchConfig.at_depth(200)).search(SearchRequest("drill", top_k=10))
+    assert bm25.ks == [200] and gen.ks == [200]
+    with pytest.raises(InvalidInput, match="`candidates`"):
+        SearchConfig.at_depth(0)
+
+
 def test_the_micro_batcher_groups_requests_by_depth() -> None:
     calls: list[tuple[int, int]] = []
     retriever = TermOverlapRetriever(ITEMS, name="generative")

@@ -149,6 +149,9 @@ def eval_command(
         "--fusion-model", help="hybrid: LambdaMART fusion model (JSON) for --fusion learned/auto.")] = None,
     sources: Annotated[str | None, typer.Option(
         "--sources", help="hybrid: comma-separated sources (default bm25,generative; bm25 alone needs no model).")] = None,
+    candidates: Annotated[int | None, typer.Option(
+        "--candidates", min=1, help="hybrid: hits per source and intent handed to the fuser (default 100; "
+        "use the depth the fusion model was trained at).")] = None,
 ) -> None:
     """Evaluate retrieval systems and/or run files with nDCG@10, R@10, R@100, RR@10, AP, P@30.
 
@@ -203,7 +206,7 @@ def eval_command(
         if (fields := _parse_fields(field)) is not None:
             options["fields"] = fields
         for key, value in (("intent_model", intent_model), ("fusion", fusion), ("fusion_model", fusion_model),
-                           ("sources", sources), ("adapter", adapter)):
+                           ("sources", sources), ("adapter", adapter), ("candidates", candidates)):
             if value is not None:
                 options[key] = str(value)
         spec = SystemSpec(catalog=catalog, catalog_format=format, model=model, options=options,

@@ -54,8 +54,9 @@ def hybrid_system(spec: Any) -> HybridRetriever:
     ``fusion`` (auto, rrf, minmax, zscore, learned — ``auto`` picks as ``tandem serve`` does, with the
     fusion model the registry promoted with ``--model`` when that is a registry base-model folder),
     ``fusion_model`` (LambdaMART JSON for learned fusion), ``candidates`` (hits per source and
-    intent, default 100), ``sources`` (``bm25,generative`` by default; ``bm25`` alone evaluates
-    intents and fusion without a model).
+    intent, the generative source's included, default 100: :meth:`SearchConfig.at_depth`),
+    ``sources`` (``bm25,generative`` by default; ``bm25`` alone evaluates intents and fusion
+    without a model).
     """
     from dataclasses import replace
     from pathlib import Path
@@ -88,7 +89,7 @@ def hybrid_system(spec: Any) -> HybridRetriever:
             fusion_model=Path(fusion_model) if fusion_model else None,
             model=spec.model if "generative" in names else None,
             intent_model=Path(intent_model) if intent_model else None, catalog=lookup,
-            config=SearchConfig(candidates=int(spec.options.get("candidates", 100)))))
+            config=SearchConfig.at_depth(int(spec.options.get("candidates", 100)))))
     except BaseException:
         for source in sources:
             source.close()

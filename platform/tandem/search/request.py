@@ -58,6 +58,15 @@ class SearchConfig(BaseModel):
     """How long an open circuit skips its source before one search probes it (short: a restarted
     retriever is back in the answers within this time; one probe a second costs nothing)."""
 
+    @classmethod
+    def at_depth(cls, candidates: int, **fields: object) -> SearchConfig:
+        """A config whose every source, the generative one included, hands the fuser
+        ``candidates`` hits per intent: the depth a learned fusion model was fitted at
+        (``tandem fusion train --candidates``) must be the depth it is served and evaluated at."""
+        if candidates < 1:
+            raise InvalidInput(f"`candidates` must be >= 1, got {candidates}")
+        return cls(candidates=candidates, source_depth={"generative": candidates}, **fields)  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True, slots=True)
 class FilterSpec:
