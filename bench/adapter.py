@@ -126,12 +126,24 @@ def scale(n_new: int, epochs: int, threads: int, seed: int) -> dict[str, Any]:
             "scale.default_epochs": default_epochs, "scale.trainable_parameters": s["parameters"]["trainable"]}
 
 
+def split_recall(retriever: Any, splits: dict[str, Any], queries: Any) -> dict[str, float]:
+    """``{split}_R@10`` and ``{split}_nDCG@10`` of ``retriever`` per qrels split (then closes it)."""
+    from tandem.eval import evaluate, run_retriever
+
+    out = {}
+    for name, qrels in splits.items():
+        run = run_retriever(retriever, {q: queries[q] for q in qrels}, k=K, batch_size=32)
+        res = evaluate(run, qrels, [MEASURE, "nDCG@10"]).metrics
+        out |= {f"{name}_R@10": round(float(res[MEASURE]), 4), f"{name}_nDCG@10": round(float(res["nDCG@10"]), 4)}
+    retriever.close()
+    return out
+
+
 def homedepot(args: argparse.Namespace) -> dict[str, Any]:
     """Full-profile adapter check on Home Depot's fresh split (see the module doc)."""
     import torch
 
     from tandem.catalog.datasets import data_root, fresh_split_qrels, is_fresh, load_homedepot
-    from tandem.eval import evaluate, run_retriever
     from tandem.generative import load_retriever
     from tandem.generative.tree_artifact import is_tree_folder
     from tandem.training.adapter import train_adapter
@@ -144,16 +156,9 @@ def homedepot(args: argparse.Namespace) -> dict[str, Any]:
     fresh_ids = {it.item_id for it in fresh}
     splits = dict(zip(("fresh", "old"), fresh_split_qrels(ds.qrels["dev"], fresh_ids), strict=True))
     queries = ds.queries["dev"]
-    measures = [MEASURE, "nDCG@10"]
 
     def recall(retriever: Any) -> dict[str, float]:
-        out = {}
-        for name, qrels in splits.items():
-            run = run_retriever(retriever, {q: queries[q] for q in qrels}, k=K, batch_size=32)
-            res = evaluate(run, qrels, measures).metrics
-            out |= {f"{name}_R@10": round(float(res[MEASURE]), 4), f"{name}_nDCG@10": round(float(res["nDCG@10"]), 4)}
-        retriever.close()
-        return out
+        return split_recall(retriever, splits, queries)
 
     figures: dict[str, Any] = {"fresh_items": len(fresh), "old_items": len(old),
                                "fresh_dev_queries": len(splits["fresh"]), "old_dev_queries": len(splits["old"])}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.adapter import K, MEASURE
+from bench.adapter import split_recall
 
 
 def main() -> None:
@@ -38,7 +38,6 @@ def main() -> None:
     import torch
 
     from tandem.catalog.datasets import data_root, fresh_split_qrels, is_fresh, load_homedepot
-    from tandem.eval import evaluate, run_retriever
     from tandem.generative import load_retriever
     from tandem.ids.idmap import IdMap
     from tandem.training.tree_merge import MergeConfig, merge_base
@@ -51,13 +50,7 @@ def main() -> None:
     queries = ds.queries["dev"]
 
     def recall(retriever: Any) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, qrels in splits.items():
-            run = run_retriever(retriever, {q: queries[q] for q in qrels}, k=K, batch_size=32)
-            res = evaluate(run, qrels, [MEASURE, "nDCG@10"]).metrics
-            out |= {f"{name}_R@10": round(float(res[MEASURE]), 4), f"{name}_nDCG@10": round(float(res["nDCG@10"]), 4)}
-        retriever.close()
-        return out
+        return split_recall(retriever, splits, queries)
 
     figures: dict[str, Any] = {"fresh_dev_queries": len(splits["fresh"]), "old_dev_queries": len(splits["old"])}
     figures |= {f"before.{k}": v for k, v in recall(load_retriever(args.hd_base, adapter=args.adapter)).items()}

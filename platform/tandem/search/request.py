@@ -59,13 +59,13 @@ class SearchConfig(BaseModel):
     retriever is back in the answers within this time; one probe a second costs nothing)."""
 
     @classmethod
-    def at_depth(cls, candidates: int, **fields: object) -> SearchConfig:
+    def at_depth(cls, candidates: int) -> SearchConfig:
         """A config whose every source, the generative one included, hands the fuser
         ``candidates`` hits per intent: the depth a learned fusion model was fitted at
         (``tandem fusion train --candidates``) must be the depth it is served and evaluated at."""
         if candidates < 1:
             raise InvalidInput(f"`candidates` must be >= 1, got {candidates}")
-        return cls(candidates=candidates, source_depth={"generative": candidates}, **fields)  # type: ignore[arg-type]
+        return cls(candidates=candidates, source_depth={"generative": candidates})
 
 
 @dataclass(frozen=True, slots=True)
