@@ -135,6 +135,19 @@ class TextEncoder:
         self.model = model.to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
         self.bf16 = use_bf16("auto", self.device)
+        self._fingerprint = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """What names these weights in state caches: the folder's :func:`encoder_fingerprint`, until
+        the weights change in memory (adaptation sets a fingerprint of the new weights)."""
+        if not self._fingerprint:
+            self._fingerprint = encoder_fingerprint(self.path)
+        return self._fingerprint
+
+    @fingerprint.setter
+    def fingerprint(self, value: str) -> None:
+        self._fingerprint = value
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask ``[n, t]`` (padded to the longest, at most ``max_length``)."""

@@ -32,11 +32,10 @@ def _cached_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callab
     every rank encodes its shard of the texts (all ranks reuse the file only if all have it)."""
     import hashlib
 
-    from tandem.encoder import encoder_fingerprint
     from tandem.training.state_cache import StateCache
 
     want = list(dict.fromkeys(texts))
-    key = hashlib.sha256(encoder_fingerprint(encoder.path).encode() + f"|{encoder.max_length}|".encode()
+    key = hashlib.sha256(encoder.fingerprint.encode() + f"|{encoder.max_length}|".encode()
                          + "\n".join(want).encode()).hexdigest()[:20]
     path = cache_dir / f"{key}.npz"
     cache = StateCache.load(path) if path.is_file() else None
@@ -69,6 +68,18 @@ def _encode_rate(encoder: Any, texts: list[str], seed: int, sample: int = 256) -
     t0 = time.perf_counter()
     StateCache.build(encoder, picked)
     return (time.perf_counter() - t0) / max(len(picked), 1)
+
+
+def _item_states(encoder: Any, texts: list[str], cache_dir: Path, echo: Callable[[str], None],
+                 parallel: TorchDistributed | None, config: TreeTrainConfig) -> tuple[Any, float]:
+    """The item texts' states under ``encoder`` and the seconds per text encoding costs here
+    (timed on a sample when they came from the cache; ``total_minutes`` plans with it)."""
+    t0 = time.perf_counter()
+    docs = _cached_states(encoder, texts, cache_dir, echo, "item texts", parallel)
+    rate = (time.perf_counter() - t0) / max(len(set(texts)), 1)
+    if config.total_minutes and rate < 1e-4:  # reused from the cache: time a sample instead
+        rate = _encode_rate(encoder, texts, config.seed)
+    return docs, rate
 
 
 def train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, config: TreeTrainConfig, *,
@@ -128,18 +139,14 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
     out.mkdir(parents=True, exist_ok=True)
     texts = [item_text(it) for it in items]
     cache_dir = cache_dir or get_settings().home / "cache" / "encoder-states"
-    t_docs = time.perf_counter()
-    docs = _cached_states(encoder, texts, cache_dir, echo, "item texts", parallel)
-    encode_rate = (time.perf_counter() - t_docs) / max(len(set(texts)), 1)
-    if config.total_minutes and encode_rate < 1e-4:  # reused from the cache: time a sample instead
-        encode_rate = _encode_rate(encoder, texts, config.seed)
-    rng = random.Random(config.seed)
-    spans = [s for t in texts for s in title_spans(t, config.spans_per_item, rng)]
-    qtexts = [*spans, *(q for q, _ in pairs), *((dev[0].values()) if dev else ())]
-    queries = _cached_states(encoder, qtexts, cache_dir, echo, "queries and title spans", parallel)
+    adapt = config.adapt_epochs > 0 and bool(pairs)
+    docs: Any = None
+    embedder = PretrainedEmbedder(config.encoder)
+    if id_map is None or not adapt:  # the IDs come from the unadapted encoder's title vectors
+        docs, encode_rate = _item_states(encoder, texts, cache_dir, echo, parallel, config)
+        row = docs.index()
+        embedder.precomputed(texts, docs.pooled[[row[t] for t in texts]])
     t0 = time.perf_counter()
-    row = docs.index()
-    embedder = PretrainedEmbedder(config.encoder).precomputed(texts, docs.pooled[[row[t] for t in texts]])
     if id_map is None:
         id_map = build_semantic_ids(items, tree_id_config(config, len(items)), embedder)
     elif getattr(id_map.embedder, "fingerprint", None) != embedder.fingerprint:
@@ -150,6 +157,22 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
     stats = id_map.stats()
     echo(f"semantic IDs: {len(id_map)} items, code space {id_map.code_space()} ({time.perf_counter() - t0:.1f} s)")
     shared = parallel if parallel is not None and parallel.world > 1 else None
+    adapt_stats: dict[str, Any] | None = None
+    if adapt:
+        from tandem.training.tree_adapt import adapt_encoder
+
+        adapt_stats = adapt_encoder(encoder, pairs, {it.item_id: item_text(it) for it in items}, config,
+                                    parallel=shared, run_start=t_start, echo=echo)
+        if adapt_stats["steps"]:
+            docs = None  # states of the unadapted encoder: encoded again below
+        else:
+            adapt_stats = None
+    if docs is None:
+        docs, encode_rate = _item_states(encoder, texts, cache_dir, echo, parallel, config)
+    rng = random.Random(config.seed)
+    spans = [s for t in texts for s in title_spans(t, config.spans_per_item, rng)]
+    qtexts = [*spans, *(q for q, _ in pairs), *((dev[0].values()) if dev else ())]
+    queries = _cached_states(encoder, qtexts, cache_dir, echo, "queries and title spans", parallel)
     if shared is not None:
         from tandem.training.distributed import sharded_states
         from tandem.training.state_cache import StateCache
@@ -169,13 +192,14 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
         "id_stats": stats, "total_seconds": time.perf_counter() - t_start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "memorisation_reached_target": summary["final_memorisation"]["exact_match"] >= 0.9,
+        **({"adapt": adapt_stats, "encoder_changed": True} if adapt_stats else {}),
         **({HOLDOUT_KEY: sorted(holdout)} if holdout else {}),
     })
     if shared is not None and shared.rank != 0:
         shared.barrier()  # rank 0 writes the model folder; the others wait for it
         return summary
     save_tree_model(out, trainer.model, encoder, id_map, base_fingerprint=embedder.fingerprint,
-                    training={k: v for k, v in summary.items() if k in ("profile", "items", "pairs", "stages",
+                    training={k: v for k, v in summary.items() if k in ("profile", "items", "pairs", "adapt", "stages",
                                                                          "final_memorisation", "total_seconds")})
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     _plot_stages(summary, out)
