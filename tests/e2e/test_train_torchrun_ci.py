@@ -89,6 +89,10 @@ def test_two_ranks_give_the_losses_of_one_process(tmp_path: Path) -> None:
         assert b["final_loss"] == pytest.approx(a["final_loss"], rel=REL_TOL), stage
         assert b["memorisation"]["exact_match"] == a["memorisation"]["exact_match"], stage
     assert two["final_memorisation"]["exact_match"] == one["final_memorisation"]["exact_match"]
-    # rank 0 alone wrote the model folder and the encoder-state caches (one file per text set)
+    # stage 1 (every rank takes each whole batch) ends at the same encoder as one process
+    assert two["adapt"]["steps"] == one["adapt"]["steps"] > 0
+    assert two["adapt"]["final_loss"] == pytest.approx(one["adapt"]["final_loss"], rel=REL_TOL)
+    # rank 0 alone wrote the model folder and the encoder-state caches (one file per text set and
+    # encoder: item texts under the pretrained encoder for the IDs, item texts and queries under the adapted one)
     assert (tmp_path / "two" / "manifest.json").is_file()
-    assert len(list((tmp_path / "h2" / "cache" / "encoder-states").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "h2" / "cache" / "encoder-states").glob("*.npz"))) == 3

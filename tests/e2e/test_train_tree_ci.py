@@ -24,9 +24,9 @@ pytestmark = pytest.mark.e2e
 N_ITEMS = 300
 #: Measured with seed 13 on the 2-core build machine (the demo's BM25 scores 0.575 nDCG@10 on
 #: the Home Depot sample; the v1 T5 scored 0.137; the v2 retriever 0.5745 before pseudo-relevance
-#: feedback became its default, 0.5926 with it).
+#: feedback became its default, 0.5926 with it, 0.6404 since stage 1 adapts the encoder).
 GOLDEN_SYNTHETIC_R10 = 1.0
-GOLDEN_HD_NDCG10 = 0.5926
+GOLDEN_HD_NDCG10 = 0.6404
 TOLERANCE = 0.04
 
 

@@ -51,34 +51,29 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 def adaptation_plan(pairs: Sequence[tuple[str, str]], titles: Mapping[str, str], batch_size: int,
                     rng: random.Random) -> list[list[tuple[str, str]]]:
     """One pass: every training query once, with one of its relevant titles drawn at random,
-    in shuffled batches; a batch never holds the same title twice (it would be a false
-    negative of its twin), so a repeated title waits for the next batch."""
+    in shuffled batches. A batch never holds the same title twice (it would be a false
+    negative of its twin): a pair goes to the first unfilled batch without its title. Batches
+    of fewer than two pairs (nothing to contrast) are dropped."""
     by_query: dict[str, list[str]] = {}
     for q, item in pairs:
         if item in titles:
             by_query.setdefault(q, []).append(titles[item])
     queries = sorted(by_query)
     rng.shuffle(queries)
-    plan: list[list[tuple[str, str]]] = []
-    batch: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    waiting: list[tuple[str, str]] = []
+    done: list[list[tuple[str, str]]] = []
+    open_: list[tuple[list[tuple[str, str]], set[str]]] = []
     for q in queries:
-        pair = (q, rng.choice(by_query[q]))
-        (waiting if pair[1] in seen else batch).append(pair)
-        seen.add(pair[1])
-        if len(batch) == batch_size:
-            plan.append(batch)
-            batch, seen = [], set()
-            for w in waiting[:]:
-                if w[1] not in seen and len(batch) < batch_size:
-                    batch.append(w)
-                    seen.add(w[1])
-                    waiting.remove(w)
-    rest = batch + [w for w in waiting if w[1] not in {t for _, t in batch}]
-    if len(rest) >= 2:
-        plan.append(rest)
-    return plan
+        title = rng.choice(by_query[q])
+        slot = next((b for b in open_ if title not in b[1]), None)
+        if slot is None:
+            slot = ([], set())
+            open_.append(slot)
+        slot[0].append((q, title))
+        slot[1].add(title)
+        if len(slot[0]) == batch_size:
+            done.append(slot[0])
+            open_.remove(slot)
+    return done + [b for b, _ in open_ if len(b) >= 2]
 
 
 def contrastive_loss(q: torch.Tensor, d: torch.Tensor, scale: float) -> torch.Tensor:
@@ -127,7 +122,10 @@ def adapt_encoder(encoder: TextEncoder, pairs: Sequence[tuple[str, str]], titles
     steps = passes = seen = 0
     reason = "epochs done"
     for n in range(config.adapt_epochs):
-        plan = par.shard(first if n == 0 else adaptation_plan(pairs, titles, config.adapt_batch_size, rng))
+        plan = first if n == 0 else adaptation_plan(pairs, titles, config.adapt_batch_size, rng)
+        # Not sharded: the in-batch negatives are the whole batch, so every rank of a distributed
+        # run takes each whole batch (same seed, data and start: the same steps as one process,
+        # nothing to reduce). Sharding it would need a differentiable all-gather of the vectors.
         for batch in plan:
             qi, qm = encoder.tokenize([q for q, _ in batch])
             di, dm = encoder.tokenize([t for _, t in batch])
@@ -137,12 +135,11 @@ def adapt_encoder(encoder: TextEncoder, pairs: Sequence[tuple[str, str]], titles
             loss = contrastive_loss(qv, dv, config.adapt_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            par.all_reduce(params)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            losses.append(par.reduce_loss(float(loss.detach())))
+            losses.append(float(loss.detach()))
             steps += 1
-            seen += par.step_samples(len(batch))
+            seen += len(batch)
             if par.any(deadline is not None and time.perf_counter() > deadline):
                 reason = f"time budget ({config.adapt_minutes} min) reached in pass {passes + 1}"
                 break

@@ -6,7 +6,8 @@ and trains, together with the decoder, on query→id with doc→id replay (the s
 loss as the cached stages). Texts are encoded live, so this is the expensive stage; it
 runs within the run's time budget and the LoRA weights are merged at the end, so the
 served encoder is a plain BERT again. The stage itself is declared and run by
-:class:`tandem.training.tree_trainer.TreeTrainer`; these are its PEFT pieces.
+:class:`tandem.training.tree_trainer.TreeTrainer`; these are its PEFT pieces, which stage 1
+(:mod:`tandem.training.tree_adapt`) shares.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Staged training of the generative retriever v2 (pretrained encoder + ID-tree decoder).
 
-The stages of the chapter, on a pretrained start (5.1.2: stage 1 *is* the pretrained
-encoder, so there is no denoising stage):
+The stages of the chapter, on a pretrained start (5.1.2: stage 1 is the pretrained encoder,
+adapted to the catalog by :mod:`tandem.training.tree_adapt` before this trainer starts, so
+there is no denoising stage; the caches handed in hold the adapted encoder's states):
 
 * **init** — IDs by hierarchical balanced k-means over the encoder's pooled title vectors;
   node embeddings at the centroids, item embeddings at the titles' own vectors, the
