@@ -117,7 +117,6 @@ def adapt_encoder(encoder: TextEncoder, pairs: Sequence[tuple[str, str]], titles
     par.sync(params)
     opt = torch.optim.AdamW(params, lr=config.adapt_lr, weight_decay=0.0)
     encoder.model.train()  # the pretrained dropout regularises both sides (LoRA itself has none)
-    bf16 = encoder.bf16 and encoder.device.type == "cpu"
     losses: list[float] = []
     steps = passes = seen = 0
     reason = "epochs done"
@@ -129,9 +128,7 @@ def adapt_encoder(encoder: TextEncoder, pairs: Sequence[tuple[str, str]], titles
         for batch in plan:
             qi, qm = encoder.tokenize([q for q, _ in batch])
             di, dm = encoder.tokenize([t for _, t in batch])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                qv = encoder.pool(encoder.model(input_ids=qi, attention_mask=qm).last_hidden_state.float(), qm)
-                dv = encoder.pool(encoder.model(input_ids=di, attention_mask=dm).last_hidden_state.float(), dm)
+            qv, dv = encoder.pool(encoder.states(qi, qm), qm), encoder.pool(encoder.states(di, dm), dm)
             loss = contrastive_loss(qv, dv, config.adapt_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
