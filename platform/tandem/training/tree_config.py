@@ -90,6 +90,30 @@ class TreeTrainConfig(BaseModel):
     lora_rank: int = Field(default=8, ge=1)
     lora_lr: float = Field(default=3e-4, gt=0)
     lora_batch_size: int = Field(default=64, ge=1)
+    augment_share: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Augmentation (seed chapter, 5.3.3): the align and the encoder stage also train on
+    rewritten copies (a dropped or swapped word, a typo) of this share of the query→id pairs,
+    so query→id does not hang on exact wording; the rewrites are seeded and encoded into the
+    query cache with the other queries (:mod:`tandem.training.tree_strategies`). 0: off. Full
+    catalog, same 9-minute budget (``bench.strategies_v2``): 0.2 → dev nDCG@10 0.3332 / R@100
+    0.6878 against 0.3329 / 0.6834 without: within noise, so off."""
+    curriculum: bool = False
+    """Curriculum (5.3.4) in the align stage: it also trains the title spans, and its epochs open
+    the sample levels easy→hard (item text, title spans, real queries, rewritten queries), one
+    more per epoch, all in the last; so the decoder meets real and noisy queries after their
+    items' exact and partial titles. Off: the align stage trains queries and replay from its start.
+    Full catalog, same 9-minute budget (``bench.strategies_v2``): alone dev nDCG@10 0.3329 →
+    0.3386, R@100 0.6834 → 0.6903; with FGSM 0.3358 / 0.6815, below FGSM alone, so off."""
+    fgsm_epsilon: float = Field(default=0.0, ge=0.0)
+    """FGSM adversarial training (5.4.1) on the cached-state batches of stages 2–3: the loss is
+    ``(L(x) + L(x + δ)) / 2``, ``δ = ε·rms(x)·sign(∇_x L)`` on the encoder's token states and
+    pooled query (``ε`` relative to their scale), so the decoder keeps its ID under small shifts
+    of the encoder's output. Costs one more decoder forward-backward per such step. 0: off.
+    Full catalog, same 9-minute budget (``bench.strategies_v2``): 0.05 → dev nDCG@10 0.3329 →
+    0.3421, R@100 0.6834 → 0.6962 (the best row; in that budget it trained 2 of the 3 align
+    epochs, so part of the gain may be the shorter align), so the ``full`` profile uses 0.05."""
+    fgsm_every: int = Field(default=4, ge=1)
+    """FGSM on every N-th step of a stage (the first included), to bound its cost."""
     budget_minutes: float | None = Field(default=None, gt=0)
     """Wall-clock budget of the training stages (encoding and the final check excluded)."""
     total_minutes: float | None = Field(default=None, gt=0)
@@ -118,7 +142,9 @@ def tree_profile(profile: str, **overrides: object) -> TreeTrainConfig:
                                    "lora_batch_size": 32, "check_items": None, "upper_beam": 64,
                                    "adapt_epochs": 1, "adapt_batch_size": 32, "adapt_minutes": None}
     elif profile == "full":
-        base = {"profile": "full", "total_minutes": 45.0, "lora_epochs": 0}
+        # FGSM: the strategy that helped most on dev in the full-catalog ablation (``bench.strategies_v2``;
+        # README, "Training strategies at full scale")
+        base = {"profile": "full", "total_minutes": 45.0, "lora_epochs": 0, "fgsm_epsilon": 0.05}
     else:
         raise InvalidInput(f"`profile` must be `ci` or `full`, got {profile!r}")
     fields: dict[str, Any] = {**base, **overrides}  # pydantic validates each value

@@ -13,6 +13,9 @@ there is no denoising stage; the caches handed in hold the adapted encoder's sta
 * **encoder** — LoRA on the encoder through ``peft`` (5.1.3) on the same mix, encoder live;
   merged at the end, and the item texts re-encoded once for the final check.
 
+Augmentation, curriculum and FGSM (5.3.3, 5.3.4, 5.4.1) are off unless configured; their
+pieces are in :mod:`tandem.training.tree_strategies`.
+
 Every stage trains a softmax over *all* nodes of each ID position (all 54k items at the
 last one — cheap next to the encoder), so scores of nodes under different parents stay
 comparable; in-batch and hard negatives are special cases of that full softmax. With dev
@@ -40,12 +43,13 @@ import torch
 from tandem.catalog.item import Item
 from tandem.encoder import TextEncoder
 from tandem.generative.tree_decoding import TreeIndex, tree_beam_search
-from tandem.generative.tree_model import TreeDecoder, tree_loss
+from tandem.generative.tree_model import TreeDecoder
 from tandem.ids.idmap import IdMap, item_text
 from tandem.training.loop import Callback, Control, Parallel, Position, Stage, StageLoop
 from tandem.training.state_cache import StateCache
 from tandem.training.tree_config import TreeTrainConfig
 from tandem.training.tree_data import Samples, batches, make_samples, title_spans
+from tandem.training.tree_strategies import augmented_pairs, curriculum_parts, fgsm_tree_loss
 
 log = logging.getLogger(__name__)
 Dev = tuple[Mapping[str, str], Mapping[str, Mapping[str, int]]]
@@ -121,6 +125,8 @@ class TreeTrainer(Callback):
         self.span_samples = make_samples("span", [s for s, _ in spans], [i for _, i in spans], qidx)
         known = [(q, pos[i]) for q, i in pairs if i in pos]
         self.query_samples = make_samples("query", [q for q, _ in known], [i for _, i in known], qidx)
+        aug = [(q, pos[i]) for q, i in augmented_pairs(pairs, config.augment_share, config.seed) if i in pos]
+        self.aug_samples = make_samples("aug", [q for q, _ in aug], [i for _, i in aug], qidx)
         self.np_rng = np.random.default_rng(config.seed)
         self.check = self.doc_samples.subsample(config.check_items or len(self.doc_samples), self.np_rng)
         vectors = self.docs.pooled[self.doc_samples.rows[np.argsort(self.doc_samples.items)]]
@@ -143,10 +149,11 @@ class TreeTrainer(Callback):
         return [
             Stage("memorise", cfg.memorise_epochs, cfg.lr, examples=lambda: [self.doc_samples, self.span_samples],
                   batch_size=cfg.batch_size),
-            Stage("align", cfg.align_epochs, cfg.lr, examples=lambda: self._with_replay(cfg.replay),
+            Stage("align", cfg.align_epochs, cfg.lr, examples=lambda: self._with_replay(cfg.replay, cfg.curriculum),
                   batch_size=cfg.batch_size),
             Stage("encoder", cfg.lora_epochs, cfg.lora_lr, peft=True,
-                  examples=lambda: self._with_replay(cfg.replay if cfg.lora_replay is None else cfg.lora_replay),
+                  examples=lambda: self._with_replay(cfg.replay if cfg.lora_replay is None else cfg.lora_replay,
+                                                     live=True),
                   batch_size=cfg.lora_batch_size),
         ]
 
@@ -162,10 +169,15 @@ class TreeTrainer(Callback):
         final = self.check_seconds * n / max(len(self.check), 1)
         return start + 60 * self.config.total_minutes - reencode - final - self.eval_seconds - 60.0
 
-    def _with_replay(self, share: float) -> list[Samples]:
-        """query→id with a ``share`` of doc→id replay (a fresh sample per stage)."""
+    def _with_replay(self, share: float, spans: bool = False, *, live: bool = False) -> list[Samples]:
+        """query→id with a ``share`` of doc→id replay (a fresh sample per stage), then the rewritten
+        queries (``augment_share``; ``live``: as ``query`` samples, whose texts the encoder stage
+        reads from the query cache) and, with ``spans`` (the curriculum), the title spans."""
         n_replay = int(len(self.query_samples) * share / (1 - share))
-        return [self.query_samples, self.doc_samples.subsample(n_replay, self.np_rng)]
+        parts = [self.query_samples, self.doc_samples.subsample(n_replay, self.np_rng)]
+        if len(self.aug_samples):
+            parts.append(Samples("query", self.aug_samples.rows, self.aug_samples.items) if live else self.aug_samples)
+        return [*parts, self.span_samples] if spans else parts
 
     def _optimizer(self, extra: Sequence[torch.nn.Parameter] = (), extra_lr: float = 0.0) -> torch.optim.Optimizer:
         cfg, m = self.config, self.model
@@ -199,7 +211,7 @@ class TreeTrainer(Callback):
             self.parallel.sync(self._peft_params)
         self._opt = self._optimizer(self._peft_params, stage.lr) if stage.peft else self._optimizer()
         self._losses: list[float] = []
-        self._t0, self._seen, self._epochs = time.monotonic(), 0, 0
+        self._t0, self._seen, self._epochs, self._step = time.monotonic(), 0, 0, 0
 
     def _train_epoch(self, stage: Stage, epoch: int, control: Control) -> dict[str, Any]:
         from tandem.training.tree_lora import live_loss
@@ -208,17 +220,23 @@ class TreeTrainer(Callback):
         if stage.peft:
             self.encoder.model.eval()  # no dropout: the cached stages saw dropout-free states, LoRA still gets gradients
         self.model.train()
-        caches = {"doc": self.docs, "span": self.queries, "query": self.queries}
+        caches = {"doc": self.docs, "span": self.queries, "query": self.queries, "aug": self.queries}
         params = [*self.model.parameters(), *self._peft_params]
         assert stage.batch_size is not None
-        for batch, _ in batches(self._parts, stage.batch_size, self.np_rng, shard=self.parallel.shard):
+        cfg = self.config
+        parts = curriculum_parts(self._parts, epoch, stage.epochs) if cfg.curriculum and stage.name == "align" \
+            else self._parts
+        for batch, _ in batches(parts, stage.batch_size, self.np_rng, shard=self.parallel.shard):
             path = torch.from_numpy(self.index.paths[batch.items])
             if stage.peft:
                 loss = live_loss(self, batch, path)
             else:
                 q, st, mk = caches[batch.source].batch(batch.rows)
+                eps = cfg.fgsm_epsilon if self._step % cfg.fgsm_every == 0 else 0.0
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.encoder.bf16 and q.device.type == "cpu"):
-                    loss = tree_loss(self.model, self.index.tables(), q, st, mk, path, beam=self.config.beam_negatives)
+                    loss = fgsm_tree_loss(self.model, self.index.tables(), q, st, mk, path, beam=cfg.beam_negatives,
+                                          epsilon=eps)
+            self._step += 1
             self._opt.zero_grad(set_to_none=True)
             loss.backward()
             self.parallel.all_reduce(params)
@@ -261,7 +279,10 @@ class TreeTrainer(Callback):
         return {"stages": self.stage_records, "final_memorisation": final, "train_seconds": time.monotonic() - t0,
                 "items": len(self.item_ids), "pairs": len(self.query_samples), "spans": len(self.span_samples),
                 "encoder_changed": self.encoder_changed,
-                "parameters": sum(p.numel() for p in self.model.parameters())}
+                "parameters": sum(p.numel() for p in self.model.parameters()),
+                "strategies": {"augment_share": self.config.augment_share, "augmented": len(self.aug_samples),
+                               "curriculum": self.config.curriculum, "fgsm_epsilon": self.config.fgsm_epsilon,
+                               "fgsm_every": self.config.fgsm_every}}
 
 
 class Budget(Callback):
