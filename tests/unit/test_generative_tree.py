@@ -235,3 +235,27 @@ def test_total_minutes_keeps_room_for_what_follows_training(tmp_path: Path) -> N
     assert summary["final_memorisation"]["items_checked"] == len(items)
     assert (tmp_path / "m" / "training_summary.json").is_file()
     assert tree_profile("full").total_minutes == 45.0
+
+
+def test_base_keeps_its_training_queries_and_adapters_replay_them(trained: Path, tmp_path: Path) -> None:
+    """The folder keeps (query, item) training pairs; ``replay_source=queries`` replays them
+    (old items only) instead of title pseudo-queries; a malformed file is refused."""
+    from tandem.generative.tree_artifact import REPLAY_FILE, read_replay_queries
+    from tandem.training.adapter import adapter_config, train_adapter
+
+    kept = read_replay_queries(trained)
+    assert ("cordless drill", "t01") in kept and len(kept) == 6
+    items = tiny_catalog()
+    new = [it for it in items if it.item_id in HELD_OUT]
+    old = [it for it in items if it.item_id not in HELD_OUT]
+    cfg = {"tree_epochs": 1, "batch_size": 8, "tree_scope": "items", "replay": 0.5}
+    real = train_adapter(trained, new, old, tmp_path / "q", adapter_config({**cfg, "replay_source": "queries"}))
+    pseudo = train_adapter(trained, new, old, tmp_path / "p", adapter_config(cfg))
+    assert real["replay_queries"] == 6 and pseudo["replay_queries"] == 0
+    n_old = pseudo["replay_pool"]  # half titles, the rest real queries (all 6 kept ones fit)
+    assert n_old > 12 and real["replay_pool"] == n_old // 2 + 6
+    copy = tmp_path / "bad"
+    shutil.copytree(trained, copy)
+    (copy / REPLAY_FILE).write_text("no tab here\n")
+    with pytest.raises(CorruptArtifact, match="query<TAB>item id"):
+        read_replay_queries(copy)

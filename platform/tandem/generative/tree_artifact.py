@@ -2,7 +2,8 @@
 
 Layout: ``decoder.safetensors`` (the ID decoder and every node embedding), ``encoder/``
 (the encoder as trained — LoRA merged — with its tokenizer, safetensors only), ``idmap/``
-(the semantic-ID map, whose embedder names the encoder the IDs were built with) and
+(the semantic-ID map, whose embedder names the encoder the IDs were built with), optionally
+``replay_queries.tsv`` (training queries kept for the hourly adapters' replay) and
 ``manifest.json`` (``format_version`` 2.x, ``kind: tree``, shapes, training summary and a
 SHA-256 of every file). Loading verifies every checksum before parsing anything, refuses
 pickles, and refuses a folder whose encoder is not the one its ID map was built with.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ TREE_FORMAT_VERSION = "2.0"
 KIND = "tree"
 DECODER_FILE = "decoder.safetensors"
 ENCODER_DIR = "encoder"
+REPLAY_FILE = "replay_queries.tsv"
+#: Most (query, item) pairs a base keeps for its adapters' replay (a seeded sample beyond it).
+REPLAY_LIMIT = 50_000
 _KNOWN_KEYS = {"format", "format_version", "kind", "created_utc", "encoder", "decoder", "id_map", "training", "files"}
 
 
@@ -68,13 +73,44 @@ def append_items(artifact: TreeArtifact, codes: list[tuple[int, ...]], vectors: 
         raise RuntimeError("item rows and the item-embedding table are out of step")
 
 
+def _write_replay(path: Path, pairs: Sequence[tuple[str, str]]) -> None:
+    import random
+
+    rows = list(dict.fromkeys((" ".join(q.split()), i) for q, i in pairs if q.strip()))
+    if len(rows) > REPLAY_LIMIT:
+        rows = random.Random(len(rows)).sample(rows, REPLAY_LIMIT)
+    path.write_text("".join(f"{q}\t{i}\n" for q, i in rows), encoding="utf-8")
+
+
+def read_replay_queries(directory: Path) -> list[tuple[str, str]]:
+    """The (query text, item id) pairs a v2 folder keeps for replay (empty when it has none).
+    Read after :func:`load_tree_model` verified the folder's checksums."""
+    path = Path(directory) / REPLAY_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        query, tab, item = line.partition("\t")
+        if not tab or not query or not item:
+            raise CorruptArtifact(f"{path}:{n}: expected `query<TAB>item id`")
+        out.append((query, item))
+    return out
+
+
 def save_tree_model(directory: Path, model: TreeDecoder, encoder: TextEncoder, id_map: IdMap, *,
-                    base_fingerprint: str, training: dict[str, Any] | None = None) -> Path:
-    """Write a complete v2 folder (see the module docstring); returns the manifest path."""
+                    base_fingerprint: str, training: dict[str, Any] | None = None,
+                    replay: Sequence[tuple[str, str]] = ()) -> Path:
+    """Write a complete v2 folder (see the module docstring); returns the manifest path.
+
+    ``replay``: (query text, item id) pairs the model was trained on, kept as
+    ``replay_queries.tsv`` (at most :data:`REPLAY_LIMIT`, a seeded sample beyond) so its hourly
+    adapters can replay real queries of old items (:func:`read_replay_queries`)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if replay:
+        _write_replay(directory / REPLAY_FILE, replay)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(directory / DECODER_FILE))
     enc_dir = directory / ENCODER_DIR
     encoder.model.save_pretrained(str(enc_dir), safe_serialization=True)

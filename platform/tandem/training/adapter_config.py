@@ -87,6 +87,18 @@ class AdapterConfig(BaseModel):
     items whose queries must teach the new rows where not to go. Measured on Home Depot's fresh
     split with ``tree_scope=items`` and replay 0.5: old-item R@10 drop 1.1 points (1.7 with
     random replay at 0.2), but fresh R@10 0.337, below assignment alone (0.356): not the default."""
+    replay_source: Literal["pseudo", "queries"] = "pseudo"
+    """What a v2 adapter replays of the old items besides their titles: ``pseudo`` — title
+    pseudo-queries; ``queries`` — the real training queries the base kept
+    (``replay_queries.tsv``, written by ``tandem train generative``; pseudo-queries when the
+    base has none). What old queries lose after an adapter is new items outranking the right
+    old ones on *real* queries, so real queries are what teach the new rows where not to go.
+    Measured on Home Depot's fresh split (stage-1 base, ``tree_scope=items``, 2,807 new items,
+    dev R@10; assignment alone: fresh 0.403, old −0.72 points): pseudo replay 0.2 → fresh
+    0.484, old −2.15; ``queries`` replay 0.2 → fresh 0.428, old −1.18; ``queries`` replay 0.5
+    with ``replay_from=neighbours`` → fresh 0.315, old −0.75. Not the default yet: it is
+    unmeasured with the default ``decoder`` scope (``items`` cannot carry the failed-query
+    cycle's corrective pairs for old items, whose rows and decoder it freezes)."""
     tree_items_lr: float | None = Field(default=None, gt=0)
     """Learning rate of the new items' rows (default: ``tree_lr`` / 10 with ``decoder``
     scope, ``tree_lr`` with ``items`` scope, where the rows are all that learns)."""

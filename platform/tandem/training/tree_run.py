@@ -132,6 +132,7 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
     from tandem.ids.idmap import item_text
     from tandem.training.tree_config import tree_id_config
     from tandem.training.tree_data import title_spans
+    from tandem.training.tree_strategies import augmented_pairs
     from tandem.training.tree_trainer import TreeTrainer
 
     dev_t = pick_device(device) if parallel is None else parallel.device
@@ -171,7 +172,8 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
         docs, encode_rate = _item_states(encoder, texts, cache_dir, echo, parallel, config)
     rng = random.Random(config.seed)
     spans = [s for t in texts for s in title_spans(t, config.spans_per_item, rng)]
-    qtexts = [*spans, *(q for q, _ in pairs), *((dev[0].values()) if dev else ())]
+    rewrites = (q for q, _ in augmented_pairs(pairs, config.augment_share, config.seed))  # the trainer draws the same
+    qtexts = [*spans, *(q for q, _ in pairs), *((dev[0].values()) if dev else ()), *rewrites]
     queries = _cached_states(encoder, qtexts, cache_dir, echo, "queries and title spans", parallel)
     if shared is not None:
         from tandem.training.distributed import sharded_states
@@ -200,7 +202,8 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
         return summary
     save_tree_model(out, trainer.model, encoder, id_map, base_fingerprint=embedder.fingerprint,
                     training={k: v for k, v in summary.items() if k in ("profile", "items", "pairs", "adapt", "stages",
-                                                                         "final_memorisation", "total_seconds")})
+                                                                         "final_memorisation", "total_seconds")},
+                    replay=pairs)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     _plot_stages(summary, out)
     if shared is not None:
