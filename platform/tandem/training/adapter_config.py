@@ -96,9 +96,10 @@ class AdapterConfig(BaseModel):
     Measured on Home Depot's fresh split (stage-1 base, ``tree_scope=items``, 2,807 new items,
     dev R@10; assignment alone: fresh 0.403, old −0.72 points): pseudo replay 0.2 → fresh
     0.484, old −2.15; ``queries`` replay 0.2 → fresh 0.428, old −1.18; ``queries`` replay 0.5
-    with ``replay_from=neighbours`` → fresh 0.315, old −0.75. Not the default yet: it is
-    unmeasured with the default ``decoder`` scope (``items`` cannot carry the failed-query
-    cycle's corrective pairs for old items, whose rows and decoder it freezes)."""
+    with ``replay_from=neighbours`` → fresh 0.315, old −0.75; with the default ``decoder``
+    scope, ``queries`` replay 0.2 → fresh 0.455, old −1.73 (pseudo: 0.475, −2.26). Not the
+    default yet (measured after its tests ran; ``items`` cannot carry the failed-query cycle's
+    corrective pairs for old items, whose rows and decoder it freezes)."""
     tree_items_lr: float | None = Field(default=None, gt=0)
     """Learning rate of the new items' rows (default: ``tree_lr`` / 10 with ``decoder``
     scope, ``tree_lr`` with ``items`` scope, where the rows are all that learns)."""
