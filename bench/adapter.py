@@ -188,7 +188,7 @@ def homedepot(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         s = train_adapter(args.hd_base, fresh, old, out, cfg)
         figures |= {"adapter.wall_seconds": round(time.perf_counter() - t0, 1), "adapter.train_seconds": s["train_seconds"],
-                    "adapter.replay": cfg.replay, "adapter.ewc_lambda": cfg.ewc_lambda, "adapter.epochs": s["epochs"],
+                    "adapter.replay": s.get("replay", cfg.replay_share("t5")), "adapter.scope": s.get("scope"), "adapter.ewc_lambda": cfg.ewc_lambda, "adapter.epochs": s["epochs"],
                     "adapter.device": s["device"], "adapter.samples_per_s": s["samples_per_s"],
                     "adapter.trainable_parameters": s["parameters"]["trainable"],
                     "adapter.forgetting_exact_match": round(s["metrics"]["forgetting"], 4),

@@ -248,10 +248,11 @@ def test_base_keeps_its_training_queries_and_adapters_replay_them(trained: Path,
     items = tiny_catalog()
     new = [it for it in items if it.item_id in HELD_OUT]
     old = [it for it in items if it.item_id not in HELD_OUT]
-    cfg = {"tree_epochs": 1, "batch_size": 8, "tree_scope": "items", "replay": 0.5}
-    real = train_adapter(trained, new, old, tmp_path / "q", adapter_config({**cfg, "replay_source": "queries"}))
-    pseudo = train_adapter(trained, new, old, tmp_path / "p", adapter_config(cfg))
+    cfg = {"tree_epochs": 1, "batch_size": 8, "replay": 0.5}
+    real = train_adapter(trained, new, old, tmp_path / "q", adapter_config(cfg))  # the default: real queries
+    pseudo = train_adapter(trained, new, old, tmp_path / "p", adapter_config({**cfg, "replay_source": "pseudo"}))
     assert real["replay_queries"] == 6 and pseudo["replay_queries"] == 0
+    assert real["scope"] == "items" and real["replay"] == 0.5  # no corrective pairs: `auto` = items
     n_old = pseudo["replay_pool"]  # half titles, the rest real queries (all 6 kept ones fit)
     assert n_old > 12 and real["replay_pool"] == n_old // 2 + 6
     copy = tmp_path / "bad"

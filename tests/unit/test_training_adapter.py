@@ -218,7 +218,12 @@ def test_adapter_config_from_set_options() -> None:
 
     cfg = adapter_config({"epochs": 3, "peft.rank": 8, "peft.target_modules": ["q", "v"], "replay": 0.3})
     assert cfg.epochs == 3 and cfg.peft.rank == 8 and cfg.peft.target_modules == ("q", "v") and cfg.replay == 0.3
-    assert adapter_config().replay == 0.2  # the chapter's 80/20 by default
+    assert cfg.replay_share("t5") == cfg.replay_share("tree") == 0.3  # an explicit share holds for both kinds
+    default = adapter_config()
+    assert default.replay is None and default.replay_share("t5") == 0.2  # v1: the chapter's 80/20
+    assert default.replay_share("tree") == 0.35  # v2: the share measured to meet both fresh-item bars
+    assert default.scope(corrective=False) == "items" and default.scope(corrective=True) == "decoder"
+    assert adapter_config({"tree_scope": "decoder"}).scope(corrective=False) == "decoder"
     with pytest.raises(InvalidInput, match="`replay`"):
         adapter_config({"replay": 1.0})
     with pytest.raises(InvalidInput, match="`peft.rank`"):

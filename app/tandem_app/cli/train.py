@@ -164,7 +164,7 @@ def adapter(
         "--store", help="Catalog store (SQLite, from `tandem stream consume`) instead of --catalog.")] = None,
     since_version: Annotated[int | None, typer.Option(
         "--since-version", help="With --store: the snapshot version the base was trained on.")] = None,
-    replay: Annotated[float | None, typer.Option("--replay", help="Share of old-item examples (default 0.2).")] = None,
+    replay: Annotated[float | None, typer.Option("--replay", help="Share of old-item examples (default: 0.2 for a v1 base, 0.35 for a v2 base).")] = None,
     ewc: Annotated[float | None, typer.Option("--ewc", help="EWC strength λ (default 0 = off).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override an adapter setting, KEY=JSON (e.g. --set epochs=10, --set peft.rank=8).")] = None,

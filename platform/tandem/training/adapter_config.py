@@ -25,11 +25,13 @@ class AdapterConfig(BaseModel):
 
     peft: PeftSpec = Field(default_factory=PeftSpec)
     """PEFT method; must be mergeable (``lora`` or ``ia3``) to be served."""
-    replay: float = Field(default=0.2, ge=0, lt=1)
-    """Share of each epoch's examples drawn from old items (0 = no replay). The default is
-    the chapter's 80/20. Measured on the ci base over 567 items with 33 fresh ones (dev
-    queries, ``bench.adapter``): 0.2 costs about 7 points of old-item R@10; 0.5 with
-    ``queries_per_item=8`` costs none at fresh R@10 0.88 — a small base needs more replay."""
+    replay: float | None = Field(default=None, ge=0, lt=1)
+    """Share of each epoch's examples drawn from old items (0 = no replay); ``None`` — the base
+    kind's measured default (:meth:`replay_share`): 0.2 for a v1 base (the chapter's 80/20), 0.35
+    for a v2 base. v1, measured on the ci base over 567 items with 33 fresh ones (dev queries,
+    ``bench.adapter``): 0.2 costs about 7 points of old-item R@10; 0.5 with
+    ``queries_per_item=8`` costs none at fresh R@10 0.88 — a small base needs more replay. v2:
+    see ``replay_source``."""
     ewc_lambda: float = Field(default=0.0, ge=0)
     """EWC strength λ on the Fisher normalised to mean 1 (0 = off; LoRA only)."""
     distill: float = Field(default=0.0, ge=0)
@@ -71,11 +73,13 @@ class AdapterConfig(BaseModel):
     old R@10 0.958 → 0.966) in 20 s."""
     tree_epochs: int = Field(default=5, ge=1)
     """Epochs of a v2 base's adapter (see ``tree_lr``)."""
-    tree_scope: Literal["decoder", "items"] = "decoder"
+    tree_scope: Literal["auto", "decoder", "items"] = "auto"
     """What a v2 base's adapter trains: ``decoder`` — LoRA on the ID decoder plus the new
     items' rows; ``items`` — the new items' rows only (the decoder, so every old item's score
     for every query, stays exactly the base's: forgetting is impossible by construction, and
-    old queries only see the competition of the new items, as right after assignment). The
+    old queries only see the competition of the new items, as right after assignment); ``auto``
+    — ``items``, unless the run carries the failed-query cycle's corrective pairs for old items,
+    which only the decoder can learn (their rows are the base's), then ``decoder``. The
     new rows keep their assigned norms (they turn towards their queries, they do not grow):
     scores are dot products, so a row that grows outranks old items for every query. On Home
     Depot's fresh split without that constraint: fresh R@10 0.364 → 0.545, but old-item R@10
@@ -87,19 +91,28 @@ class AdapterConfig(BaseModel):
     items whose queries must teach the new rows where not to go. Measured on Home Depot's fresh
     split with ``tree_scope=items`` and replay 0.5: old-item R@10 drop 1.1 points (1.7 with
     random replay at 0.2), but fresh R@10 0.337, below assignment alone (0.356): not the default."""
-    replay_source: Literal["pseudo", "queries"] = "pseudo"
+    replay_source: Literal["pseudo", "queries"] = "queries"
     """What a v2 adapter replays of the old items besides their titles: ``pseudo`` — title
     pseudo-queries; ``queries`` — the real training queries the base kept
     (``replay_queries.tsv``, written by ``tandem train generative``; pseudo-queries when the
     base has none). What old queries lose after an adapter is new items outranking the right
     old ones on *real* queries, so real queries are what teach the new rows where not to go.
-    Measured on Home Depot's fresh split (stage-1 base, ``tree_scope=items``, 2,807 new items,
-    dev R@10; assignment alone: fresh 0.403, old −0.72 points): pseudo replay 0.2 → fresh
-    0.484, old −2.15; ``queries`` replay 0.2 → fresh 0.428, old −1.18; ``queries`` replay 0.5
-    with ``replay_from=neighbours`` → fresh 0.315, old −0.75; with the default ``decoder``
-    scope, ``queries`` replay 0.2 → fresh 0.455, old −1.73 (pseudo: 0.475, −2.26). Not the
-    default yet (measured after its tests ran; ``items`` cannot carry the failed-query cycle's
-    corrective pairs for old items, whose rows and decoder it freezes)."""
+    Measured on Home Depot's fresh split (stage-1 base, 2,807 new items, dev R@10 with
+    ``bench.adapter``; base old R@10 0.4105; assignment alone: fresh 0.403, old −0.72 points):
+
+    ==========================================  ==========  ==========
+    scope, replay                               fresh R@10  old (drop)
+    ==========================================  ==========  ==========
+    ``decoder``, pseudo 0.2 (the old default)   0.475       −2.26
+    ``items``, pseudo 0.2                       0.484       −2.15
+    ``items``, queries 0.2                      0.428       −1.18
+    ``decoder``, queries 0.2                    0.455       −1.73
+    ``items``, queries 0.5 (random/neighbours)  0.317/0.315 −0.79/−0.75
+    **``items``, queries 0.35 (the default)**   **0.382**   **−0.90**
+    ==========================================  ==========  ==========
+
+    The default is the only row that meets both bars (fresh ≥ 0.8 × old R@10, old drop ≤ 1
+    point)."""
     tree_items_lr: float | None = Field(default=None, gt=0)
     """Learning rate of the new items' rows (default: ``tree_lr`` / 10 with ``decoder``
     scope, ``tree_lr`` with ``items`` scope, where the rows are all that learns)."""
@@ -115,6 +128,18 @@ class AdapterConfig(BaseModel):
     """``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Autocast dtype, as in ``TrainConfig.precision``."""
+
+    def replay_share(self, kind: Literal["t5", "tree"]) -> float:
+        """The replay share a base of ``kind`` trains with: ``replay`` when set, else its default."""
+        if self.replay is not None:
+            return self.replay
+        return 0.35 if kind == "tree" else 0.2
+
+    def scope(self, corrective: bool) -> Literal["decoder", "items"]:
+        """The v2 scope a run trains (``tree_scope``, resolving ``auto``; see there)."""
+        if self.tree_scope != "auto":
+            return self.tree_scope
+        return "decoder" if corrective else "items"
 
 
 def adapter_config(overrides: dict[str, object] | None = None) -> AdapterConfig:

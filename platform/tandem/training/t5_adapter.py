@@ -213,9 +213,9 @@ class T5AdapterRun:
         cfg = self.cfg
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        n_replay = 0
-        if replay_pool and cfg.replay > 0:
-            n_replay = int(round(len(new_examples) * cfg.replay / (1 - cfg.replay)))
+        n_replay, share = 0, cfg.replay_share("t5")
+        if replay_pool and share > 0:
+            n_replay = int(round(len(new_examples) * share / (1 - share)))
         order = rng.permutation(len(replay_pool)) if replay_pool else np.zeros(0, np.int64)
         cursor = 0
         records: list[dict[str, Any]] = []

@@ -152,7 +152,8 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     new_pairs = [(it.text(), rows[it.item_id]) for it in new] + [
         (q, rows[it.item_id]) for it in new for q in queries(it, n_q, cfg.seed)]
     new_pairs += extra
-    n_old = int(len(new_pairs) * cfg.replay / (1 - cfg.replay))
+    share, scope = cfg.replay_share("tree"), cfg.scope(corrective=bool(extra))
+    n_old = int(len(new_pairs) * share / (1 - share))
     new_codes = [codes[it.item_id] for it in new]
     logged = read_replay_queries(Path(base_dir)) if cfg.replay_source == "queries" and old and n_old else []
     if logged:  # half titles, half real queries of old items (the preferred items' first)
@@ -181,15 +182,15 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
     last = str(len(model.nodes) - 1)
     parametrize.register_parametrization(model.nodes, last, overlay)
     new_rows = overlay.rows
-    if cfg.tree_scope == "items":  # LoRA stays at its zero start (B = 0): the decoder is the base's
+    if scope == "items":  # LoRA stays at its zero start (B = 0): the decoder is the base's
         for p in lora.parameters():
             p.requires_grad_(p is new_rows)
     trainable = [p for p in lora.parameters() if p.requires_grad]
-    items_lr = cfg.tree_items_lr or (cfg.tree_lr if cfg.tree_scope == "items" else cfg.tree_lr * 0.1)
+    items_lr = cfg.tree_items_lr or (cfg.tree_lr if scope == "items" else cfg.tree_lr * 0.1)
     groups = [{"params": [p for p in trainable if p is not new_rows], "lr": cfg.tree_lr},
               {"params": [new_rows], "lr": items_lr}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
-    norms = new_rows.data.norm(dim=1, keepdim=True).clone() if cfg.tree_scope == "items" else None
+    norms = new_rows.data.norm(dim=1, keepdim=True).clone() if scope == "items" else None
     from tandem.generative.tree_model import tree_loss
 
     t1, samples, epochs = time.perf_counter(), 0, 0
@@ -222,7 +223,7 @@ def train_tree_adapter(base_dir: Path, new_items: Sequence[Item], old_items: Seq
                "old_items_checked": len(old_eval), "query_source": query_source,
                "examples_new": len(new_pairs) - len(extra), "examples_corrective": len(extra),
                "corrective": corrective | ({f"r{k}": _corrective_r(art, extra, k)} if extra else {}),
-               "replay_pool": len(old_pairs), "replay_queries": len(logged),
+               "replay": share, "scope": scope, "replay_pool": len(old_pairs), "replay_queries": len(logged),
                "parameters": {"trainable": n_trainable, "total": total, "trainable_share": n_trainable / total},
                "epochs": epochs, "samples": samples, "train_seconds": round(train_s, 2), "fisher_seconds": 0.0,
                "check_seconds": round(check_s, 2), "samples_per_s": round(samples / max(train_s, 1e-9), 1),
