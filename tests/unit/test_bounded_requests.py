@@ -82,6 +82,15 @@ def test_a_config_at_depth_deepens_every_source_the_generative_one_included() ->
         SearchConfig.at_depth(0)
 
 
+def test_the_generative_source_can_be_fused_at_its_own_depth() -> None:
+    """``--generative-depth``: BM25 deep (cheap), the beam search at the depth it was fitted at."""
+    bm25, gen = Recording("bm25"), Recording("generative")
+    HybridSearcher([bm25, gen], config=SearchConfig.at_depth(200, 100)).search(SearchRequest("drill", top_k=10))
+    assert bm25.ks == [200] and gen.ks == [100]
+    with pytest.raises(InvalidInput, match="`generative_depth` must be >= 1, got 0"):
+        SearchConfig.at_depth(200, 0)
+
+
 def test_the_micro_batcher_groups_requests_by_depth() -> None:
     calls: list[tuple[int, int]] = []
     retriever = TermOverlapRetriever(ITEMS, name="generative")

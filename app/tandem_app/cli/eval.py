@@ -152,6 +152,9 @@ def eval_command(
     candidates: Annotated[int | None, typer.Option(
         "--candidates", min=1, help="hybrid: hits per source and intent handed to the fuser (default 100; "
         "use the depth the fusion model was trained at).")] = None,
+    generative_depth: Annotated[int | None, typer.Option(
+        "--generative-depth", min=1, help="hybrid: hits of the generative source per intent (default --candidates; "
+        "use the depth the fusion model was trained at).")] = None,
 ) -> None:
     """Evaluate retrieval systems and/or run files with nDCG@10, R@10, R@100, RR@10, AP, P@30.
 
@@ -206,7 +209,8 @@ def eval_command(
         if (fields := _parse_fields(field)) is not None:
             options["fields"] = fields
         for key, value in (("intent_model", intent_model), ("fusion", fusion), ("fusion_model", fusion_model),
-                           ("sources", sources), ("adapter", adapter), ("candidates", candidates)):
+                           ("sources", sources), ("adapter", adapter), ("candidates", candidates),
+                           ("generative_depth", generative_depth)):
             if value is not None:
                 options[key] = str(value)
         spec = SystemSpec(catalog=catalog, catalog_format=format, model=model, options=options,

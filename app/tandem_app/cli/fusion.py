@@ -39,6 +39,8 @@ def train(
     max_queries: Annotated[int, typer.Option(help="Judged queries used at most (seeded sample).")] = 3000,
     selection_share: Annotated[float, typer.Option(help="Share of them held out for model selection.")] = 0.2,
     candidates: Annotated[int, typer.Option(help="Hits per source and intent (the searcher's depth).")] = 100,
+    generative_depth: Annotated[int | None, typer.Option(
+        help="Hits of the generative source per intent (default --candidates).", min=1)] = None,
     events: Annotated[Path | None, typer.Option(
         help="Click/purchase log (JSONL: qid, item_id, event) for the multi-task labels.")] = None,
     feedback_db: Annotated[Path | None, typer.Option(
@@ -81,6 +83,8 @@ def train(
             raise typer.BadParameter("no query in --queries has judgements in --qrels", param_hint="--qrels")
         options: dict[str, Any] = {"fusion": "rrf", "sources": "bm25,generative" if model else "bm25",
                                    "candidates": candidates}
+        if generative_depth is not None and model is not None:
+            options["generative_depth"] = generative_depth
         if intent_model is not None:
             options["intent_model"] = str(intent_model)
         if adapter is not None:
@@ -103,7 +107,8 @@ def train(
     except TandemError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    report |= {"out": str(path), "queries": len(ids), "model_fusion_holdout": len(holdout),
+    report |= {"out": str(path), "queries": len(ids), "model_fusion_holdout": len(holdout), "candidates": candidates,
+               "generative_depth": (generative_depth or candidates) if model is not None else None,
                "collect_seconds": round(collect_s, 1), "train_seconds": round(time.perf_counter() - started - collect_s, 1), "version": fitted.version()}
     typer.echo(json.dumps(report, indent=2))
 

@@ -55,6 +55,7 @@ def hybrid_system(spec: Any) -> HybridRetriever:
     fusion model the registry promoted with ``--model`` when that is a registry base-model folder),
     ``fusion_model`` (LambdaMART JSON for learned fusion), ``candidates`` (hits per source and
     intent, the generative source's included, default 100: :meth:`SearchConfig.at_depth`),
+    ``generative_depth`` (the generative source's hits per intent, default ``candidates``),
     ``sources`` (``bm25,generative`` by default; ``bm25`` alone evaluates intents and fusion
     without a model).
     """
@@ -89,7 +90,9 @@ def hybrid_system(spec: Any) -> HybridRetriever:
             fusion_model=Path(fusion_model) if fusion_model else None,
             model=spec.model if "generative" in names else None,
             intent_model=Path(intent_model) if intent_model else None, catalog=lookup,
-            config=SearchConfig.at_depth(int(spec.options.get("candidates", 100)))))
+            config=SearchConfig.at_depth(int(spec.options.get("candidates", 100)),
+                                         int(spec.options["generative_depth"]) if "generative_depth" in spec.options
+                                         else None)))
     except BaseException:
         for source in sources:
             source.close()

@@ -39,7 +39,7 @@ SystemFactory = Callable[[SystemSpec], Retriever]
 
 #: ``SystemSpec.options`` keys that configure the hybrid system itself (intents, fusion,
 #: sources); the source systems it builds never see them.
-HYBRID_OPTIONS = frozenset({"intent_model", "fusion", "fusion_model", "candidates", "sources"})
+HYBRID_OPTIONS = frozenset({"intent_model", "fusion", "fusion_model", "candidates", "generative_depth", "sources"})
 #: ``SystemSpec.options`` keys only the generative system reads (bm25 ignores them).
 GENERATIVE_OPTIONS = frozenset({"adapter", "num_beams", "upper_beam", "normalize", "batch_size", "device", "prf_docs",
                                 "prf_weight", "prf_pool"})

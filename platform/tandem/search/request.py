@@ -59,13 +59,16 @@ class SearchConfig(BaseModel):
     retriever is back in the answers within this time; one probe a second costs nothing)."""
 
     @classmethod
-    def at_depth(cls, candidates: int) -> SearchConfig:
-        """A config whose every source, the generative one included, hands the fuser
-        ``candidates`` hits per intent: the depth a learned fusion model was fitted at
-        (``tandem fusion train --candidates``) must be the depth it is served and evaluated at."""
-        if candidates < 1:
-            raise InvalidInput(f"`candidates` must be >= 1, got {candidates}")
-        return cls(candidates=candidates, source_depth={"generative": candidates})
+    def at_depth(cls, candidates: int, generative: int | None = None) -> SearchConfig:
+        """A config whose every source hands the fuser ``candidates`` hits per intent, the
+        generative one ``generative`` (default: ``candidates`` too; a beam search's cost grows
+        with its depth, BM25's barely): the depths a learned fusion model was fitted at
+        (``tandem fusion train --candidates/--generative-depth``) must be those it is served
+        and evaluated at."""
+        for name, value in (("candidates", candidates), ("generative_depth", generative)):
+            if value is not None and value < 1:
+                raise InvalidInput(f"`{name}` must be >= 1, got {value}")
+        return cls(candidates=candidates, source_depth={"generative": generative or candidates})
 
 
 @dataclass(frozen=True, slots=True)
