@@ -18,11 +18,29 @@ from tandem.fusion.learned import LearnedFusion, title_lookup
 from tandem.fusion.normalized import normalize_scores
 from tandem.retriever import Hit
 
-WORDS = ["drill", "cordless", "delta", "faucets", "kitchen", "hose", "garden", "paint", "white", "led"]
+WORDS = ["drill", "cordless", "delta", "faucets", "kitchen", "hose", "garden", "paint", "white", "led", "cordles",
+         "drils", "kitch"]  # misspellings and word forms: the loose matches see them
+
+
+def _words(text: str) -> list[str]:
+    return [w[:-1] if len(w) > 3 and w.endswith("s") else w for w in re.findall(r"[a-z0-9]+", text.lower())]
 
 
 def _stems(text: str) -> set[str]:
-    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in re.findall(r"[a-z0-9]+", text.lower())}
+    return set(_words(text))
+
+
+def _loose(query: str, title: str) -> list[float]:
+    """The loose title matches by set arithmetic on words (the builder searches padded strings)."""
+    q, t = _words(query), _words(title)
+    if not q:
+        return [0.0] * 4
+    tri = {w: {f" {w} "[i:i + 3] for i in range(len(w))} for w in q + t}
+    qt, tt = set().union(*(tri[w] for w in q)), set().union(set(), *(tri[w] for w in t))
+    qp, tp = {w[:4] for w in q if len(w) >= 4}, {w[:4] for w in t if len(w) >= 4}
+    qb, tb = set(zip(q, q[1:])), set(zip(t, t[1:]))
+    return [len(qt & tt) / len(qt), len(qp & tp) / len(qp) if qp else 0.0, len(qb & tb) / len(qb) if qb else 0.0,
+            float(q[-1] in t)]
 
 
 def _reference(fb: FeatureBuilder, lists: Sequence[RankedList], item_scores: dict | None):
@@ -53,7 +71,8 @@ def _reference(fb: FeatureBuilder, lists: Sequence[RankedList], item_scores: dic
         rows[i][base + 1] = len(ev[i])
     if fb.titles is not None and ids:
         titles = fb.titles(ids)
-        q = _stems(next((rl.intent for rl in lists if rl.intent_kind == "query"), lists[0].intent))
+        query = next((rl.intent for rl in lists if rl.intent_kind == "query"), lists[0].intent)
+        q = _stems(query)
         subs = [sb for sb in (_stems(rl.intent) for rl in lists if rl.intent_kind not in ("query", "normalized")) if sb]
         typ = next((_stems(rl.intent) for rl in lists if rl.intent_kind == "product_type"), set())
         for i in ids:
@@ -62,6 +81,7 @@ def _reference(fb: FeatureBuilder, lists: Sequence[RankedList], item_scores: dic
             rows[i][t0 + 1] = max((len(sb & st) / len(sb) for sb in subs), default=0.0)
             rows[i][t0 + 2] = float(bool(typ) and typ <= st)
             rows[i][t0 + 3] = len(titles.get(i, "").split())
+            rows[i][t0 + 4:t0 + 8] = _loose(query, titles.get(i, ""))
     if fb.score_names and ids:
         start = width - 1 - 2 * len(fb.score_names)
         for j, name in enumerate(fb.score_names):

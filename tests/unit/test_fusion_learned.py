@@ -37,7 +37,39 @@ def test_features_hand_computed() -> None:
     assert row["title_len"] == 3
     c = dict(zip(fb.names, X[2].tolist()))
     assert c["bm25__query__norm"] == 0.0 and c["q_in_title"] == 0.5 and c["sub_in_title"] == 0.5
+    assert (row["q_trigram"], row["q_prefix"], row["q_bigram"], row["q_last_in_title"]) == (1.0, 1.0, 0.0, 1.0)
     assert np.isfinite(X).all()
+
+
+def test_loose_title_matches_see_through_misspellings() -> None:
+    """"cordles drils" shares no word with "Cordless Drill" but 8 of its 10 character trigrams
+    (" co" "cor" "ord" "rdl" "dle" of " cordle ", " dr" "dri" "ril" of " dril ") and both
+    4-letter prefixes; neither its word pair nor its last word is in the title."""
+    fb = FeatureBuilder([("bm25", "query")], title_lookup({"a": "Cordless Drill", "b": "Garden Hose"}))
+    ids, X = fb.build([_rl("bm25", "query", [("a", 2.0), ("b", 1.0)], intent="cordles drils")])
+    a, b = (dict(zip(fb.names, X[j].tolist())) for j in range(2))
+    assert a["q_in_title"] == 0.0 and a["q_trigram"] == pytest.approx(0.8) and a["q_prefix"] == 1.0
+    assert a["q_bigram"] == 0.0 and a["q_last_in_title"] == 0.0
+    assert b["q_trigram"] == 0.0 and b["q_prefix"] == 0.0
+
+
+def test_a_model_fitted_before_the_loose_matches_still_loads_and_ranks() -> None:
+    """Stored feature names decide the title columns: a model with the four original title
+    features (an older fusion.json) is served unchanged rather than refused."""
+    import lightgbm as lgb
+
+    slots = [("bm25", "query")]
+    old = FeatureBuilder(slots, title_lookup({}), title_features=("q_in_title", "sub_in_title", "type_in_title",
+                                                                  "title_len"))
+    assert "q_trigram" not in old.names and "title_len" in old.names
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, len(old.names))), rng.integers(0, 3, 40)
+    booster = lgb.train({"objective": "lambdarank", "verbosity": -1, "min_data_in_leaf": 2},
+                        lgb.Dataset(X, y, group=[10] * 4, feature_name=old.names), num_boost_round=3)
+    titles = title_lookup({"a": "Delta Faucet", "b": "Moen Shower"})
+    model = LearnedFusion(booster.model_to_string(), slots, old.names, titles=titles)
+    assert model.builder.names == old.names
+    assert {h.item_id for h in model.fuse([_rl("bm25", "query", [("a", 2.0), ("b", 1.0)], "delta faucet")], 2)} == {"a", "b"}
 
 
 def _synthetic(n: int, seed: int) -> list[Example]:

@@ -6,7 +6,11 @@ Per *slot* — a ``(source, intent kind)`` pair such as ``(bm25, query)`` or
 presence. Then agreement (lists and sources returning the item), the RRF score and the best
 reciprocal rank; with titles, the share of query words in the title, the best share of any
 sub-intent's words in the title (sub-intent match), whether the product-type sub-query is
-fully in the title, and the title length. With item scores (``score_names``, e.g. the
+fully in the title, the title length, and four looser matches that survive the misspellings
+and word forms of real queries ("gcfi" for GFCI, "sprinkler" vs "sprinklers"): the share of
+the query's character trigrams found at word positions of the title, of its 4-letter word
+prefixes starting a title word, of its adjacent word pairs adjacent in the title, and whether
+its last word (usually the product noun) is a title word. With item scores (``score_names``, e.g. the
 generative model's log-probability of the item's ID and the encoder's cosine, given for
 *every* candidate by :meth:`~tandem.retriever.Retriever.score_items`): per score its value and
 its gap to the best candidate of the query, and one flag saying whether the item was scored
@@ -33,21 +37,30 @@ from tandem.fusion.normalized import normalize_scores
 Slot = tuple[str, str]
 _WORD = re.compile(r"[a-z0-9]+")
 AGGREGATES = ("n_lists", "n_sources", "rrf", "best_rr")
-TITLE_FEATURES = ("q_in_title", "sub_in_title", "type_in_title", "title_len")
+#: Title columns; a model stores the ones it was fitted with (older models lack the last four,
+#: and :class:`FeatureBuilder` computes only what its ``title_features`` name).
+EXACT_TITLE = ("q_in_title", "sub_in_title", "type_in_title", "title_len")
+TITLE_FEATURES = (*EXACT_TITLE, "q_trigram", "q_prefix", "q_bigram", "q_last_in_title")
 #: Rank stored for a source that did not return an item (larger than any real rank).
 ABSENT = np.iinfo(np.int64).max
 #: Titles kept per builder between searches (their stems); cleared when full.
 TITLE_CACHE = 200_000
 
 
+def _words(text: str) -> list[str]:
+    """Lower-cased words with a plural ``s`` stripped, in order."""
+    return [w[:-1] if len(w) > 3 and w.endswith("s") else w for w in _WORD.findall(text.lower())]
+
+
 def _stems(text: str) -> set[str]:
-    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in _WORD.findall(text.lower())}
+    return set(_words(text))
 
 
-def feature_names(slots: Sequence[Slot], with_titles: bool, score_names: Sequence[str] = ()) -> list[str]:
+def feature_names(slots: Sequence[Slot], with_titles: bool, score_names: Sequence[str] = (),
+                  title_features: Sequence[str] = TITLE_FEATURES) -> list[str]:
     """Column names, in order (stored with the model so a mismatch is detected)."""
     names = [f"{s}__{k}__{f}" for s, k in slots for f in ("rr", "norm", "present")]
-    names += list(AGGREGATES) + (list(TITLE_FEATURES) if with_titles else [])
+    names += list(AGGREGATES) + ([f for f in TITLE_FEATURES if f in title_features] if with_titles else [])
     if score_names:
         names += [f"score__{n}__{f}" for n in score_names for f in ("value", "gap")] + ["score__present"]
     return names
@@ -86,20 +99,22 @@ class FeatureBuilder:
     """Builds the candidate × feature matrix for one query's ranked lists."""
 
     def __init__(self, slots: Sequence[Slot], titles: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
-                 rrf_k: float = 60.0, score_names: Sequence[str] = ()) -> None:
+                 rrf_k: float = 60.0, score_names: Sequence[str] = (),
+                 title_features: Sequence[str] = TITLE_FEATURES) -> None:
         self.slots: list[tuple[str, str]] = [(str(s[0]), str(s[1])) for s in slots]
         self.score_names = tuple(score_names)
         self._index = {s: i for i, s in enumerate(self.slots)}
         self.titles = titles
         self.rrf_k = rrf_k
-        self._title_cache: dict[str, tuple[set[str], int]] = {}
-        self.names = feature_names(self.slots, titles is not None, self.score_names)
+        self._title_cache: dict[str, tuple[set[str], int, str]] = {}
+        self.names = feature_names(self.slots, titles is not None, self.score_names, title_features)
         #: First column of each named feature (blocks fill ``X[:, column[first name]:...]``).
         self.column = {n: j for j, n in enumerate(self.names)}
 
-    def _title_stems(self, item_ids: Sequence[str]) -> list[tuple[set[str], int]]:
-        """Each item's title stems and word count, from the cache or the ``titles`` lookup
-        (read into a local dict first: another search may clear the cache meanwhile)."""
+    def _title_stems(self, item_ids: Sequence[str]) -> list[tuple[set[str], int, str]]:
+        """Each item's title stems, word count and stems joined by spaces with a space at both
+        ends (what the loose matches search in), from the cache or the ``titles`` lookup (read
+        into a local dict first: another search may clear the cache meanwhile)."""
         cache = self._title_cache
         got = {i: cache.get(i) for i in item_ids}
         missing = [i for i, v in got.items() if v is None]
@@ -110,7 +125,8 @@ class FeatureBuilder:
                 cache.clear()
             for i in missing:
                 t = found.get(i, "")
-                got[i] = cache[i] = (_stems(t), len(t.split()))
+                words = _words(t)
+                got[i] = cache[i] = (set(words), len(t.split()), f" {' '.join(words)} ")
         return [got[i] for i in item_ids]  # type: ignore[misc]
 
     def build(self, lists: Sequence[RankedList], item_scores: ItemScores | None = None) -> tuple[list[str], np.ndarray]:
@@ -165,24 +181,40 @@ class FeatureBuilder:
         X[:, base + 1] = (ranks != ABSENT).sum(1)
 
     def _fill_titles(self, lists: Sequence[RankedList], ids: Sequence[str], X: np.ndarray) -> None:
-        """Title columns: query/sub-intent/product-type words in each candidate's title, title length."""
+        """Title columns (module docstring): exact and loose matches of the query, sub-intents
+        and product type in each candidate's title, and its length."""
         query = next((rl.intent for rl in lists if rl.intent_kind == "query"), lists[0].intent)
         q = _stems(query)
         subs = [sb for sb in (_stems(rl.intent) for rl in lists if rl.intent_kind not in ("query", "normalized")) if sb]
         typ = next((_stems(rl.intent) for rl in lists if rl.intent_kind == "product_type"), set())
         got = self._title_stems(ids)
-        n, t0 = len(ids), self.column[TITLE_FEATURES[0]]
+        n, col = len(ids), self.column
 
         def share(words: set[str]) -> np.ndarray:
-            return np.fromiter((len(words & st) for st, _ in got), np.float64, n) / len(words)
+            return np.fromiter((len(words & st) for st, _, _ in got), np.float64, n) / len(words)
 
-        if q:
-            X[:, t0] = share(q)
-        if subs:
-            X[:, t0 + 1] = np.max([share(sb) for sb in subs], axis=0)
-        if typ:
-            X[:, t0 + 2] = np.fromiter((typ <= st for st, _ in got), np.float64, n)
-        X[:, t0 + 3] = np.fromiter((length for _, length in got), np.float64, n)
+        def found(needles: Sequence[str]) -> np.ndarray:  # share of needles in each padded title
+            return np.fromiter((sum(x in padded for x in needles) for _, _, padded in got), np.float64,
+                               n) / len(needles)
+
+        if q and "q_in_title" in col:
+            X[:, col["q_in_title"]] = share(q)
+        if subs and "sub_in_title" in col:
+            X[:, col["sub_in_title"]] = np.max([share(sb) for sb in subs], axis=0)
+        if typ and "type_in_title" in col:
+            X[:, col["type_in_title"]] = np.fromiter((typ <= st for st, _, _ in got), np.float64, n)
+        if "title_len" in col:
+            X[:, col["title_len"]] = np.fromiter((length for _, length, _ in got), np.float64, n)
+        words = _words(query)
+        if not words or "q_trigram" not in col:
+            return
+        trigrams = sorted({f" {w} "[i:i + 3] for w in words for i in range(len(w))})
+        X[:, col["q_trigram"]] = found(trigrams)
+        if prefixes := sorted({" " + w[:4] for w in words if len(w) >= 4}):
+            X[:, col["q_prefix"]] = found(prefixes)
+        if pairs := sorted({f" {a} {b} " for a, b in zip(words, words[1:], strict=False)}):
+            X[:, col["q_bigram"]] = found(pairs)
+        X[:, col["q_last_in_title"]] = found([f" {words[-1]} "])
 
     def _fill_scores(self, ids: Sequence[str], item_scores: ItemScores, X: np.ndarray) -> None:
         """Item-score columns: per name value and gap to the query's best (0 where missing); a presence flag."""

@@ -14,7 +14,7 @@ Judged queries are split (seeded) into a training part and a selection part; Lig
 early stopping and grid choice use the selection part, which is also where the report
 compares learned fusion with RRF and with the whole-query BM25 list, and the ablation
 (:data:`ABLATION`: BM25 only → + generative list → + forced-decoding score → + cosine → +
-intents) trains one model per row on the same split.
+intents → + loose title matches) trains one model per row on the same split.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 from tandem.errors import InvalidInput
 from tandem.fusion.base import FusedHit, Fuser, ItemScores, RankedList
+from tandem.fusion.features import EXACT_TITLE, TITLE_FEATURES
 
 MEASURES = ("nDCG@10", "R(rel=4)@10", "R(rel=4)@100", "RR(rel=4)@10")
 
@@ -98,15 +99,16 @@ def split_queries(qids: Sequence[str], selection_share: float, seed: int) -> tup
     return ids[n_sel:], ids[:n_sel]
 
 
-#: Rows of the fusion ablation: (name, which lists it sees, which item scores it uses).
-#: ``lists``: ``bm25`` = the whole-query BM25 list, ``query`` = every source's whole-query
-#: list, ``all`` = every list (sub-intents too).
-ABLATION: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("bm25 only", "bm25", ()),
-    ("+ generative list", "query", ()),
-    ("+ forced-decoding score", "query", ("gen_logprob",)),
-    ("+ cosine", "query", ("gen_logprob", "gen_cosine")),
-    ("+ intents", "all", ("gen_logprob", "gen_cosine")),
+#: Rows of the fusion ablation: (name, which lists it sees, which item scores it uses, its title
+#: features). ``lists``: ``bm25`` = the whole-query BM25 list, ``query`` = every source's
+#: whole-query list, ``all`` = every list (sub-intents too).
+ABLATION: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("bm25 only", "bm25", (), EXACT_TITLE),
+    ("+ generative list", "query", (), EXACT_TITLE),
+    ("+ forced-decoding score", "query", ("gen_logprob",), EXACT_TITLE),
+    ("+ cosine", "query", ("gen_logprob", "gen_cosine"), EXACT_TITLE),
+    ("+ intents", "all", ("gen_logprob", "gen_cosine"), EXACT_TITLE),
+    ("+ loose title matches", "all", ("gen_logprob", "gen_cosine"), TITLE_FEATURES),
 )
 
 
@@ -117,18 +119,19 @@ def _keep(lists: Sequence[RankedList], which: str) -> list[RankedList]:
 
 
 def _ablation_rows(lists: Mapping[str, Sequence[RankedList]], scores: Mapping[str, ItemScores],
-                   judged: Sequence[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+                   judged: Sequence[str], with_titles: bool = True
+                   ) -> list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
     """The :data:`ABLATION` rows this data can fill (a row that adds nothing new is left out)."""
     sources = {rl.source for q in judged for rl in lists[q]}
     intents = any(rl.intent_kind != "query" for q in judged for rl in lists[q])
     names = {n for q in judged for per in scores.get(q, {}).values() for n in per}
     rows, seen = [], set()
-    for name, which, wanted in ABLATION:
+    for name, which, wanted, title in ABLATION:
         if which == "all" and not intents:
             which = "query"
         if which == "query" and "generative" not in sources:
             which = "bm25"
-        key = (which, tuple(n for n in wanted if n in names))
+        key = (which, tuple(n for n in wanted if n in names), title if with_titles else ())
         if key not in seen:
             seen.add(key)
             rows.append((name, *key))
@@ -178,15 +181,15 @@ def fit_learned_fusion(lists: Mapping[str, Sequence[RankedList]], qrels: Mapping
                               "slots": sorted({f"{rl.source}/{rl.intent_kind}" for q in judged for rl in lists[q]}),
                               "bm25 (whole query)": measure(whole_query_bm25),
                               "rrf": measure(lambda q: RRF().fuse(lists[q], depth)), "ablation": {}}
-    rows = _ablation_rows(lists, scores, judged)
+    rows = _ablation_rows(lists, scores, judged, titles is not None)
     model: Any = None
-    for n, (name, which, names) in enumerate(rows):
+    for n, (name, which, names, title) in enumerate(rows):
         last = n == len(rows) - 1
         part = {q: _keep(lists[q], which) for q in judged}
         model, info = LearnedFusion.train(
             examples({q: part[q] for q in train_ids}, labels, events, click_weight, purchase_weight, scores),
             examples({q: part[q] for q in sel_ids}, labels, events, click_weight, purchase_weight, scores),
-            titles=titles, seed=seed, score_names=names,
+            titles=titles, seed=seed, score_names=names, title_features=title,
             grid=None if last else [{"num_leaves": 15, "learning_rate": 0.05, "min_data_in_leaf": 50}])
         fitted = model
         report["ablation"][name] = {"lists": which, "scores": list(names),
