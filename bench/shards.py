@@ -7,7 +7,10 @@ every shard on the same cores, the hardest case for latency). On the dev queries
 the top-``k`` overlap of each sharded setup with one model, and p50/p99 latency per batch of
 ``--batch`` queries (beam 100, upper beam 1000), with the process CPU time per batch next to
 it (what the shards cost, whatever else shares the machine). Configurations are timed round-robin, batch by
-batch, so a change in machine load hits them alike.
+batch, so a change in machine load hits them alike. Shards serve without pseudo-relevance feedback (each
+would feed back from its own items only), so the one-model baseline runs without it too; the
+overlap with the served one-model default (feedback on) is reported beside it
+(``top10_overlap_vs_feedback``): what sharding costs a deployment that has feedback today.
 
     python -m bench.shards --model MODEL_DIR --out bench-shards.json [--queries 320] [--threads 2]
 """
@@ -42,7 +45,8 @@ def main() -> None:
     dev = list(load_homedepot(data_root("homedepot"), splits=("dev",)).queries["dev"].values())
     queries = dev[: args.queries] if args.queries else dev
     counts = [1] + [int(c) for c in args.shards.split(",") if c]
-    setups = {n: open_sharded_tree_retriever(args.model, n, device="cpu") for n in counts}
+    setups = {n: open_sharded_tree_retriever(args.model, n, device="cpu", prf_weight=0.0) for n in counts}
+    feedback = open_sharded_tree_retriever(args.model, 1, device="cpu")  # the served default, for overlap only
     for r in setups.values():
         r.retrieve(queries[: args.batch], 100)  # warm-up
     tops: dict[int, list[list[str]]] = {n: [] for n in counts}
@@ -57,6 +61,8 @@ def main() -> None:
             cpu[n].append((time.process_time() - c0) * 1000)
             tops[n].extend([h.item_id for h in row[: args.k]] for row in hits)
     one = tops[1]
+    with_feedback = [[h.item_id for h in row[: args.k]] for s in range(0, len(queries), args.batch)
+                     for row in feedback.retrieve(queries[s : s + args.batch], 100)]
     result: dict[str, object] = {"model": str(args.model), "queries": len(queries), "batch": args.batch,
                                  "threads": args.threads, "k": args.k}
     for n in counts:
@@ -65,6 +71,8 @@ def main() -> None:
             "batch_p50_ms": p50, "batch_p99_ms": statistics.quantiles(ms[n], n=100, method="inclusive")[98],
             "per_query_p50_ms": p50 / args.batch,
             f"top{args.k}_overlap": sum(len(set(a) & set(b)) for a, b in zip(one, tops[n])) / sum(map(len, one)),
+            f"top{args.k}_overlap_vs_feedback": sum(len(set(a) & set(b)) for a, b in zip(with_feedback, tops[n]))
+            / sum(map(len, with_feedback)),
             "p50_vs_one": p50 / statistics.median(ms[1]),
             "cpu_p50_ms": statistics.median(cpu[n]),
             "cpu_vs_one": statistics.median(cpu[n]) / statistics.median(cpu[1]),
