@@ -111,11 +111,13 @@ class TextEncoder:
     """A BERT-family encoder from a local folder: token states and mean-pooled vectors."""
 
     def __init__(self, path: str | Path | None = None, *, device: str | torch.device = "cpu",
-                 max_length: int = DEFAULT_MAX_LENGTH, model: Any | None = None) -> None:
+                 max_length: int = DEFAULT_MAX_LENGTH, model: Any | None = None, precision: str = "auto") -> None:
         """Load the folder (default: the packaged all-MiniLM-L6-v2) offline.
 
         ``model``: an already built encoder module (e.g. with LoRA merged) to use instead of
-        the folder's weights; the folder still provides the tokenizer.
+        the folder's weights; the folder still provides the tokenizer. ``precision``:
+        ``auto`` (bf16 autocast where the CPU computes bf16 natively, or on CUDA), ``bf16`` or
+        ``fp32``.
         """
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -123,6 +125,8 @@ class TextEncoder:
 
         from tandem.generative.model import use_bf16
 
+        if precision not in ("auto", "bf16", "fp32"):
+            raise InvalidInput(f"`precision` must be auto, bf16 or fp32, got {precision!r}")
         hf_logging.set_verbosity_error()  # the folder's unused pooler weights are expected, not news
 
         self.path = resolve_encoder(path)
@@ -134,7 +138,7 @@ class TextEncoder:
                                               add_pooling_layer=False)
         self.model = model.to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
-        self.bf16 = use_bf16("auto", self.device)
+        self.bf16 = use_bf16(precision, self.device)
         self._fingerprint = ""
 
     @property

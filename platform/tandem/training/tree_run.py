@@ -136,7 +136,8 @@ def _train_tree(items: list[Item], pairs: list[tuple[str, str]], out: Path, conf
     from tandem.training.tree_trainer import TreeTrainer
 
     dev_t = pick_device(device) if parallel is None else parallel.device
-    encoder = TextEncoder(config.encoder or None, device=dev_t, max_length=config.max_length)
+    encoder = TextEncoder(config.encoder or None, device=dev_t, max_length=config.max_length,
+                          precision=config.precision)
     out.mkdir(parents=True, exist_ok=True)
     texts = [item_text(it) for it in items]
     cache_dir = cache_dir or get_settings().home / "cache" / "encoder-states"
