@@ -62,6 +62,14 @@ def test_train_refuses_qrels_without_matching_queries(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--qrels" in res.output
 
 
+def test_generative_depth_without_a_model_is_refused(tmp_path: Path) -> None:
+    catalog, queries, qrels = _write(tmp_path)
+    res = CliRunner().invoke(app, ["fusion", "train", "--catalog", str(catalog), "--queries", str(queries),
+                                   "--qrels", str(qrels), "--out", str(tmp_path / "f.json"),
+                                   "--generative-depth", "50"])
+    assert res.exit_code == 2 and "--generative-depth" in res.output and "needs --model" in res.output
+
+
 def test_recorder_keeps_the_last_lists_and_delegates() -> None:
     from tandem.fusion.base import RankedList
     from tandem.retriever import Hit

@@ -66,6 +66,9 @@ def train(
         raise typer.BadParameter("--feedback-db and --request-log go together", param_hint="--request-log")
     if events is not None and feedback_db is not None:
         raise typer.BadParameter("give --events or --feedback-db/--request-log, not both", param_hint="--events")
+    if generative_depth is not None and model is None:
+        raise typer.BadParameter("needs --model (the generative source it sets the depth of)",
+                                 param_hint="--generative-depth")
     try:
         qs, judged = read_queries(queries), read_qrels(qrels)
         holdout = read_fusion_holdout(model) if model is not None else set()
@@ -83,7 +86,7 @@ def train(
             raise typer.BadParameter("no query in --queries has judgements in --qrels", param_hint="--qrels")
         options: dict[str, Any] = {"fusion": "rrf", "sources": "bm25,generative" if model else "bm25",
                                    "candidates": candidates}
-        if generative_depth is not None and model is not None:
+        if generative_depth is not None:
             options["generative_depth"] = generative_depth
         if intent_model is not None:
             options["intent_model"] = str(intent_model)

@@ -183,8 +183,8 @@ class FeatureBuilder:
     def _fill_titles(self, lists: Sequence[RankedList], ids: Sequence[str], X: np.ndarray) -> None:
         """Title columns (module docstring): exact and loose matches of the query, sub-intents
         and product type in each candidate's title, and its length."""
-        query = next((rl.intent for rl in lists if rl.intent_kind == "query"), lists[0].intent)
-        q = _stems(query)
+        words = _words(next((rl.intent for rl in lists if rl.intent_kind == "query"), lists[0].intent))
+        q = set(words)
         subs = [sb for sb in (_stems(rl.intent) for rl in lists if rl.intent_kind not in ("query", "normalized")) if sb]
         typ = next((_stems(rl.intent) for rl in lists if rl.intent_kind == "product_type"), set())
         got = self._title_stems(ids)
@@ -205,7 +205,6 @@ class FeatureBuilder:
             X[:, col["type_in_title"]] = np.fromiter((typ <= st for st, _, _ in got), np.float64, n)
         if "title_len" in col:
             X[:, col["title_len"]] = np.fromiter((length for _, length, _ in got), np.float64, n)
-        words = _words(query)
         if not words or "q_trigram" not in col:
             return
         trigrams = sorted({f" {w} "[i:i + 3] for w in words for i in range(len(w))})
