@@ -64,7 +64,13 @@ class ChannelOptions:
                 # between pods on one cluster a short, capped backoff costs nothing.
                 ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
                 ("grpc.min_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
-                ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS)]
+                ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
+                # Channels with the same target and options share subchannels process-wide by
+                # default: a channel left open to a server that stopped keeps its subchannel in
+                # backoff, and a new channel to a new server on the same port then failed its
+                # first call with UNAVAILABLE (a CI flake of `tandem canary set`). A local pool
+                # gives each channel its own connections, as a client expects.
+                ("grpc.use_local_subchannel_pool", 1)]
         if self.server_name:
             opts.append(("grpc.ssl_target_name_override", self.server_name))
         if self.tls_ca is None:

@@ -99,7 +99,7 @@ def test_status_and_set_change_the_gateway_plan_and_refuse_a_share_without_candi
         assert r.exit_code == 2 and "`share` must be in 0..1" in r.output
     with _serve(None, Arms()) as srv:
         r = _invoke("set", "--gateway", srv.address, "--share", "0.1")
-        assert r.exit_code == 2 and "no candidate" in r.output
+        assert r.exit_code == 2 and "no candidate" in r.output, r.output
 
 
 def _load(address: str, stop: threading.Event) -> None:
