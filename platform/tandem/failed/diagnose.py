@@ -11,41 +11,19 @@ checked against it:
 - **vocabulary gap**: every word is known and the search still failed → the items the same user
   clicked or bought later in the session (``session_s`` after the failure) are its answer.
 
-Candidates for one edit come from a deletes index (every word and its one-character
-deletions), so a lookup costs a few dict probes, not a scan of the vocabulary.
+One-edit candidates come from :class:`tandem.intent.spelling.Speller` (the same corrector the
+intent decomposer's ``spelled`` sub-query uses).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-_WORD = re.compile(r"[a-z0-9]+(?:[./-][a-z0-9]+)*")
-MIN_WORD_LEN = 3
-"""Shorter words are never corrected (sizes, units and codes are short and look like typos)."""
+from tandem.intent.spelling import MIN_WORD_LEN, Speller, words
 
-
-def words(text: str) -> list[str]:
-    """Lower-case word tokens (``3/4``, ``2x4`` and ``18-volt`` stay whole)."""
-    return _WORD.findall(text.lower())
-
-
-def _deletes(w: str) -> set[str]:
-    return {w[:i] + w[i + 1:] for i in range(len(w))}
-
-
-def _one_edit(a: str, b: str) -> bool:
-    """Whether ``a`` and ``b`` differ by exactly one insertion, deletion, substitution or adjacent swap."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
-                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+__all__ = ["MIN_WORD_LEN", "Diagnosis", "Vocabulary", "diagnose", "words"]
 
 
 def _trigrams(w: str) -> set[str]:
@@ -53,31 +31,21 @@ def _trigrams(w: str) -> set[str]:
     return {p[i:i + 3] for i in range(len(p) - 2)}
 
 
-class Vocabulary:
-    """Catalog words with their counts and a one-edit candidate index."""
+class Vocabulary(Speller):
+    """Catalog words seen ``min_count`` times or more (what ``in`` tests), their one-edit
+    corrections (:class:`~tandem.intent.spelling.Speller`) and a trigram index for
+    :meth:`nearest`."""
 
     def __init__(self, texts: Iterable[str], min_count: int = 2) -> None:
-        counts = Counter(w for t in texts for w in words(t))
-        self.counts = {w: c for w, c in counts.items() if c >= min_count}
-        self._by_delete: dict[str, list[str]] = defaultdict(list)
+        super().__init__(Counter(w for t in texts for w in words(t)), min_count)
         self._by_trigram: dict[str, list[str]] = defaultdict(list)
         for w in self.counts:
             if len(w) >= MIN_WORD_LEN - 1:
-                self._by_delete[w].append(w)
-                for d in _deletes(w):
-                    self._by_delete[d].append(w)
                 for g in _trigrams(w):
                     self._by_trigram[g].append(w)
 
     def __contains__(self, word: object) -> bool:
         return word in self.counts
-
-    def corrections(self, word: str) -> list[str]:
-        """Catalog words one edit from ``word``, most frequent first."""
-        cands = set(self._by_delete.get(word, ()))
-        for d in _deletes(word):
-            cands.update(self._by_delete.get(d, ()))
-        return sorted((c for c in cands if _one_edit(word, c)), key=lambda c: (-self.counts[c], c))
 
     def nearest(self, word: str, k: int = 3) -> list[str]:
         """The ``k`` catalog words sharing most character trigrams with ``word`` (Jaccard)."""

@@ -4,6 +4,9 @@ sub-queries and filter intents, persist as one JSON file.
 Sub-queries (each retrieved separately and weighted in fusion):
 
 * ``query`` — the query without its price phrase (weight 1);
+* ``spelled`` — the query (sizes normalised) with misspelt words corrected to catalog words
+  (:mod:`tandem.intent.spelling`: ``gcfi`` → ``gfci``), when a word needed it (0.8: a
+  correction can be wrong, so the query as typed keeps the first place);
 * ``normalized`` — the same with sizes in the catalog's spelling, when that differs (0.5);
 * ``product_type`` — the product type alone, when the query says more than that (0.3);
 * one per attribute (``brand``, ``color``, ``material``, ``finish``, ``size``, ``use``,
@@ -28,11 +31,14 @@ from tandem.errors import CorruptArtifact, InvalidInput
 from tandem.intent.lexicon import OTHER, PRICE, SIZE, TYPE, normalize, stem, tokenize
 from tandem.intent.mining import Vocabulary, mine_vocabulary
 from tandem.intent.rules import PriceConstraint, find_sizes, parse_price
+from tandem.intent.spelling import Speller
 from tandem.intent.tagger import Tagger
 from tandem.intent.base import Intent, IntentDecomposer
 
 FORMAT = "tandem.intent/1"
 FILE = "intent.json"
+#: Fusion weight of the ``spelled`` sub-query (module docstring).
+SPELLED_WEIGHT = 0.8
 ATTRIBUTE_ORDER = ("brand", "color", "material", "finish", "size", "use", "audience")
 
 
@@ -67,11 +73,14 @@ class CatalogIntentDecomposer(IntentDecomposer):
     name = "catalog-intents"
 
     def __init__(self, vocab: Vocabulary, tagger: Tagger, *, max_intents: int = 4,
-                 fingerprint: str = "") -> None:
+                 fingerprint: str = "", speller: Speller | None = None) -> None:
         if max_intents < 1:
             raise InvalidInput(f"`max_intents` must be >= 1, got {max_intents}")
         self.vocab = vocab
         self.tagger = tagger
+        #: Corrects misspelt words into the ``spelled`` sub-query; ``None`` (files written
+        #: before it existed) gives no such sub-query.
+        self.speller = speller
         self.max_intents = max_intents
         self.fingerprint = fingerprint
 
@@ -86,8 +95,10 @@ class CatalogIntentDecomposer(IntentDecomposer):
         vocab = mine_vocabulary(titles, prices, min_count=min_count)
         words = [[t.text for t in tokenize(normalize(title))] for title in titles]
         tagger = Tagger.fit(words, vocab, max_titles=max_titles, seed=seed)
-        digest = hashlib.sha1(json.dumps([vocab.to_dict(), tagger.to_dict()], sort_keys=True).encode()).hexdigest()
-        return cls(vocab, tagger, max_intents=max_intents, fingerprint=digest[:12])
+        speller = Speller.fit(titles)
+        digest = hashlib.sha1(json.dumps([vocab.to_dict(), tagger.to_dict(), speller.to_dict()],
+                                         sort_keys=True).encode()).hexdigest()
+        return cls(vocab, tagger, max_intents=max_intents, fingerprint=digest[:12], speller=speller)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``intent.json`` into ``directory`` atomically; returns its path."""
@@ -95,6 +106,8 @@ class CatalogIntentDecomposer(IntentDecomposer):
         d.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "fingerprint": self.fingerprint, "max_intents": self.max_intents,
                    "vocabulary": self.vocab.to_dict(), "tagger": self.tagger.to_dict()}
+        if self.speller is not None:
+            payload["spelling"] = self.speller.to_dict()
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".intent-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, separators=(",", ":"))
@@ -117,8 +130,9 @@ class CatalogIntentDecomposer(IntentDecomposer):
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise CorruptArtifact(f"{p} has format {got!r}; this build reads {FORMAT!r}")
         try:
+            speller = Speller.from_dict(d["spelling"]) if "spelling" in d else None
             return cls(Vocabulary.from_dict(d["vocabulary"]), Tagger.from_dict(d["tagger"]),
-                       max_intents=int(d["max_intents"]), fingerprint=str(d["fingerprint"]))
+                       max_intents=int(d["max_intents"]), fingerprint=str(d["fingerprint"]), speller=speller)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptArtifact(f"{p} is incomplete: {type(exc).__name__}: {exc}") from None
 
@@ -181,6 +195,9 @@ class CatalogIntentDecomposer(IntentDecomposer):
         """Sub-queries, best first, then at most one ``filter`` intent (see the module docstring)."""
         p = self.parse(query)
         intents = [Intent(text=p.core, kind="query", weight=1.0)]
+        spelled = self.speller.correct(p.normalized) if self.speller is not None else p.normalized
+        if spelled != p.normalized:
+            intents.append(Intent(text=spelled, kind="spelled", weight=SPELLED_WEIGHT))
         if p.normalized != p.core:
             intents.append(Intent(text=p.normalized, kind="normalized", weight=0.5))
         types = p.of(TYPE)
