@@ -6,8 +6,14 @@ generative model, each source's lists and the generative item scores (forced-dec
 log-probability, encoder cosine) of every candidate, recorded for the snapshot's training
 queries the model was not trained on (its fusion holdout, see ``steps.FUSION_HOLDOUT``;
 all training queries for a model without one) (:func:`tandem.fusion.fit.collect_candidates`), then LambdaMART with its ablation
-(:func:`tandem.fusion.fit.fit_learned_fusion`). The register step publishes the result as a
-``fusion`` artifact whose parent is the base model, promoted when the base is.
+(:func:`tandem.fusion.fit.fit_learned_fusion`). The lists include the intent decomposer's
+sub-queries: the step first fits it on the snapshot's catalog (``tandem intent fit``:
+sub-queries, price filters, spelling corrections) and writes it beside the model as
+:data:`~tandem.registry.fusion.INTENT_FILE`, because the fusion model's features are per
+(source, intent kind) and it ranks best with the decomposer it was fitted with; serving with
+the promoted fusion model takes that decomposer too (:func:`tandem.search.build.build_searcher`).
+The register step publishes the folder as a ``fusion`` artifact whose parent is the base
+model, promoted when the base is.
 """
 
 from __future__ import annotations
@@ -40,19 +46,26 @@ def train_fusion(snapshot_dir: Path, model_dir: Path, out: Path, max_queries: in
                  seed: int = 13, candidates: int = CANDIDATES) -> dict[str, Any]:
     """Fit the learned fusion of BM25 and the model in ``model_dir`` on at most ``max_queries``
     judged training queries of the snapshot (a seeded sample); writes :data:`MODEL_FILE` and
-    :data:`REPORT_FILE` to folder ``out`` and returns the report (selection figures of RRF,
-    BM25 and every ablation row, feature importances)."""
+    :data:`REPORT_FILE` to folder ``out`` (with the intent decomposer it fitted on the catalog,
+    :data:`INTENT_FILE`) and returns the report (selection figures of RRF, BM25 and every
+    ablation row, feature importances)."""
+    from tandem.catalog.loaders import load_items
     from tandem.catalog.queries import read_qrels, read_queries
     from tandem.eval.systems import SystemSpec, build_system
     from tandem.fusion.fit import collect_candidates, fit_learned_fusion, select_queries
     from tandem.fusion.learned import catalog_titles
+    from tandem.intent.decomposer import CatalogIntentDecomposer
     from tandem.training.tree_run import read_fusion_holdout
 
     check_max_queries(max_queries)
     queries, qrels = read_queries(snapshot_dir / TRAIN_QUERIES), read_qrels(snapshot_dir / TRAIN_QRELS)
     holdout = read_fusion_holdout(model_dir)  # queries the model never trained on (v2 models from this pipeline)
     ids = select_queries([q for q in queries if q in qrels], holdout, max_queries, seed)
-    options = {"fusion": "rrf", "sources": "bm25,generative", "candidates": candidates}
+    items = load_items(snapshot_dir / CATALOG, strict=True).items
+    out.mkdir(parents=True, exist_ok=True)
+    intents = CatalogIntentDecomposer.fit([it.title for it in items], [it.price for it in items], seed=seed)
+    intents.save(out)  # the artifact's INTENT_FILE
+    options = {"fusion": "rrf", "sources": "bm25,generative", "candidates": candidates, "intent_model": str(out)}
     with tempfile.TemporaryDirectory() as home:  # the BM25 index of this snapshot is built here, then dropped
         spec = SystemSpec(catalog=snapshot_dir / CATALOG, model=model_dir, options=options, home=Path(home))
         hybrid = build_system("hybrid", spec)
@@ -64,10 +77,9 @@ def train_fusion(snapshot_dir: Path, model_dir: Path, out: Path, max_queries: in
                                                scores=scores)
         finally:
             hybrid.close()
-    out.mkdir(parents=True, exist_ok=True)
     model.save(out / MODEL_FILE)
     report = {**report, "queries": len(ids), "model_fusion_holdout": len(holdout), "candidates": candidates,
-              "version": model.version()}
+              "version": model.version(), "intents": intents.version()}
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return report
 

@@ -78,13 +78,14 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     # and it is what `tandem serve --registry` takes for `--fusion auto`.
     from tandem.fusion.factory import make_fuser
     from tandem.fusion.learned import LearnedFusion
-    from tandem.registry.fusion import MODEL_FILE, REPORT_FILE
+    from tandem.registry.fusion import INTENT_FILE, MODEL_FILE, REPORT_FILE
     from tandem.search.catalog import InMemoryCatalog
 
     assert reg.current(ArtifactKind.FUSION) == out["fusion"]
     fusion = reg.get(ArtifactKind.FUSION, out["fusion"])
     assert fusion.manifest.parents == [f"base-model:{out['base-model']}"]
-    assert set(fusion.manifest.files) == {MODEL_FILE, REPORT_FILE} and 0.0 < fusion.manifest.metrics["nDCG@10"] <= 1
+    assert set(fusion.manifest.files) == {MODEL_FILE, REPORT_FILE, INTENT_FILE}
+    assert 0.0 < fusion.manifest.metrics["nDCG@10"] <= 1
     report = json.loads((fusion.local_path / REPORT_FILE).read_text())
     # Fitted on the training queries the generative model never saw (its fusion holdout).
     from tandem.training.tree_run import read_fusion_holdout
@@ -92,6 +93,10 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     holdout = read_fusion_holdout(art.local_path)
     assert report["model_fusion_holdout"] == len(holdout) > 0 and report["queries"] == min(len(holdout), 120)
     assert "generative/query" in report["slots"]
+    # Fitted over the intent decomposer's sub-query lists, with the decomposer shipped beside it.
+    from tandem.intent.decomposer import CatalogIntentDecomposer
+
+    assert report["intents"] == CatalogIntentDecomposer.load(fusion.local_path / INTENT_FILE).version()
     assert "+ generative list" in report["ablation"] and report["ablation"]["+ cosine"]["scores"] == [
         "gen_logprob", "gen_cosine"]
     [fusion_page] = (tmp_path / "runs").glob("tandem-base-*/train-fusion/report")
@@ -99,6 +104,10 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     catalog = InMemoryCatalog.from_jsonl(params["snapshot_uri"])
     fuser = make_fuser("auto", None, catalog, registry=str(tmp_path / "registry"))
     assert isinstance(fuser, LearnedFusion) and fuser.version() == report["version"]
+    from tandem.search.build import SearcherSpec, spec_intents
+
+    served = spec_intents(SearcherSpec(sources=[], registry=str(tmp_path / "registry")))
+    assert served is not None and served.version() == report["intents"]
 
 
 def test_bad_snapshot_uri_fails_at_the_first_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -276,3 +276,42 @@ def test_gateway_auto_fusion_takes_the_registry_s_promoted_model(tmp_path: Path,
             searcher.close()
             for r in searcher.retrievers:
                 r.close()
+
+
+def test_the_promoted_fusion_model_brings_the_intent_decomposer_it_was_fitted_with(
+        tmp_path: Path, fusion_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``build_searcher``'s intents: given ones win; else, for ``auto`` with the promoted fusion
+    model, its artifact's ``intent.json``; an artifact without one (or a broken one) gives whole
+    queries, never a failed start."""
+    import shutil
+
+    from tandem.intent import CatalogIntentDecomposer, WholeQuery
+    from tandem.registry.fusion import INTENT_FILE
+    from tandem.search.build import SearcherSpec, spec_intents
+
+    uri = str(tmp_path / "registry")
+    reg = Registry(uri)
+    b1 = _base(tmp_path, reg, "b1")
+    reg.publish(ArtifactKind.FUSION, fusion_folder, parents=[f"base-model:{b1}"], promote=True)
+    assert spec_intents(SearcherSpec(sources=[], registry=uri)) is None  # published before intents shipped
+    with_intents = tmp_path / "fusion-with-intents"
+    shutil.copytree(fusion_folder, with_intents)
+    fitted = CatalogIntentDecomposer.fit([it.title for it in ITEMS], min_count=1)
+    fitted.save(with_intents)
+    b2 = _base(tmp_path, reg, "b2")
+    reg.publish(ArtifactKind.FUSION, with_intents, parents=[f"base-model:{b2}"], promote=True)
+    got = spec_intents(SearcherSpec(sources=[], registry=uri))
+    assert got is not None and got.version() == fitted.version()
+    model_dir = tmp_path / "registry" / "base-model" / b2
+    assert spec_intents(SearcherSpec(sources=[], model=model_dir)).version() == fitted.version()  # type: ignore[union-attr]
+    # An explicit choice wins: another fusion, a fusion model by name, intents or a whole query given.
+    assert spec_intents(SearcherSpec(sources=[], registry=uri, fusion="rrf")) is None
+    assert spec_intents(SearcherSpec(sources=[], registry=uri, fusion_model=with_intents / MODEL_FILE)) is None
+    whole = WholeQuery()
+    assert spec_intents(SearcherSpec(sources=[], registry=uri, intents=whole)) is whole
+    (with_intents / INTENT_FILE).write_text('{"format": "tandem.intent/0"}')  # published broken
+    b3 = _base(tmp_path, reg, "b3")
+    reg.publish(ArtifactKind.FUSION, with_intents, parents=[f"base-model:{b3}"], promote=True)
+    with caplog.at_level(logging.WARNING, logger="tandem.search.build"):
+        assert spec_intents(SearcherSpec(sources=[], registry=uri)) is None
+    assert "cannot use" in caplog.text and "whole queries" in caplog.text

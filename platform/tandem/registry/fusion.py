@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tandem.errors import CorruptArtifact, NotFound
+from tandem.intent.decomposer import FILE as DECOMPOSER_FILE
 from tandem.registry.manifest import MANIFEST_NAME, ArtifactKind, Manifest
 from tandem.registry.store import Registry
 
@@ -30,6 +31,9 @@ MODEL_FILE = "fusion.json"
 """The learned fusion model (``tandem.fusion.learned`` JSON) in a ``fusion`` artifact."""
 REPORT_FILE = "report.json"
 """The fit's report (selection figures, ablation, feature importances) beside it."""
+INTENT_FILE = DECOMPOSER_FILE
+"""``intent.json``: the intent decomposer the model was fitted with (``tandem intent fit``), when it had one
+(the base pipeline's fusion step writes it; :func:`promoted_intent_model` finds it)."""
 
 
 @dataclass(frozen=True)
@@ -99,4 +103,12 @@ def current_fusion_for_base(registry: Registry | str, base_version: str | None =
     return PromotedFusion(folder / MODEL_FILE, ref, base_ref)
 
 
-__all__ = ["MODEL_FILE", "REPORT_FILE", "PromotedFusion", "current_fusion_for_base", "registry_base_of"]
+def promoted_intent_model(fusion_model: Path) -> Path | None:
+    """The :data:`INTENT_FILE` beside a promoted fusion model file, ``None`` when its artifact
+    has none (fusion models published before the pipeline fitted intents)."""
+    path = Path(fusion_model).parent / INTENT_FILE
+    return path if path.is_file() else None
+
+
+__all__ = ["INTENT_FILE", "MODEL_FILE", "REPORT_FILE", "PromotedFusion", "current_fusion_for_base",
+           "promoted_intent_model", "registry_base_of"]

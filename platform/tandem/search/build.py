@@ -9,12 +9,13 @@ The callers build the sources (local, in-process or remote retrievers) and name 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tandem.cache import ResultCache
-from tandem.errors import InvalidInput
+from tandem.errors import InvalidInput, TandemError
 from tandem.fusion.factory import make_fuser
 from tandem.intent.base import IntentDecomposer
 from tandem.personal.serving import PersonalSpec
@@ -22,6 +23,8 @@ from tandem.retriever import Retriever
 from tandem.search.catalog import InMemoryCatalog, ItemLookup, StoredFieldsLookup
 from tandem.search.orchestrator import HybridSearcher
 from tandem.search.request import SearchConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,9 @@ class SearcherSpec:
     else ``catalog`` (any :class:`ItemLookup`, e.g. the gateway's remote ``Lookup``), else the
     stored fields of the first source that has them (a Lucene index), else none.
     Intents: ``intents`` (a decomposer object, e.g. a remote one) or ``intent_model`` (a
-    ``tandem intent fit`` folder), else the whole query. Fusion: ``fusion`` by the rule of
+    ``tandem intent fit`` folder), else — when the fusion is the model the registry promoted —
+    the decomposer that model was fitted with (its artifact's ``intent.json``), else the whole
+    query. Fusion: ``fusion`` by the rule of
     :func:`~tandem.fusion.factory.make_fuser`; ``auto`` takes ``fusion_model`` when given, else
     the fusion model the registry promoted with the base in use (``model``: a registry
     base-model folder, or ``registry``: its current base). Personalisation: ``personal`` (user
@@ -65,14 +70,31 @@ def spec_catalog(spec: SearcherSpec) -> ItemLookup | None:
 
 
 def spec_intents(spec: SearcherSpec) -> IntentDecomposer | None:
-    """The decomposer ``spec`` names, ``None`` for the whole query."""
+    """The decomposer ``spec`` names (see :class:`SearcherSpec` for the order), ``None`` for
+    the whole query."""
     if spec.intents is not None and spec.intent_model is not None:
         raise InvalidInput("give `intents` or `intent_model`, not both")
-    if spec.intent_model is None:
+    if spec.intents is not None:
         return spec.intents
     from tandem.intent.decomposer import CatalogIntentDecomposer
 
-    return CatalogIntentDecomposer.load(spec.intent_model)
+    path = spec.intent_model
+    if path is None and spec.fusion == "auto" and spec.fusion_model is None:
+        from tandem.fusion.factory import promoted_fusion_model
+        from tandem.registry.fusion import promoted_intent_model
+
+        promoted = promoted_fusion_model(spec.fusion, None, model=spec.model, registry=spec.registry)
+        path = promoted_intent_model(promoted) if promoted is not None else None
+        if path is None:
+            return None
+        try:
+            decomposer = CatalogIntentDecomposer.load(path)
+        except TandemError as exc:  # the default must never stop serving
+            log.warning("intents: cannot use %s promoted with the fusion model (%s); whole queries", path, exc)
+            return None
+        log.info("intents: %s, fitted with the promoted fusion model (%s)", decomposer.version(), path)
+        return decomposer
+    return None if path is None else CatalogIntentDecomposer.load(path)
 
 
 def build_searcher(spec: SearcherSpec) -> HybridSearcher:
