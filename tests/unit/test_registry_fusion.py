@@ -315,3 +315,29 @@ def test_the_promoted_fusion_model_brings_the_intent_decomposer_it_was_fitted_wi
     with caplog.at_level(logging.WARNING, logger="tandem.search.build"):
         assert spec_intents(SearcherSpec(sources=[], registry=uri)) is None
     assert "cannot use" in caplog.text and "whole queries" in caplog.text
+
+
+def test_a_searcher_reads_the_promoted_fusion_artifact_once_for_its_fuser_and_its_intents(
+        tmp_path: Path, fusion_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import tandem.registry.fusion as registry_fusion
+    from tandem.intent import CatalogIntentDecomposer
+    from tandem.search.build import SearcherSpec, build_searcher
+    from tandem_testing.term_overlap import TermOverlapRetriever
+
+    uri = str(tmp_path / "registry")
+    reg = Registry(uri)
+    b1 = _base(tmp_path, reg, "b1")
+    folder = tmp_path / "fusion-with-intents"
+    shutil.copytree(fusion_folder, folder)
+    CatalogIntentDecomposer.fit([it.title for it in ITEMS], min_count=1).save(folder)
+    reg.publish(ArtifactKind.FUSION, folder, parents=[f"base-model:{b1}"], promote=True)
+    reads = []
+    real = registry_fusion.current_fusion_for_base
+    monkeypatch.setattr(registry_fusion, "current_fusion_for_base", lambda *a, **k: reads.append(a) or real(*a, **k))
+    searcher = build_searcher(SearcherSpec(sources=[TermOverlapRetriever(ITEMS, name="bm25")], catalog=LOOKUP,
+                                           registry=uri))
+    searcher.close()
+    assert isinstance(searcher.fuser, LearnedFusion) and searcher.intents is not None
+    assert len(reads) == 1

@@ -55,16 +55,21 @@ def promoted_fusion_model(fusion: str, fusion_model: Path | None, *, model: Path
 
 
 def make_fuser(fusion: str = "auto", fusion_model: Path | None = None, lookup: Any = None,
-               has_intents: bool = False, *, model: Path | None = None, registry: str | None = None) -> Fuser:
+               has_intents: bool = False, *, model: Path | None = None, registry: str | None = None,
+               promoted: Path | None = None) -> Fuser:
     """The :class:`Fuser` for ``fusion`` (see :func:`resolve_fusion`). ``lookup`` (an
     :class:`~tandem.search.ItemLookup`) gives the learned fusion its title features;
     ``model`` / ``registry`` name the base model in use, whose promoted fusion model ``auto``
-    takes when no ``fusion_model`` is given (:func:`promoted_fusion_model`)."""
+    takes when no ``fusion_model`` is given (:func:`promoted_fusion_model`); ``promoted``: that
+    model when the caller already looked it up (no second registry read)."""
     from tandem.fusion.normalized import ScoreFusion
     from tandem.fusion.rrf import RRF
 
     given = fusion_model
-    fusion_model = promoted_fusion_model(fusion, fusion_model, model=model, registry=registry)
+    if promoted is not None and fusion == "auto" and fusion_model is None:
+        fusion_model = promoted
+    else:
+        fusion_model = promoted_fusion_model(fusion, fusion_model, model=model, registry=registry)
     name = resolve_fusion(fusion, fusion_model, has_intents)
     if name == "rrf":
         return RRF()

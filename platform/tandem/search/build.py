@@ -69,9 +69,21 @@ def spec_catalog(spec: SearcherSpec) -> ItemLookup | None:
     return next((StoredFieldsLookup(r) for r in spec.sources if callable(getattr(r, "documents", None))), None)
 
 
-def spec_intents(spec: SearcherSpec) -> IntentDecomposer | None:
+def spec_promoted_fusion(spec: SearcherSpec) -> Path | None:
+    """The fusion model the registry promoted with the base in use, when ``spec``'s fusion is
+    ``auto`` without a ``fusion_model`` (:func:`~tandem.fusion.factory.promoted_fusion_model`);
+    else ``None``."""
+    if spec.fusion != "auto" or spec.fusion_model is not None:
+        return None
+    from tandem.fusion.factory import promoted_fusion_model
+
+    return promoted_fusion_model(spec.fusion, None, model=spec.model, registry=spec.registry)
+
+
+def spec_intents(spec: SearcherSpec, promoted: Path | None = None) -> IntentDecomposer | None:
     """The decomposer ``spec`` names (see :class:`SearcherSpec` for the order), ``None`` for
-    the whole query."""
+    the whole query. ``promoted``: :func:`spec_promoted_fusion` when the caller has it (else it
+    is looked up here when needed)."""
     if spec.intents is not None and spec.intent_model is not None:
         raise InvalidInput("give `intents` or `intent_model`, not both")
     if spec.intents is not None:
@@ -80,10 +92,9 @@ def spec_intents(spec: SearcherSpec) -> IntentDecomposer | None:
 
     path = spec.intent_model
     if path is None and spec.fusion == "auto" and spec.fusion_model is None:
-        from tandem.fusion.factory import promoted_fusion_model
         from tandem.registry.fusion import promoted_intent_model
 
-        promoted = promoted_fusion_model(spec.fusion, None, model=spec.model, registry=spec.registry)
+        promoted = promoted if promoted is not None else spec_promoted_fusion(spec)
         path = promoted_intent_model(promoted) if promoted is not None else None
         if path is None:
             return None
@@ -103,9 +114,10 @@ def build_searcher(spec: SearcherSpec) -> HybridSearcher:
     if not spec.sources:
         raise InvalidInput("`sources` is empty; a searcher needs at least one source")
     lookup = spec_catalog(spec)
-    intents = spec_intents(spec)
-    fuser = make_fuser(spec.fusion, spec.fusion_model, lookup, has_intents=intents is not None, model=spec.model,
-                       registry=spec.registry)
+    promoted = spec_promoted_fusion(spec)  # one registry read for the fusion model and its intents
+    intents = spec_intents(spec, promoted)
+    # `model`/`registry` only serve make_fuser's own lookup of the promoted model, done above.
+    fuser = make_fuser(spec.fusion, spec.fusion_model, lookup, has_intents=intents is not None, promoted=promoted)
     reader = None
     if spec.personal is not None:
         from tandem.personal.rerank import PersonalFuser
@@ -117,4 +129,4 @@ def build_searcher(spec: SearcherSpec) -> HybridSearcher:
                           config=spec.config, personal=reader)
 
 
-__all__ = ["SearcherSpec", "build_searcher", "spec_catalog", "spec_intents"]
+__all__ = ["SearcherSpec", "build_searcher", "spec_catalog", "spec_intents", "spec_promoted_fusion"]
