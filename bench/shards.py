@@ -12,6 +12,11 @@ would feed back from its own items only), so the one-model baseline runs without
 overlap with the served one-model default (feedback on) is reported beside it
 (``top10_overlap_vs_feedback``): what sharding costs a deployment that has feedback today.
 
+The chart deploys one service per shard, each on its own cores, encoding the query itself.
+``pod_p50_vs_one`` models that: per batch, each shard of ``tandem serve generative --shard
+i/N`` (:func:`~tandem.generative.tree_shards.open_shard_retriever`) retrieves alone, and the
+batch takes as long as the slowest (network and the merge left out).
+
     python -m bench.shards --model MODEL_DIR --out bench-shards.json [--queries 320] [--threads 2]
 """
 
@@ -39,7 +44,7 @@ def main() -> None:
     import torch
 
     from tandem.catalog.datasets import data_root, load_homedepot
-    from tandem.generative.tree_shards import open_sharded_tree_retriever
+    from tandem.generative.tree_shards import open_shard_retriever, open_sharded_tree_retriever
 
     torch.set_num_threads(args.threads)
     dev = list(load_homedepot(data_root("homedepot"), splits=("dev",)).queries["dev"].values())
@@ -47,11 +52,14 @@ def main() -> None:
     counts = [1] + [int(c) for c in args.shards.split(",") if c]
     setups = {n: open_sharded_tree_retriever(args.model, n, device="cpu", prf_weight=0.0) for n in counts}
     feedback = open_sharded_tree_retriever(args.model, 1, device="cpu")  # the served default, for overlap only
-    for r in setups.values():
+    pods = {n: [open_shard_retriever(args.model, i, n, device="cpu", prf_weight=0.0) for i in range(n)]
+            for n in counts if n > 1}
+    for r in [*setups.values(), *(shard for group in pods.values() for shard in group)]:
         r.retrieve(queries[: args.batch], 100)  # warm-up
     tops: dict[int, list[list[str]]] = {n: [] for n in counts}
     ms: dict[int, list[float]] = {n: [] for n in counts}
     cpu: dict[int, list[float]] = {n: [] for n in counts}  # process CPU: robust to other jobs' load
+    pod_ms: dict[int, list[float]] = {n: [] for n in pods}  # the slowest shard, each retrieving alone
     for s in range(0, len(queries), args.batch):
         chunk = queries[s : s + args.batch]
         for n in counts[s // args.batch % len(counts):] + counts[: s // args.batch % len(counts)]:
@@ -60,6 +68,13 @@ def main() -> None:
             ms[n].append((time.perf_counter() - t0) * 1000)
             cpu[n].append((time.process_time() - c0) * 1000)
             tops[n].extend([h.item_id for h in row[: args.k]] for row in hits)
+            if n in pods:
+                alone = []
+                for shard in pods[n]:
+                    t0 = time.perf_counter()
+                    shard.retrieve(chunk, 100)
+                    alone.append((time.perf_counter() - t0) * 1000)
+                pod_ms[n].append(max(alone))
     one = tops[1]
     with_feedback = [[h.item_id for h in row[: args.k]] for s in range(0, len(queries), args.batch)
                      for row in feedback.retrieve(queries[s : s + args.batch], 100)]
@@ -77,10 +92,15 @@ def main() -> None:
             "cpu_p50_ms": statistics.median(cpu[n]),
             "cpu_vs_one": statistics.median(cpu[n]) / statistics.median(cpu[1]),
         }
+        if n in pod_ms:
+            result[f"shards_{n}"]["pod_p50_ms"] = statistics.median(pod_ms[n])  # type: ignore[index]
+            result[f"shards_{n}"]["pod_p50_vs_one"] = statistics.median(pod_ms[n]) / statistics.median(ms[1])  # type: ignore[index]
         print(n, json.dumps(result[f"shards_{n}"]), flush=True)
     result["shard_top10_overlap"] = min(result[f"shards_{n}"][f"top{args.k}_overlap"]  # type: ignore[index]
                                         for n in counts)
     result["worst_p50_vs_one"] = max(result[f"shards_{n}"]["p50_vs_one"] for n in counts)  # type: ignore[index]
+    result["worst_pod_p50_vs_one"] = max((result[f"shards_{n}"]["pod_p50_vs_one"] for n in pods),  # type: ignore[index]
+                                         default=1.0)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -72,6 +72,11 @@ def test_merge_keeps_each_item_once_at_its_best() -> None:
     assert [(h.item_id, h.score) for h in merged] == [("a", 2.0), ("b", 0.5)]
 
 
+def test_merge_breaks_equal_scores_by_item_id() -> None:
+    merged = merge_hits([[Hit("d", 1.0, "s"), Hit("c", 1.0, "s")], [Hit("b", 1.0, "s"), Hit("a", 0.5, "s")]], 2, "g")
+    assert [h.item_id for h in merged] == ["b", "c"]
+
+
 def _tree(seed: int = 0) -> tuple[np.ndarray, TreeIndex, TreeDecoder]:
     """5 top codes x 3 sub-clusters x 4 items, the decoder at its dense start (random unit item vectors)."""
     codes = np.array([[a, b, c] for a in range(5) for b in range(3) for c in range(4)])
@@ -84,26 +89,33 @@ def _tree(seed: int = 0) -> tuple[np.ndarray, TreeIndex, TreeDecoder]:
     return codes, index, model
 
 
-def test_shard_index_keeps_top_level_numbering_and_only_its_subtrees() -> None:
+def test_shard_index_keeps_the_cluster_levels_and_only_its_items() -> None:
     codes, index, _ = _tree()
     rows = shard_rows(codes, 1, 2)
     assert set(codes[rows, 0].tolist()) == {1, 3}
     sub = ShardTreeIndex(codes, rows, index)
-    assert sub.nodes_per_position[0] == 5 and sub.nodes_per_position[2] == len(rows)
-    top_children = sub.tables()[0]
-    assert (top_children[0] < 0).all() and (top_children[1] >= 0).any()  # code 0 is shard 0's
-    assert (index.paths[sub.node_maps[2], 1] == sub.node_maps[1][sub.paths[:, 1]]).all()
+    assert sub.nodes_per_position == [5, 15, len(rows)]
+    tables = sub.tables()
+    assert all(torch.equal(a, b) for a, b in zip(tables[:-1], index.tables()[:-1], strict=True))  # clusters: all
+    leaf_children = tables[-1]
+    assert (leaf_children[0] < 0).all() and (leaf_children[3] >= 0).all()  # leaf 0 is under code 0: shard 0's
+    assert (sub.node_maps[2] == rows).all() and (index.paths[rows, :2] == sub.paths[:, :2]).all()
+    added = sub.add((3, 1, 9))  # a new item under an existing leaf of this shard
+    assert added == len(rows) and sub.tables()[-1][sub.paths[added, 1]].tolist().count(added) == 1
+    assert len(index.paths) == len(codes)  # the full tree is untouched
     with pytest.raises(InvalidInput, match="no items"):
         ShardTreeIndex(codes, rows[:0], index)
 
 
 @pytest.mark.parametrize("rank", ["last", "path"])
-def test_merged_shards_return_the_unsharded_top_k(rank: str) -> None:
-    """With beams covering each level, N shards merged give exactly one model's ranking."""
+@pytest.mark.parametrize("beams", [[5, 15, 10], [2, 4, 10]])
+def test_merged_shards_return_the_unsharded_top_k(rank: str, beams: list[int]) -> None:
+    """N shards merged give exactly one model's ranking, also when the cluster beams prune
+    (``[2, 4, 10]`` keeps 2 of 5 top codes and 4 of 15 leaves): every shard's cluster beam is
+    the unsharded one, so its item candidates are its share of one model's."""
     codes, index, model = _tree(1)
-    q = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
-    states, mask = torch.randn(6, 4, 16), torch.ones(6, 4, dtype=torch.long)
-    beams = [5, 15, 10]
+    q = torch.nn.functional.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(2)), dim=-1)
+    states, mask = torch.randn(6, 4, 16, generator=torch.Generator().manual_seed(3)), torch.ones(6, 4, dtype=torch.long)
     one_nodes, one_scores = tree_beam_search(model, index, q, states, mask, beams=beams, rank=rank)
     for n in (1, 2, 3):
         parts = []
@@ -113,9 +125,10 @@ def test_merged_shards_return_the_unsharded_top_k(rank: str) -> None:
             parts.append([[Hit(str(rows[x]), float(v), "g") for x, v in zip(rn, rs) if x >= 0]
                           for rn, rs in zip(nodes.tolist(), scores.tolist())])
         for i in range(len(q)):
-            merged = merge_hits([p[i] for p in parts], 10, "g")
-            assert [int(h.item_id) for h in merged] == one_nodes[i].tolist()
-            assert np.allclose([h.score for h in merged], one_scores[i].tolist(), atol=1e-5)
+            want = [x for x in one_nodes[i].tolist() if x >= 0]
+            merged = merge_hits([p[i] for p in parts], len(want), "g")
+            assert [int(h.item_id) for h in merged] == want
+            assert np.allclose([h.score for h in merged], one_scores[i][: len(want)].tolist(), atol=1e-5)
     assert model.nodes[2].shape[0] == len(codes)  # views never touch the shared model's tables
 
 
@@ -168,3 +181,21 @@ def test_sharded_folder_serves_what_one_model_serves(untrained_folder: Path) -> 
     assert set(shard1._item_ids) == owned[1] and shard1.prf is None  # noqa: SLF001
     with pytest.raises(InvalidInput, match="shard"):
         open_shard_retriever(untrained_folder.parent, 0, 2)
+
+
+def test_equal_scores_cut_the_same_top_k_sharded_or_not(untrained_folder: Path) -> None:
+    """bf16 item scores tie often (3 significant digits); one model and merged shards must then
+    cut the same ``k``: both order equal scores by item id. Here every item has one embedding."""
+    from tandem.generative.tree_retriever import open_tree_retriever
+    from tandem.generative.tree_shards import open_sharded_tree_retriever
+
+    one = open_tree_retriever(untrained_folder, num_beams=30, prf_docs=0)
+    two = open_sharded_tree_retriever(untrained_folder, 2, num_beams=30)
+    assert isinstance(two, ShardedRetriever)
+    row = one.artifact.model.nodes[-1].data[0].clone()
+    for r in [one, *two.shards]:
+        r.artifact.model.nodes[-1].data[:] = row  # type: ignore[attr-defined]
+    hits = one.retrieve(["cordless drill"], 5)[0]
+    assert len({h.score for h in hits}) == 1
+    assert [h.item_id for h in hits] == sorted(one._item_ids)[:5]  # noqa: SLF001
+    assert [h.item_id for h in two.retrieve(["cordless drill"], 5)[0]] == [h.item_id for h in hits]

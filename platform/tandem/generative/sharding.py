@@ -1,12 +1,13 @@
 """Sharded generative serving: one :class:`~tandem.retriever.Retriever` over N shard retrievers.
 
 A catalog too large for one generative service is split by the **top-level code** of its
-semantic IDs: shard ``i`` of ``N`` holds the subtrees of the top-level codes ``c`` with
+semantic IDs: shard ``i`` of ``N`` holds the items under the top-level codes ``c`` with
 ``c % N == i`` (:func:`shard_of_code`; stable as items are added, since a new item keeps its
 leaf's top-level code, and the balanced clustering keeps the shards near equal). Each shard
-serves only its subtrees (see :mod:`tandem.generative.tree_shards`); the decoder and the
-top-level node table are shared, so every shard scores the first decoding step exactly as one
-unsharded model does and decodes on only where that step picked one of its top-level codes.
+holds only its items' rows of the item level (see :mod:`tandem.generative.tree_shards`); the
+decoder and the cluster levels are shared, so every shard walks the cluster levels exactly as
+one unsharded model does and scores at the item level only its share of that model's
+candidates.
 
 :class:`ShardedRetriever` is the composite the gateway's searcher sees in place of one
 generative source: it fans a batch out to the shards (local or
@@ -51,13 +52,15 @@ def shard_of_code(top_code: int, count: int) -> int:
 
 
 def merge_hits(lists: Sequence[Sequence[Hit]], k: int, name: str) -> list[Hit]:
-    """The ``k`` best hits of several shards' lists (best score first; an item once, at its best score)."""
+    """The ``k`` best hits of several shards' lists (best score first, equal scores by item id,
+    as :meth:`~tandem.generative.tree_retriever.TreeRetriever.retrieve` orders them; an item
+    once, at its best score)."""
     best: dict[str, float] = {}
     for hits in lists:
         for h in hits:
             if h.item_id not in best or h.score > best[h.item_id]:
                 best[h.item_id] = h.score
-    top = heapq.nlargest(k, best.items(), key=lambda kv: kv[1])
+    top = heapq.nsmallest(k, best.items(), key=lambda kv: (-kv[1], kv[0]))
     return [Hit(item, score, name) for item, score in top]
 
 

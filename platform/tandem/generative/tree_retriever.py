@@ -127,7 +127,9 @@ class TreeRetriever(Retriever):
         return hit if hit is not None else self._encode([query])[3][0]
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        """Top ``k`` items per query by item-level score; see :class:`Retriever`."""
+        """Top ``k`` items per query by item-level score, equal scores by item id (so shards
+        merged by :func:`~tandem.generative.sharding.merge_hits` cut the same ``k``); see
+        :class:`Retriever`."""
         validate_queries(queries, k)
         if not queries:
             return []
@@ -146,6 +148,7 @@ class TreeRetriever(Retriever):
                 nodes, scores = prf_rescore(art.model, nodes, scores, docs=self.prf[0], weight=self.prf[1])
             for row_nodes, row_scores in zip(nodes.tolist(), scores.float().tolist(), strict=True):
                 hits = [Hit(self._item_ids[n], float(s), self.name) for n, s in zip(row_nodes, row_scores) if n >= 0]
+                hits.sort(key=lambda h: (-h.score, h.item_id))  # equal scores (bf16 rounds to ~3 digits) by id
                 out.append(hits[:k])
         return out
 
