@@ -66,8 +66,9 @@ def shard_overlap(model: Any, index: Any, codes: Any, encoder: Any, queries: lis
 
     def top(m: Any, ix: Any, rows: Any) -> list[list[Hit]]:
         nodes, scores = tree_beam_search(m, ix, q, states, mask, beams=beams)
-        return [[Hit(str(rows[n]), s, "g") for n, s in zip(rn, rs) if n >= 0]
-                for rn, rs in zip(nodes.tolist(), scores.tolist())]
+        # equal scores by item id, as TreeRetriever.retrieve and merge_hits order them
+        return [sorted((Hit(str(rows[n]), s, "g") for n, s in zip(rn, rs) if n >= 0),
+                       key=lambda h: (-h.score, h.item_id)) for rn, rs in zip(nodes.tolist(), scores.tolist())]
 
     one = [[h.item_id for h in hs[:k]] for hs in top(model, index, np.arange(len(index.paths)))]
     out = {}
