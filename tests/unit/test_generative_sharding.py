@@ -199,3 +199,22 @@ def test_equal_scores_cut_the_same_top_k_sharded_or_not(untrained_folder: Path) 
     assert len({h.score for h in hits}) == 1
     assert [h.item_id for h in hits] == sorted(one._item_ids)[:5]  # noqa: SLF001
     assert [h.item_id for h in two.retrieve(["cordless drill"], 5)[0]] == [h.item_id for h in hits]
+
+
+def test_a_new_item_joins_the_shard_of_its_top_level_code_only(untrained_folder: Path) -> None:
+    from tandem.catalog.item import Item
+    from tandem.generative.tree_retriever import open_tree_retriever
+    from tandem.generative.tree_shards import open_sharded_tree_retriever
+
+    new = Item(item_id="n01", title="cordless drill driver kit with two batteries")
+    one = open_tree_retriever(untrained_folder, num_beams=10, prf_docs=0)
+    two = open_sharded_tree_retriever(untrained_folder, 2, num_beams=10)
+    assert isinstance(two, ShardedRetriever)
+    code = one.add_items([new])["n01"]
+    for shard in two.shards:
+        assert shard.add_items([new])["n01"] == code  # type: ignore[attr-defined]
+    holders = [s for s in two.shards if "n01" in s._item_ids]  # type: ignore[attr-defined]  # noqa: SLF001
+    assert len(holders) == 1 and holders[0].shard == code[0] % 2  # type: ignore[attr-defined]
+    query = ["cordless drill driver kit"]
+    want = [h.item_id for h in one.retrieve(query, 5)[0]]
+    assert "n01" in want and [h.item_id for h in two.retrieve(query, 5)[0]] == want
