@@ -31,6 +31,11 @@ corrective samples and measured through the generative retriever and the hybrid
 (:mod:`bench.feedback_adapter`: ``generative_typo_r10_relative_gain``,
 ``hybrid_typo_r10_relative_gain``, ``*_clean_r10_drop``).
 
+Beside the served (click-fitted) weights, the same held-out searches are re-ranked with the
+default weights (``default_weights_ndcg_gain``) and by an oracle profile that knows each user's
+clusters (``oracle_ndcg_gain`` at the best of prefix weights 1/2/4, chosen on those sessions):
+what re-ranking these candidates by cluster can give at best.
+
 Figures: ``personalisation_ndcg_gain``, ``no_history_ndcg_change``,
 ``failed_query_r10_relative_gain``, ``clean_r10_drop`` (absolute R@10, 0.01 = 1 point), plus
 ``profile_read_ms_p50`` and the counts behind each.
@@ -48,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.feedback_sim import SimUser, cascade, draw_queries, gains, make_users
+from bench.feedback_sim import SimUser, cascade, draw_queries, gains, make_users, oracle_scores
 
 SEED = 2205
 HISTORY, FIT, TEST = 6, 3, 2
@@ -155,8 +160,17 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
 
         save_weights(weights_out, weights, 100, fit | {"served_base": fit["base"]})
 
-    def evaluate(group: list[SimUser]) -> tuple[list[float], list[float], int]:
-        base, pers, failed = [], [], 0
+    # Diagnostics beside the served (fitted) weights, on the same searches: the default weights,
+    # and an oracle profile that knows each user's clusters, at the best of three weights chosen
+    # on these held-out sessions themselves (a ceiling for re-ranking these candidates).
+    oracles = {w: PersonalFuser(RRF(), {"profile_prefix1": w}, depth=100) for w in (1.0, 2.0, 4.0)}
+    rankers = {"fitted": (fuser, False), "default": (PersonalFuser(RRF()), False),
+               **{f"oracle_{w:g}": (f, True) for w, f in oracles.items()}}
+
+    def evaluate(group: list[SimUser]) -> tuple[list[float], dict[str, list[float]], int]:
+        base: list[float] = []
+        pers: dict[str, list[float]] = {name: [] for name in rankers}
+        failed = 0
         for u in group:
             for q in plan[u.user_id][HISTORY + FIT:]:
                 try:
@@ -165,18 +179,26 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
                     failed += 1
                     continue
                 g = gains(u, qrels[q], codes)
-                b, p = _ndcg(ranked[:10], g), _ndcg([h.item_id for h in fuser.fuse(lists, 10, scores)], g)
-                if b is not None and p is not None:
-                    base.append(b)
-                    pers.append(p)
+                b = _ndcg(ranked[:10], g)
+                if b is None:
+                    continue
+                base.append(b)
+                for name, (f, oracle) in rankers.items():
+                    sc = oracle_scores(u, list(scores), codes) if oracle and scores else scores
+                    pers[name].append(_ndcg([h.item_id for h in f.fuse(lists, 10, sc)], g) or 0.0)
         return base, pers, failed
 
-    hb, hp, _ = evaluate(users)
-    cb, cp, _ = evaluate(cold)
+    hb, hps, _ = evaluate(users)
+    cb, cps, _ = evaluate(cold)
+    hp, cp = hps["fitted"], cps["fitted"]
+    gain = {name: round(statistics.mean(v) - statistics.mean(hb), 4) for name, v in hps.items()}
+    best_oracle = max((n for n in gain if n.startswith("oracle_")), key=gain.__getitem__)
     out = {"weights": weights, "fit": fit, "history_sessions": len(hb), "no_history_sessions": len(cb),
            "ndcg_unpersonalised": round(statistics.mean(hb), 4), "ndcg_personalised": round(statistics.mean(hp), 4),
-           "personalisation_ndcg_gain": round(statistics.mean(hp) - statistics.mean(hb), 4),
+           "personalisation_ndcg_gain": gain["fitted"],
            "no_history_ndcg_change": round(statistics.mean(cp) - statistics.mean(cb), 4),
+           "default_weights_ndcg_gain": gain["default"], "oracle_ndcg_gain": gain[best_oracle],
+           "oracle_prefix1_weight": float(best_oracle.split("_")[1]),
            "profile_read_ms_p50": round(statistics.median(reads), 3),
            "profile_store": reader.store.backend, "profiles_applied": consumer.totals.applied}
     if redis is not None:  # outage: searches must still answer, unpersonalised, not degraded

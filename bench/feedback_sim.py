@@ -81,6 +81,12 @@ def gains(user: SimUser, grades: Mapping[str, int], codes: Mapping[str, tuple[in
     return {i: g * (1 + AFFINITY_BOOST * (cluster_of(codes, i) in user.clusters)) for i, g in grades.items() if g > 0}
 
 
+def oracle_scores(user: SimUser, ids: Sequence[str], codes: Mapping[str, tuple[int, ...]]) -> dict[str, dict[str, float]]:
+    """Profile scores of a profile that knows ``user``'s clusters: ``profile_prefix1`` = 1 on a
+    matching item, else 0 (the ceiling of cluster re-ranking, a diagnostic, not a ranker)."""
+    return {i: {"profile_prefix1": float(cluster_of(codes, i) in user.clusters)} for i in ids}
+
+
 def cascade(user: SimUser, ranked: Sequence[str], grades: Mapping[str, int], codes: Mapping[str, tuple[int, ...]],
             rng: random.Random) -> list[tuple[int, str]]:
     """``(0-based position, "click" | "purchase")`` of what the user did on ``ranked``'s top 10."""
