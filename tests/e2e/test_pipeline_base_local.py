@@ -1,5 +1,8 @@
 """``tandem pipelines run base --local``: the whole base pipeline with kfp.local on a tiny catalog.
 
+The run itself is the session fixture ``ci_base_pipeline`` (``tests/e2e/conftest.py``), which the
+adapter pipeline's test continues from.
+
 Every step runs as a subprocess of this environment (``SubprocessRunner(use_venv=False)``);
 the run must end with the model, ID map, snapshot and the learned fusion fitted on the model
 (the ``fusion`` artifact, whose parent is the model) in the registry and promoted together
@@ -17,6 +20,7 @@ from typer.testing import CliRunner
 from tandem.catalog.queries import write_queries
 from tandem_app.cli import app
 from tandem.registry import ArtifactKind, Registry
+from tandem_testing.ci_pipeline import BaseRun
 from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.e2e
@@ -37,21 +41,13 @@ def _write(data: Path) -> dict[str, str]:
             "dev_qrels_uri": str(data / "dev.qrels")}
 
 
-def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 java_home: object) -> None:  # the fusion step's BM25 index
+def test_base_pipeline_runs_locally_and_promotes(ci_base_pipeline: BaseRun, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # shared CI cores: spinning OpenMP peers slow training down
-    params = {**_write(tmp_path / "data"), "registry_uri": str(tmp_path / "registry"), "profile": "ci", "seed": 13,
-              "fusion_max_queries": 120}
-    args = ["pipelines", "run", "base", "--local", "--root", str(tmp_path / "runs")]
-    for k, v in params.items():
-        args += ["--param", f"{k}={v}"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    out = json.loads(result.output[result.output.rindex("\n{\n") + 1 :])  # the result closes the step logs
+    params, out, runs = ci_base_pipeline.params, ci_base_pipeline.out, ci_base_pipeline.runs
     assert out["promoted"] is True
 
-    reg = Registry(tmp_path / "registry")
+    reg = Registry(ci_base_pipeline.registry)
     assert reg.current(ArtifactKind.BASE_MODEL) == out["base-model"]
     assert reg.current(ArtifactKind.ID_MAP) == out["id-map"]
     manifest = reg.manifest(ArtifactKind.BASE_MODEL, out["base-model"])
@@ -64,13 +60,13 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     assert art.local_path is not None and not (art.local_path / "checkpoint").exists()
     [hits] = load_retriever(str(art.local_path), device="cpu").retrieve(["cordless drill"], 5)
     assert hits and all(h.item_id for h in hits)
-    reports = list((tmp_path / "runs").glob("tandem-base-*/promotion-gate/report"))
+    reports = list(runs.glob("tandem-base-*/promotion-gate/report"))
     assert reports and "**PROMOTE**" in reports[0].read_text()
     # v2 (the default) needs no prepared pseudo-queries or BM25 run: the step writes none. The
     # curve page for the KFP UI shows the stages and the dev figures after each.
-    [prepared] = (tmp_path / "runs").glob("tandem-base-*/prepare-training-data/training_data")
+    [prepared] = runs.glob("tandem-base-*/prepare-training-data/training_data")
     assert not any(prepared.iterdir())
-    [page] = (tmp_path / "runs").glob("tandem-base-*/train-generative/curve")
+    [page] = runs.glob("tandem-base-*/train-generative/curve")
     text = page.read_text()
     assert "data:image/png;base64," in text and "memorise" in text and "encoder" in text
 
@@ -99,14 +95,14 @@ def test_base_pipeline_runs_locally_and_promotes(tmp_path: Path, monkeypatch: py
     assert report["intents"] == CatalogIntentDecomposer.load(fusion.local_path / INTENT_FILE).version()
     assert "+ generative list" in report["ablation"] and report["ablation"]["+ cosine"]["scores"] == [
         "gen_logprob", "gen_cosine"]
-    [fusion_page] = (tmp_path / "runs").glob("tandem-base-*/train-fusion/report")
+    [fusion_page] = runs.glob("tandem-base-*/train-fusion/report")
     assert "| bm25 only |" in fusion_page.read_text() and "Feature importance" in fusion_page.read_text()
     catalog = InMemoryCatalog.from_jsonl(params["snapshot_uri"])
-    fuser = make_fuser("auto", None, catalog, registry=str(tmp_path / "registry"))
+    fuser = make_fuser("auto", None, catalog, registry=str(ci_base_pipeline.registry))
     assert isinstance(fuser, LearnedFusion) and fuser.version() == report["version"]
     from tandem.search.build import SearcherSpec, spec_intents
 
-    served = spec_intents(SearcherSpec(sources=[], registry=str(tmp_path / "registry")))
+    served = spec_intents(SearcherSpec(sources=[], registry=str(ci_base_pipeline.registry)))
     assert served is not None and served.version() == report["intents"]
 
 
