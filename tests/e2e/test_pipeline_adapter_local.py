@@ -9,7 +9,6 @@ registry holds both with their metrics.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,11 @@ from typer.testing import CliRunner
 from tandem.catalog.datasets import is_fresh
 from tandem_app.cli import app
 from tandem.registry import ArtifactKind, Registry
+from tandem_testing.ci_adapter import jsonl
 from tandem_testing.ci_pipeline import N_ITEMS, BaseRun, run_pipeline
 from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.e2e
-
-
-def _jsonl(path: Path, items: list) -> Path:
-    path.write_text("".join(json.dumps(it.model_dump(exclude_none=True)) + "\n" for it in items))
-    return path
 
 
 def test_base_then_adapter_pipeline_then_serving(ci_base_pipeline: BaseRun, tmp_path: Path,
@@ -80,7 +75,7 @@ def test_base_then_adapter_pipeline_then_serving(ci_base_pipeline: BaseRun, tmp_
 
 def test_adapter_pipeline_fails_first_on_bad_thresholds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))
-    catalog = _jsonl(tmp_path / "catalog.jsonl", synthetic_catalog(20).items)
+    catalog = jsonl(tmp_path / "catalog.jsonl", synthetic_catalog(20).items)
     args = ["pipelines", "run", "adapter", "--local", "--root", str(tmp_path / "runs"), "--param",
             f"catalog_uri={catalog}", "--param", f"registry_uri={tmp_path / 'registry'}", "--param",
             "max_forgetting=1.5"]

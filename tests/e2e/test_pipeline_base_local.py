@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from tandem.catalog.queries import write_queries
 from tandem_app.cli import app
 from tandem.registry import ArtifactKind, Registry
-from tandem_testing.ci_pipeline import BaseRun
+from tandem_testing.ci_pipeline import BaseRun, pipeline_args
 from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.e2e
@@ -109,10 +109,7 @@ def test_base_pipeline_runs_locally_and_promotes(ci_base_pipeline: BaseRun, tmp_
 def test_bad_snapshot_uri_fails_at_the_first_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))
     params = {**_write(tmp_path / "data"), "snapshot_uri": str(tmp_path / "missing.jsonl")}
-    args = ["pipelines", "run", "base", "--local", "--root", str(tmp_path / "runs")]
-    for k, v in params.items():
-        args += ["--param", f"{k}={v}"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, pipeline_args("base", params, tmp_path / "runs"))
     assert result.exit_code == 2
     assert "Inner task failed: 'snapshot-catalog'" in " ".join(result.output.split())
     assert not list((tmp_path / "runs").glob("tandem-base-*/build-semantic-ids"))  # nothing ran after it
