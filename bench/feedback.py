@@ -13,7 +13,8 @@ items of the query pools plus 6,000 others. Item vectors and IDs: the v2 model i
 (:func:`tandem.personal.consumer.profile_consumer`) folds it into profiles in a private
 Redis (:class:`RedisProfileStore`). Users with history run ``HISTORY`` sessions (clicks on
 the non-personalised ranking), then ``FIT`` sessions whose clicks fit the re-ranking weights
-(:func:`tandem.personal.rerank.fit_weights`, judged on the shown top 10) and are then folded
+(:func:`tandem.personal.fit.fit_weights`: a click model of the shown top 10 with one intercept
+per position, so position bias does not pass for preference) and are then folded
 into the profiles too, then ``TEST`` held-out sessions scored with
 nDCG@10 on affinity-weighted relevance, personalised (:class:`PersonalFuser`, profile read
 through :class:`ProfileReader`) against non-personalised. Users without history run ``TEST``
@@ -113,7 +114,8 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
     """Phase 1 (module docstring)."""
     from tandem.fusion.rrf import RRF
     from tandem.fusion.scoring import candidate_ids
-    from tandem.personal.rerank import PersonalFuser, Session, fit_weights
+    from tandem.personal.fit import fit_weights
+    from tandem.personal.rerank import PersonalFuser, Session
 
     rng = random.Random(SEED)
     users = make_users(n_users, "h", qrels, codes, rng)
@@ -151,14 +153,14 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
     # the held-out sessions read (the scores above were read before they were folded in).
     sink.send(pending)
     _wait(consumer, sent + len(pending))
-    # Objective on the shown top 10 only (every item there had a chance to be examined; clicks
-    # say nothing about the order below), base = the fuser's own min-max score as the prior.
-    weights, fit = fit_weights(fit_sessions, depths=(10,), bases=("minmax",))
+    # A click model over the shown top 10 with one intercept per position (position bias),
+    # served as the fit says: logrank base, depth 100 (tandem.personal.fit).
+    weights, fit = fit_weights(fit_sessions, shown=10)
     fuser = PersonalFuser(RRF(), weights, depth=100, base=fit["base"])
     if weights_out is not None:
         from tandem.personal.serving import save_weights
 
-        save_weights(weights_out, weights, 100, fit | {"served_base": fit["base"]})
+        save_weights(weights_out, weights, 100, fit)
 
     # Diagnostics beside the served (fitted) weights, on the same searches: the default weights,
     # and an oracle profile that knows each user's clusters, at the best of three weights chosen

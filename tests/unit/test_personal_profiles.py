@@ -13,7 +13,6 @@ from tandem.personal import (
     ItemVectors, MemoryProfileStore, PersonalFuser, ProfileConfig, ProfileReader, RedisProfileStore, UserProfile,
 )
 from tandem.personal.consumer import ProfileApplier
-from tandem.personal.rerank import Session, fit_weights
 from tandem.retriever import Hit
 
 T0 = 1_800_000_000.0
@@ -85,17 +84,6 @@ def test_personal_fuser_reranks_only_with_a_profile():
     assert fuser.fuse(lists, 3, reader.scores("u1", ["a", "a2", "b"]))[0].item_id == "b"
     with pytest.raises(InvalidInput, match="unknown profile features"):
         PersonalFuser(RRF(), {"age": 1.0})
-
-
-def test_fit_weights_learns_from_clicks():
-    from tandem.fusion.base import FusedHit
-
-    fused = [FusedHit(i, s, ()) for i, s in (("a", 1.0), ("b", 0.5), ("c", 0.1))]
-    scores = {"c": {"profile_sim": 1.0, "profile_prefix1": 1.0, "profile_prefix2": 1.0}}
-    weights, fit = fit_weights([Session(fused, scores, {"c": 1.0})] * 3)
-    assert fit["ndcg@10"] > fit["ndcg@10_unpersonalised"] and any(weights.values())
-    with pytest.raises(InvalidInput, match="no session"):
-        fit_weights([Session(fused, scores, {})])
 
 
 class _Fixed:

@@ -11,22 +11,17 @@ as before. Otherwise it re-scores each of the inner fuser's top ``depth`` hits a
 ``base`` is per-query normalised so one set of weights fits every query and every fuser:
 ``logrank`` (−ln(rank), rank 1 = 0: the inner order with a prior that relevance decays with
 rank, independent of the fuser's score scale; the default) or ``minmax`` (min-max of the
-inner scores over the depth). :func:`fit_weights` picks ``w``, ``depth`` and ``base`` on a
-grid by the nDCG@10 of logged clicks/purchases (purchases graded higher) over sessions with
-profiles — behaviour data, not relevance judgements.
+inner scores over the depth). :func:`tandem.personal.fit.fit_weights` learns ``w`` from logged
+clicks (:class:`Session`), corrected for position bias.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 
 from tandem.errors import InvalidInput
 from tandem.fusion.base import FusedHit, Fuser, ItemScores, RankedList
@@ -102,48 +97,3 @@ def ndcg10(ranked: Sequence[str], gains: Mapping[str, float]) -> float:
     dcg = sum(gains.get(i, 0.0) / math.log2(r + 2) for r, i in enumerate(ranked[:10]))
     ideal = sum(g / math.log2(r + 2) for r, g in enumerate(sorted(gains.values(), reverse=True)[:10]))
     return dcg / ideal if ideal > 0 else 0.0
-
-
-def _prior(fused: Sequence[FusedHit], base: str) -> np.ndarray:
-    if base == "minmax":
-        return np.asarray(normalize_scores([h.score for h in fused], "minmax"), dtype=np.float64)
-    return -np.log(np.arange(1, len(fused) + 1, dtype=np.float64))
-
-
-def fit_weights(sessions: Sequence[Session], grid: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0),
-                depths: Sequence[int] = (20, 50, 100), bases: Sequence[str] = BASES
-                ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Grid search of one weight per profile feature, the depth and the base for the best mean
-    nDCG@10 of the sessions' engagement; returns the weights and ``{"ndcg@10": best,
-    "ndcg@10_unpersonalised": baseline, "depth": .., "base": .., "sessions": n}``."""
-    usable = [s for s in sessions if any(g > 0 for g in s.gains.values())]
-    if not usable:
-        raise InvalidInput("no session with a click or purchase to fit profile weights on")
-    disc = 1.0 / np.log2(np.arange(2, 12))
-    rows = []  # per session: features, gains, ideal DCG (the arithmetic of ndcg10, vectorised)
-    for s in usable:
-        ids = [h.item_id for h in s.fused]
-        feats = np.array([[float((s.scores.get(i) or {}).get(f, 0.0)) for f in PROFILE_SCORES] for i in ids])
-        gains = np.array([float(s.gains.get(i, 0.0)) for i in ids])
-        ideal = float(np.sort(np.fromiter(s.gains.values(), float))[::-1][:10] @ disc[:min(10, len(s.gains))])
-        rows.append((feats.reshape(len(ids), len(PROFILE_SCORES)), gains, ideal,
-                     {b: _prior(s.fused, b) for b in bases}))
-
-    def mean(w: np.ndarray, depth: int, base: str) -> float:
-        total = 0.0
-        for feats, gains, ideal, priors in rows:
-            n = min(depth, len(gains))
-            order = np.argsort(-(priors[base][:n] + feats[:n] @ w), kind="stable")
-            ranked = np.concatenate([gains[:n][order], gains[n:]])[:10]
-            total += float(ranked @ disc[:len(ranked)]) / ideal if ideal > 0 else 0.0
-        return total / len(rows)
-
-    baseline = mean(np.zeros(len(PROFILE_SCORES)), 1, bases[0])
-    best: tuple[float, dict[str, float], int, str] = (baseline, dict.fromkeys(PROFILE_SCORES, 0.0), 1, bases[0])
-    for base in bases:
-        for depth in depths:
-            for combo in itertools.product(grid, repeat=len(PROFILE_SCORES)):
-                if any(combo) and (m := mean(np.array(combo, dtype=np.float64), depth, base)) > best[0] + 1e-9:
-                    best = (m, dict(zip(PROFILE_SCORES, combo, strict=True)), depth, base)
-    return best[1], {"ndcg@10": round(best[0], 4), "ndcg@10_unpersonalised": round(baseline, 4),
-                     "depth": best[2], "base": best[3], "sessions": len(usable)}
