@@ -85,8 +85,6 @@ def test_poisoned_item_goes_to_the_dlq_with_its_rule(
 ) -> None:
     """Bad input at ingest: with action ``dlq`` a keyword-stuffed item is refused to the
     dead-letter topic with reason ``poisoning:<rule>``; clean items around it are applied."""
-    from kafka import KafkaConsumer
-
     from tandem.catalog.events import ItemEvent
     from tandem.catalog.item import Item
     from tandem.streams.apply import Applier
@@ -96,6 +94,7 @@ def test_poisoned_item_goes_to_the_dlq_with_its_rule(
     from tandem.streams.producer import EventProducer
     from tandem.streams.store import CatalogStore
     from tandem_testing.stream_catalog import synthetic_items
+    from tandem_testing.topic_reader import read_topic
 
     topic, dlq = kafka_topic(), kafka_topic()
     clean = synthetic_items(5, start=90_000)
@@ -110,12 +109,7 @@ def test_poisoned_item_goes_to_the_dlq_with_its_rule(
         totals = consumer.run(max_idle_s=3.0)
         assert store.get("stuffed-1") is None and all(store.get(i.item_id) for i in clean)
     assert totals.applied == 5 and totals.reasons == {"poisoning:repetition": 1}
-    reader = KafkaConsumer(dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                           consumer_timeout_ms=5000)
-    try:
-        dead = list(reader)
-    finally:
-        reader.close()
+    dead = read_topic(kafka_bootstrap, dlq)  # the consumer has stopped: the DLQ is complete
     assert [r.key for r in dead] == [b"stuffed-1"]
     headers = {k: v.decode() for k, v in dead[0].headers}
     assert headers["tandem-dlq-reason"] == "poisoning:repetition" and "'drill' x" in headers["tandem-dlq-error"]

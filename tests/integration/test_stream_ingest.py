@@ -26,6 +26,7 @@ from tandem.catalog.item import Item
 from tandem.catalog.datasets import is_fresh
 from tandem_testing.stream_catalog import synthetic_items
 from tandem_testing.ingest_faults import store_seq
+from tandem_testing.topic_reader import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -190,12 +191,7 @@ def test_kill_mid_stream_and_restart_converges_exactly(
     # The DLQ holds every malformed event with its reason and source position. It is
     # at-least-once (a crash after dead-lettering replays the batch), so copies are told
     # apart by their source position, which is what a DLQ reader deduplicates on.
-    dlq_consumer = KafkaConsumer(dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                                 consumer_timeout_ms=5000)  # fmt: skip
-    try:
-        dead = list(dlq_consumer)
-    finally:
-        dlq_consumer.close()
+    dead = read_topic(kafka_bootstrap, dlq)  # the consumer has stopped: the DLQ is complete
     by_source: dict[tuple[int, int], tuple[bytes | None, str, bytes]] = {}
     for r in dead:
         h = {k: v.decode() for k, v in r.headers}

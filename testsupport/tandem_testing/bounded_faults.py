@@ -34,6 +34,7 @@ from typing import Any
 
 from tandem_testing.fault_harness import ScenarioResult
 from tandem_testing.ingest_faults import _wait, audit_ingest, expected_state, store_seq, synthetic_events
+from tandem_testing.topic_reader import read_topic
 
 FLOOD_FILTERS = 55_000
 """Filters in one flood request: about 1 MiB on the wire (issue 19's example)."""
@@ -43,7 +44,7 @@ def _ingest_scenario(name: str, work: Path, bootstrap: str, bad: list[tuple[byte
                      dlq_configs: dict[str, str] | None = None, n_items: int = 100) -> ScenarioResult:
     """Publish good events with ``bad`` records in the middle, consume, then publish more and
     time how long the consumer takes to apply them (``recovery_s``: the stream still moves)."""
-    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
     from tandem.streams.apply import Applier
@@ -91,10 +92,7 @@ def _ingest_scenario(name: str, work: Path, bootstrap: str, bad: list[tuple[byte
     consumer.stop()
     thread.join(timeout=60)
     store.close()
-    letters = KafkaConsumer(topic + ".dlq", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                            consumer_timeout_ms=3000, group_id=None)
-    dlq = [dict(r.headers) for r in letters]
-    letters.close()
+    dlq = [dict(r.headers) for r in read_topic(bootstrap, topic + ".dlq")]  # the consumer has stopped
     audit = audit_ingest(store_path, None, [*before, *after])
     failures = len(crashed) + abs(len(dlq) - len(bad)) + int(recovery is None)
     return ScenarioResult(
