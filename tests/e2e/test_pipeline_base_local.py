@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from tandem.catalog.queries import write_queries
 from tandem_app.cli import app
 from tandem.registry import ArtifactKind, Registry
-from tandem_testing.ci_pipeline import BaseRun, pipeline_args
+from tandem_testing.ci_pipeline import FUSION_MAX_QUERIES, BaseRun, pipeline_args
 from tandem_testing.synthetic_catalog import synthetic_catalog
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +87,7 @@ def test_base_pipeline_runs_locally_and_promotes(ci_base_pipeline: BaseRun, tmp_
     from tandem.training.tree_run import read_fusion_holdout
 
     holdout = read_fusion_holdout(art.local_path)
-    assert report["model_fusion_holdout"] == len(holdout) > 0 and report["queries"] == min(len(holdout), 120)
+    assert report["model_fusion_holdout"] == len(holdout) > 0 and report["queries"] == min(len(holdout), FUSION_MAX_QUERIES)
     assert "generative/query" in report["slots"]
     # Fitted over the intent decomposer's sub-query lists, with the decomposer shipped beside it.
     from tandem.intent.decomposer import CatalogIntentDecomposer
