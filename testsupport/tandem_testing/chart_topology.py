@@ -104,17 +104,21 @@ class PodProcess:
             time.sleep(0.25)
         raise Unavailable(f"{self.pod.component} not SERVING within {timeout_s:.0f} s:\n{self.output()}")
 
+    def terminate(self) -> None:
+        """Send SIGTERM (what the kubelet sends first) without waiting; :meth:`stop` waits."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
     def stop(self) -> None:
         """SIGTERM (what the kubelet sends first), SIGKILL after 20 s."""
         import subprocess
 
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self._log.close()
 
 
@@ -159,8 +163,12 @@ class ChartTopology:
         seed_file.write_text("".join(i.model_dump_json() + "\n" for i in self.seed))
         try:
             self._create_topic()
+            # Launched together, as a Deployment's pods are, then waited for one by one: their
+            # start-ups (imports, JVM) overlap instead of running back to back.
             for component in ("ingest", *SERVING_ORDER):
-                self._start(planned[component])
+                self.pods[component] = PodProcess(planned[component], self.workdir / "logs")
+            for component in ("ingest", *SERVING_ORDER):
+                self.pods[component].wait_serving()
             self.publish(ItemEvent.upsert(i) for i in self.seed)
             self._wait_for_index(planned["sparse"])
             probe = self.seed[0]
@@ -170,11 +178,6 @@ class ChartTopology:
             self.close()
             raise
         return self
-
-    def _start(self, pod: LocalPod) -> None:
-        proc = PodProcess(pod, self.workdir / "logs")
-        self.pods[pod.component] = proc
-        proc.wait_serving()
 
     def _create_topic(self) -> None:
         from kafka import KafkaAdminClient
@@ -201,10 +204,13 @@ class ChartTopology:
             time.sleep(0.1)
 
     def close(self) -> None:
-        """Stop the pods (servers first, ingest last) and the clients."""
-        for component in (*reversed(SERVING_ORDER), "ingest"):
-            if component in self.pods:
-                self.pods.pop(component).stop()
+        """Stop the pods (the servers together first, ingest last) and the clients."""
+        servers = [self.pods.pop(c) for c in reversed(SERVING_ORDER) if c in self.pods]
+        for pod in servers:
+            pod.terminate()  # their graceful shutdowns overlap
+        for pod in [*servers, *self.pods.values()]:
+            pod.stop()
+        self.pods.clear()
         if self._producer is not None:
             self._producer.close()
             self._producer = None
