@@ -39,8 +39,10 @@ class TestTreeRetrieverContract(RetrieverContract):
     EXPECTED = QUERIES
     NO_MATCH_QUERY = None  # constrained decoding always lands on some item
 
-    @pytest.fixture
+    @pytest.fixture(scope="class")
     def retriever(self, trained_dir: Path) -> Iterator[TreeRetriever]:
+        """One retriever for the whole contract (the checks only call ``retrieve``): loading the
+        encoder took ~0.3 s per test."""
         r = TreeRetriever(trained_dir, num_beams=5)
         yield r
         r.close()
