@@ -6,14 +6,28 @@ request, and the system recovers by itself once the fault ends.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tandem_testing import faults, feedback_faults, ingest_faults
 
+if TYPE_CHECKING:
+    from tandem_testing.kafka_broker import KafkaBroker
+
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def restarted_broker() -> Iterator[KafkaBroker]:
+    """A private broker that the two broker-restart scenarios restart in turn (each on its own
+    topic and group), started once for both; never the suite's shared ``kafka_bootstrap``."""
+    from tandem_testing.infra import KafkaBroker
+
+    with KafkaBroker() as broker:
+        yield broker
 
 
 def _clean(result: faults.ScenarioResult) -> None:
@@ -22,8 +36,9 @@ def _clean(result: faults.ScenarioResult) -> None:
     assert result.count > 0 and result.recovery_s is not None, figures
 
 
-def test_kafka_broker_restart_during_ingest_loses_nothing(tmp_path: Path, java_home: object) -> None:
-    r = ingest_faults.kafka_broker_restart(tmp_path, n_items=60, publish_s=2.0)
+def test_kafka_broker_restart_during_ingest_loses_nothing(tmp_path: Path, java_home: object,
+                                                         restarted_broker: KafkaBroker) -> None:
+    r = ingest_faults.kafka_broker_restart(tmp_path, n_items=60, publish_s=2.0, broker=restarted_broker)
     _clean(r)
     assert r.details["outage_s"] > 0 and r.details["items"] == 60
     # The broker went down between a batch's apply and its commit. kafka-python either
@@ -40,8 +55,10 @@ def test_consumer_sigkill_mid_batch_loses_and_doubles_nothing(
     assert 0 < r.details["applied_before_kill"] < r.details["distinct_events"], r.figures()
 
 
-def test_feedback_survives_a_broker_restart_without_loss_or_double_counting(tmp_path: Path) -> None:
-    r = feedback_faults.feedback_broker_restart(tmp_path, n_requests=90, publish_s=1.5)
+def test_feedback_survives_a_broker_restart_without_loss_or_double_counting(
+    tmp_path: Path, restarted_broker: KafkaBroker
+) -> None:
+    r = feedback_faults.feedback_broker_restart(tmp_path, n_requests=90, publish_s=1.5, broker=restarted_broker)
     _clean(r)
     assert r.details["commit_met_outage"] and r.details["evidence_matches"], r.figures()
 

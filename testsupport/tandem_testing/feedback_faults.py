@@ -24,12 +24,15 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tandem.feedback.events import FeedbackEvent
 from tandem.feedback.stream import FeedbackApplier
 from tandem_testing.fault_harness import ScenarioResult
-from tandem_testing.ingest_faults import HoldBatchMixin, _wait, restart_at_held_batch
+from tandem_testing.ingest_faults import HoldBatchMixin, _wait, restart_at_held_batch, restartable_broker
+
+if TYPE_CHECKING:
+    from tandem_testing.kafka_broker import KafkaBroker
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +114,22 @@ def _retrying_send(sink: Any, chunk: Sequence[FeedbackEvent], counts: dict[str, 
             time.sleep(0.2)
 
 
-def feedback_broker_restart(work: Path, n_requests: int = 120, publish_s: float = 2.0) -> ScenarioResult:
+def feedback_broker_restart(work: Path, n_requests: int = 120, publish_s: float = 2.0,
+                            broker: KafkaBroker | None = None) -> ScenarioResult:
     """Kafka restarted while feedback is sent (in acknowledged calls, retried on UNAVAILABLE)
     and replayed into the store; the broker goes down while the replay holds a stored but
-    uncommitted batch. recovery = broker back → first event stored after it."""
+    uncommitted batch. recovery = broker back → first event stored after it. ``broker``: a
+    broker to restart instead of a private one (:func:`~tandem_testing.ingest_faults.restartable_broker`)."""
     from kafka import KafkaAdminClient
 
     from tandem.feedback.store import FeedbackStore
     from tandem.feedback.stream import KafkaFeedbackSink, feedback_consumer
     from tandem.jvm import ensure_jvm
     from tandem.streams.config import StreamSettings
-    from tandem_testing.infra import KafkaBroker
-
     ensure_jvm()
     events = synthetic_feedback(n_requests)
     store_path = work / "feedback.sqlite"
-    with KafkaBroker(data_dir=work / "kafka") as broker:
+    with restartable_broker(work, broker) as broker:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         admin.create_topics({"fb": {"num_partitions": 3, "replication_factor": 1}}, wait_for_metadata=True)
         admin.close()

@@ -12,12 +12,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tandem.catalog.events import ItemEvent
 from tandem.streams.apply import Applier, BatchReport
 from tandem_testing.fault_harness import ScenarioResult
+
+if TYPE_CHECKING:
+    from tandem_testing.kafka_broker import KafkaBroker
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +127,17 @@ class HoldBatchMixin:
         return report
 
 
+def restartable_broker(work: Path, broker: KafkaBroker | None = None) -> AbstractContextManager[KafkaBroker]:
+    """The broker a broker-restart scenario restarts: ``broker`` when the caller lends one (tests
+    share one between the scenarios: it is restarted, so never the suite's shared broker), else
+    a private :class:`~tandem_testing.infra.KafkaBroker` in ``work/kafka``, closed afterwards."""
+    if broker is not None:
+        return nullcontext(broker)
+    from tandem_testing.infra import KafkaBroker
+
+    return KafkaBroker(data_dir=work / "kafka")
+
+
 def restart_at_held_batch(broker: Any, applier: HoldBatchMixin) -> tuple[bool, float, float]:
     """Stop ``broker`` while ``applier`` holds an applied, uncommitted batch, release it (its
     commit meets the outage), start the broker again; ``(held, went down, came back)``.
@@ -140,7 +155,8 @@ class HoldOneBatch(HoldBatchMixin, Applier):
     """The item :class:`~tandem.streams.apply.Applier` with :class:`HoldBatchMixin`."""
 
 
-def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0) -> ScenarioResult:
+def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0,
+                         broker: KafkaBroker | None = None) -> ScenarioResult:
     """Kafka restarted (stop + start, same ports and data) while events are published and consumed.
 
     A publisher thread sends the events in small acknowledged batches over ``publish_s``
@@ -148,7 +164,7 @@ def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0)
     Lucene index) runs in a thread. The broker goes down while the consumer holds a batch
     that is applied but not yet committed (:class:`HoldOneBatch`), the worst moment: its
     offset commit meets the outage. recovery = broker answering again → first event applied
-    after it.
+    after it. ``broker``: a broker to restart instead of a private one (:func:`restartable_broker`).
     """
     from tandem.jvm import ensure_jvm
     from tandem.streams.apply import LazyBM25Index
@@ -156,12 +172,10 @@ def kafka_broker_restart(work: Path, n_items: int = 200, publish_s: float = 4.0)
     from tandem.streams.consumer import IngestConsumer
     from tandem.streams.producer import EventProducer
     from tandem.streams.store import CatalogStore
-    from tandem_testing.infra import KafkaBroker
-
     ensure_jvm()
     events = synthetic_events(n_items)
     store_path, index_dir = work / "catalog.sqlite", work / "bm25"
-    with KafkaBroker(data_dir=work / "kafka") as broker:
+    with restartable_broker(work, broker) as broker:
         from kafka import KafkaAdminClient
 
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
