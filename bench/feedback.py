@@ -35,7 +35,8 @@ corrective samples and measured through the generative retriever and the hybrid
 Beside the served (click-fitted) weights, the same held-out searches are re-ranked with the
 default weights (``default_weights_ndcg_gain``) and by an oracle profile that knows each user's
 clusters (``oracle_ndcg_gain`` at the best of prefix weights 1/2/4, chosen on those sessions):
-what re-ranking these candidates by cluster can give at best.
+what re-ranking these candidates by cluster can give at best. Each gain comes with its paired
+standard error over the held-out sessions (``*_se``).
 
 Figures: ``personalisation_ndcg_gain``, ``no_history_ndcg_change``,
 ``failed_query_r10_relative_gain``, ``clean_r10_drop`` (absolute R@10, 0.01 = 1 point), plus
@@ -194,12 +195,16 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
     cb, cps, _ = evaluate(cold)
     hp, cp = hps["fitted"], cps["fitted"]
     gain = {name: round(statistics.mean(v) - statistics.mean(hb), 4) for name, v in hps.items()}
+    # paired standard error of each gain over the held-out sessions (how far noise alone moves it)
+    gain_se = {name: round(statistics.stdev([p - b for p, b in zip(v, hb, strict=True)]) / len(hb) ** 0.5, 4)
+               for name, v in hps.items()}
     best_oracle = max((n for n in gain if n.startswith("oracle_")), key=gain.__getitem__)
     out = {"weights": weights, "fit": fit, "history_sessions": len(hb), "no_history_sessions": len(cb),
            "ndcg_unpersonalised": round(statistics.mean(hb), 4), "ndcg_personalised": round(statistics.mean(hp), 4),
-           "personalisation_ndcg_gain": gain["fitted"],
+           "personalisation_ndcg_gain": gain["fitted"], "personalisation_ndcg_gain_se": gain_se["fitted"],
            "no_history_ndcg_change": round(statistics.mean(cp) - statistics.mean(cb), 4),
-           "default_weights_ndcg_gain": gain["default"], "oracle_ndcg_gain": gain[best_oracle],
+           "default_weights_ndcg_gain": gain["default"], "default_weights_ndcg_gain_se": gain_se["default"],
+           "oracle_ndcg_gain": gain[best_oracle], "oracle_ndcg_gain_se": gain_se[best_oracle],
            "oracle_prefix1_weight": float(best_oracle.split("_")[1]),
            "profile_read_ms_p50": round(statistics.median(reads), 3),
            "profile_store": reader.store.backend, "profiles_applied": consumer.totals.applied}
