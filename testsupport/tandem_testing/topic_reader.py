@@ -27,7 +27,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Cons
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
             return []
         consumer.assign(tps)
