@@ -164,3 +164,42 @@ def test_manifest_from_a_newer_minor_version_loads_and_a_newer_major_is_refused(
     path.write_text(json.dumps({**data, "format_version": "2.0"}))
     with pytest.raises(CorruptArtifact, match="format 2.0"):
         reg.get("adapter", v)
+
+
+def test_versions_published_within_one_second_are_listed_in_publish_order(registry: Registry, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Names used to be second-stamped with a random suffix: two snapshots in one second listed
+    # in random order, and pruning "all but the newest" could delete the newest (seen in CI).
+    from tandem.registry import store
+
+    monkeypatch.setattr(store, "_last_stamp", "")
+    published = [registry.publish("index", _src(tmp_path, f"s{i}", bytes([i]))) for i in range(12)]
+    assert registry.versions("index") == published
+
+
+def test_version_key_orders_old_and_new_names_by_time() -> None:
+    from tandem.registry.store import version_key
+
+    names = ["20261207T233225Z-00000000", "20261207T233224.500000Z-ffffffff", "20261207T233224Z-ffffffff",
+             "20261207T233224.000001Z-00000000"]
+    assert sorted(names, key=version_key) == [names[2], names[3], names[1], names[0]]
+
+
+def test_a_clock_that_stands_still_still_gives_later_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from tandem.registry import store
+
+    frozen = datetime(2026, 12, 7, 23, 32, 24, 999999, tzinfo=UTC)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return frozen
+
+    monkeypatch.setattr(store, "datetime", Clock)
+    monkeypatch.setattr(store, "_last_stamp", "")
+    names = [store._new_version() for _ in range(3)]
+    assert [n.split("-")[0] for n in names] == ["20261207T233224.999999Z", "20261207T233225.000000Z",
+                                                "20261207T233225.000001Z"]
+    assert sorted(names, key=store.version_key) == names

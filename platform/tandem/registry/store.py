@@ -6,8 +6,9 @@ Layout under the root URI::
     <kind>/<version>/tandem-artifact.json   the manifest, written last: present = complete
     <kind>/CURRENT.json               {"version", "history": [older good versions], "updated"}
 
-Versions are ``YYYYMMDDTHHMMSSZ-<8 hex>``: unique without coordination between publishers
-and sorted by time.
+Versions are ``YYYYMMDDTHHMMSS.ffffffZ-<8 hex>``: unique without coordination between
+publishers, and :meth:`Registry.versions` lists them by time (:func:`version_key`; names from
+before the microseconds, ``YYYYMMDDTHHMMSSZ-<8 hex>``, sort as that second's first microsecond).
 
 **The pointer.** On a local filesystem, ``CURRENT.json`` is replaced atomically (write a
 temporary file in the same folder, then ``os.replace``) under an exclusive ``flock``, so
@@ -32,10 +33,11 @@ import logging
 import os
 import posixpath
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +86,34 @@ def default_registry_uri() -> str:
     return str(get_settings().home / "registry")
 
 
+_last_stamp = ""
+_stamp_lock = threading.Lock()
+
+
 def _new_version() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
+    """A version name with microseconds: two versions published within one second keep their
+    order (snapshots are; pruning keeps "the newest" by this order). Within this process a
+    clock that has not moved on (or went back) still gives a later stamp."""
+    global _last_stamp
+    with _stamp_lock:
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")
+        if stamp <= _last_stamp:
+            last = datetime.strptime(_last_stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+            stamp = (last + timedelta(microseconds=1)).strftime("%Y%m%dT%H%M%S.%fZ")
+        _last_stamp = stamp
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def version_key(version: str) -> tuple[str, str]:
+    """Sort key putting versions in publish order: the stamp with microseconds (``.000000`` for
+    names from before they were added), then the rest. Other names sort by themselves."""
+    stamp, sep, rest = version.partition("Z-")
+    if not sep:
+        return (version, "")
+    if "." not in stamp:
+        stamp += ".000000"
+    return (stamp, rest)
 
 
 class Registry:
@@ -175,7 +203,7 @@ class Registry:
             name = posixpath.basename(entry["name"].rstrip("/"))
             if entry["type"] == "directory" and self.fs.exists(posixpath.join(kdir, name, MANIFEST_NAME)):
                 out.append(name)
-        return sorted(out)
+        return sorted(out, key=version_key)
 
     def manifest(self, kind: ArtifactKind | str, version: str) -> Manifest:
         """The manifest of ``kind``/``version`` without verifying files (cheap, for listings)."""
