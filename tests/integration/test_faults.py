@@ -25,8 +25,9 @@ def restarted_broker() -> Iterator[KafkaBroker]:
     """A private broker that the two broker-restart scenarios restart in turn (each on its own
     topic and group), started once for both; never the suite's shared ``kafka_bootstrap``."""
     from tandem_testing.infra import KafkaBroker
+    from tandem_testing.kafka_broker import FAST_UNFENCE
 
-    with KafkaBroker() as broker:
+    with KafkaBroker(broker_config=FAST_UNFENCE) as broker:
         yield broker
 
 

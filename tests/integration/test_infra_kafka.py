@@ -153,8 +153,9 @@ def test_broker_restart_and_crash_keep_address_topics_and_committed_offsets() ->
     from kafka import KafkaAdminClient, KafkaProducer
 
     from tandem_testing.infra import KafkaBroker
+    from tandem_testing.kafka_broker import FAST_UNFENCE
 
-    with KafkaBroker() as broker:
+    with KafkaBroker(broker_config=FAST_UNFENCE) as broker:
         bootstrap, data_dir = broker.bootstrap, broker.data_dir
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics({"t": {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)

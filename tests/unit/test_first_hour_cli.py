@@ -117,6 +117,17 @@ def test_consumer_status_line_reports_progress_periodically() -> None:
     assert any("7 events (7 new" in ln and "applied 7" in ln for ln in lines), lines
 
 
+def test_consumer_status_line_shows_the_lag_once_measured() -> None:
+    from tandem_app.cli.stream import StatusLine
+
+    totals = SimpleNamespace(events=3, dead_lettered=0, applied=3, duplicates=0, stale=0, quarantined=0)
+    lag: list[int | None] = [None]
+    status = StatusLine(lambda: totals, 10, "t", print, lag=lambda: lag[0])
+    assert status.line().endswith("quarantined 0; lag ?")
+    lag[0] = 27
+    assert status.line().endswith("; lag 27")
+
+
 def test_consumer_status_line_off_prints_nothing() -> None:
     from tandem_app.cli.stream import StatusLine
 

@@ -45,7 +45,9 @@ def chart_values(kafka_bootstrap: str, topic: str, redis_url: str | None, seed_p
     """Values for a chart with ingest on, external Kafka/Redis and the term-overlap generative."""
     values: dict[str, Any] = {
         "ingest": {"enabled": True},
-        "kafka": {"bootstrapServers": kafka_bootstrap, "itemsTopic": topic, "dlqTopic": f"{topic}.dlq"},
+        # A group of its own: topologies sharing a broker (a test session, a bench) never rebalance each other.
+        "kafka": {"bootstrapServers": kafka_bootstrap, "itemsTopic": topic, "dlqTopic": f"{topic}.dlq",
+                  "consumerGroup": f"{topic}.ingest"},
         "generative": {"modelDir": "", "extraArgs": ["--factory=tandem_testing.term_overlap:from_jsonl",
                                                      f"--factory-arg={seed_path}"]},
     }
@@ -200,8 +202,37 @@ class ChartTopology:
             if ingest.proc.poll() is not None or time.monotonic() > deadline:
                 written = sorted(str(p.parent.relative_to(self.workdir)) for p in self.workdir.rglob("segments_*"))
                 raise Unavailable(f"no Lucene commit in {index} (the index sparse serves) within {timeout_s:.0f} s; "
-                                  f"commits found: {written or 'none'}\n{ingest.output()}")
+                                  f"commits found: {written or 'none'}\n{self.stream_state()}\n{ingest.output()}")
             time.sleep(0.1)
+
+    def stream_state(self) -> str:
+        """The topic's end offsets and the ingest group's committed offsets and state, for a
+        failure message: whether the events reached the broker and where the consumer stands."""
+        from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+        group, parts = f"{self.topic}.ingest", []
+        try:  # each part on its own: a diagnostic must not hide the failure it explains
+            consumer = KafkaConsumer(bootstrap_servers=self.kafka_bootstrap, group_id=None)
+            try:
+                tps = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
+                ends = {tp.partition: n for tp, n in consumer.end_offsets(tps).items()} if tps else {}
+                parts.append(f"topic {self.topic} end offsets {ends}")
+            finally:
+                consumer.close()
+        except Exception as e:  # noqa: BLE001
+            parts.append(f"topic {self.topic}: {e!r}")
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.kafka_bootstrap, client_id="tandem-chart-topology")
+            try:
+                offsets = admin.list_group_offsets({group: None}).get(group, {})
+                described = admin.describe_groups([group]).get(group, {})
+                parts.append(f"group {group} committed {({tp.partition: om.offset for tp, om in offsets.items()})}, "
+                             f"state {described.get('group_state')!r}, members {len(described.get('members') or [])}")
+            finally:
+                admin.close()
+        except Exception as e:  # noqa: BLE001
+            parts.append(f"group {group}: {e!r}")
+        return "; ".join(parts)
 
     def close(self) -> None:
         """Stop the pods (the servers together first, ingest last) and the clients."""

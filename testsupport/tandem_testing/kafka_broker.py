@@ -103,6 +103,14 @@ def kafka_answers_metadata(bootstrap: str, timeout_s: float = 5.0) -> bool:
         admin.close()
 
 
+FAST_UNFENCE = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
+"""``broker_config`` for a broker that tests crash and restart: after ``kill()`` the restarted
+node only unfences once the killed incarnation's registration has expired, 9 s by default,
+about 3 s with these. Only for such brokers: a broker that is never restarted gains nothing,
+and a 3 s session can fence the only broker (every partition leaderless) when a loaded
+2-core machine delays its heartbeats."""
+
+
 class KafkaBroker(ServerProcess):
     """A single-node Apache Kafka in KRaft mode (one process: controller + broker).
 
@@ -162,10 +170,6 @@ class KafkaBroker(ServerProcess):
             "share.coordinator.state.topic.min.isr": "1",
             # The default 3 s delay only helps groups whose members arrive one by one.
             "group.initial.rebalance.delay.ms": "0",
-            # After a crash (``kill()``) the restarted node only unfences once the registration
-            # of the killed incarnation has expired: 9 s by default, about 3 s with these.
-            "broker.session.timeout.ms": "3000",
-            "broker.heartbeat.interval.ms": "500",
         }
         conf.update(self.broker_config)
         return "".join(f"{k}={v}\n" for k, v in conf.items())

@@ -30,22 +30,28 @@ class StatusLine:
     """A background thread printing ``totals``' counts every ``every_s`` seconds, so a
     long-running consumer shows it is alive (and whether events arrive) between summaries."""
 
-    def __init__(self, totals: Callable[[], Any], every_s: float, where: str, echo: Callable[[str], None]) -> None:
+    def __init__(self, totals: Callable[[], Any], every_s: float, where: str, echo: Callable[[str], None],
+                 lag: Callable[[], int | None] | None = None) -> None:
         import threading
 
-        self._totals, self.every_s, self.where, self._echo = totals, every_s, where, echo
+        self._totals, self.every_s, self.where, self._echo, self._lag = totals, every_s, where, echo, lag
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="consume-status", daemon=True)
         self._last_events = 0
 
     def line(self) -> str:
-        """One status line: counts so far and the events since the previous line."""
+        """One status line: counts so far, the events since the previous line and the lag
+        (``lag ?`` until the broker answered a lag check)."""
         t = self._totals()
         events = t.events + t.dead_lettered
         new, self._last_events = events - self._last_events, events
-        return (f"consume {self.where}: {events} events ({new} new in the last {self.every_s:g} s): "
+        line = (f"consume {self.where}: {events} events ({new} new in the last {self.every_s:g} s): "
                 f"applied {t.applied}, duplicates {t.duplicates}, stale {t.stale}, refused {t.dead_lettered}, "
                 f"quarantined {t.quarantined}")
+        if self._lag is not None:
+            lag = self._lag()
+            line += f"; lag {'?' if lag is None else lag}"
+        return line
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -185,7 +191,8 @@ def consume(
                 where = f"{consumer.topic} @ {settings.kafka_bootstrap}"
                 console.print(f"consuming {where} into {live.index_dir if live else 'the store only'}; "
                               "Ctrl-C stops after the current batch")
-                with StatusLine(lambda: consumer.totals, status_every, where, console.print), \
+                with StatusLine(lambda: consumer.totals, status_every, where, console.print,
+                                lag=lambda: consumer.lag_watch.lag), \
                         _snapshots(live, publish_snapshots, snapshot_every, snapshot_keep):
                     totals = consumer.run(max_idle_s=idle_exit)
             counts = cstore.counts()

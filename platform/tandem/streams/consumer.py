@@ -10,7 +10,9 @@ the stream. A letter the dead-letter topic refuses as too large is sent again wi
 (header ``tandem-dlq-truncated`` = the value's size; the source coordinates find the original);
 any other refusal that retrying cannot fix (authorisation, an invalid topic) ends the consumer
 with :class:`DeadLetterRefused` naming the fix, instead of retrying forever.
-Every loop turn beats :data:`tandem.streams.metrics.LOOP`, which the liveness probe follows.
+Every loop turn beats :data:`tandem.streams.metrics.LOOP`, which the liveness probe follows,
+and every 10 s measures the lag and re-seeks a partition the client stopped fetching
+(:mod:`tandem.streams.lag`).
 A crash before the commit replays the batch, which the store's ``(item_id, version)`` log
 turns into no-ops — so nothing is lost and nothing is doubled. Offsets are also committed
 on graceful shutdown (SIGTERM/SIGINT finish the batch in hand first) and when a rebalance
@@ -46,6 +48,7 @@ from tandem.streams.dead_letters import (  # noqa: F401 - re-exported: the consu
 from tandem.streams import metrics
 from tandem.streams.apply import Applier, BatchReport
 from tandem.streams.config import StreamSettings
+from tandem.streams.lag import LagWatch
 from tandem.streams.producer import read_event_file
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,8 @@ class IngestConsumer:
         self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
         self.totals = IngestTotals()
+        self.lag_watch = LagWatch()
+        """Consumer lag and the re-seek of partitions the client stopped fetching (:mod:`tandem.streams.lag`)."""
         self._stop = threading.Event()
         self._pending: dict[Any, Any] = {}
         self._commit_retry_at = 0.0
@@ -212,6 +217,7 @@ class IngestConsumer:
         try:
             while not self._stop.is_set():
                 metrics.LOOP.beat()
+                self.lag_watch.maybe_check(self._kafka)
                 try:
                     records = self._kafka.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
                 except KafkaError as e:
