@@ -14,7 +14,9 @@ items of the query pools plus 6,000 others. Item vectors and IDs: the v2 model i
 Redis (:class:`RedisProfileStore`). Users with history run ``HISTORY`` sessions (clicks on
 the non-personalised ranking), then ``FIT`` sessions whose clicks fit the re-ranking weights
 (:func:`tandem.personal.fit.fit_weights`: a click model of the shown top 10 with one intercept
-per position, so position bias does not pass for preference) and are then folded
+per position, so position bias does not pass for preference, reading by default only the
+impressions down to each session's last click, the cascade hypothesis ``--examined cascade``;
+the fit over every shown impression, ``all``, is reported beside it) and are then folded
 into the profiles too, then ``TEST`` held-out sessions scored with
 nDCG@10 on affinity-weighted relevance, personalised (:class:`PersonalFuser`, profile read
 through :class:`ProfileReader`) against non-personalised. Users without history run ``TEST``
@@ -111,7 +113,8 @@ def _ndcg(ranked: list[str], g: dict[str, float]) -> float | None:
 
 
 def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis: Any, texts: dict, qrels: dict,
-                    codes: dict, n_users: int, n_cold: int, weights_out: Path | None = None) -> dict[str, Any]:
+                    codes: dict, n_users: int, n_cold: int, weights_out: Path | None = None,
+                    examined: str = "cascade") -> dict[str, Any]:
     """Phase 1 (module docstring)."""
     from tandem.fusion.rrf import RRF
     from tandem.fusion.scoring import candidate_ids
@@ -155,8 +158,11 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
     sink.send(pending)
     _wait(consumer, sent + len(pending))
     # A click model over the shown top 10 with one intercept per position (position bias),
-    # served as the fit says: logrank base, depth 100 (tandem.personal.fit).
-    weights, fit = fit_weights(fit_sessions, shown=10)
+    # served as the fit says: logrank base, depth 100 (tandem.personal.fit). ``examined`` says
+    # which impressions it reads; the other choice is fitted too and reported beside it.
+    other = next(e for e in ("all", "cascade") if e != examined)
+    weights, fit = fit_weights(fit_sessions, shown=10, examined=examined)
+    other_weights, _ = fit_weights(fit_sessions, shown=10, examined=other)
     fuser = PersonalFuser(RRF(), weights, depth=100, base=fit["base"])
     if weights_out is not None:
         from tandem.personal.serving import save_weights
@@ -168,6 +174,7 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
     # on these held-out sessions themselves (a ceiling for re-ranking these candidates).
     oracles = {w: PersonalFuser(RRF(), {"profile_prefix1": w}, depth=100) for w in (1.0, 2.0, 4.0)}
     rankers = {"fitted": (fuser, False), "default": (PersonalFuser(RRF()), False),
+               "other": (PersonalFuser(RRF(), other_weights, depth=100, base=fit["base"]), False),
                **{f"oracle_{w:g}": (f, True) for w, f in oracles.items()}}
 
     def evaluate(group: list[SimUser]) -> tuple[list[float], dict[str, list[float]], int]:
@@ -204,6 +211,8 @@ def personalisation(ranker: Ranker, sink: Any, consumer: Any, reader: Any, redis
            "personalisation_ndcg_gain": gain["fitted"], "personalisation_ndcg_gain_se": gain_se["fitted"],
            "no_history_ndcg_change": round(statistics.mean(cp) - statistics.mean(cb), 4),
            "default_weights_ndcg_gain": gain["default"], "default_weights_ndcg_gain_se": gain_se["default"],
+           f"fit_{other}_ndcg_gain": gain["other"], f"fit_{other}_ndcg_gain_se": gain_se["other"],
+           f"fit_{other}_weights": other_weights,
            "oracle_ndcg_gain": gain[best_oracle], "oracle_ndcg_gain_se": gain_se[best_oracle],
            "oracle_prefix1_weight": float(best_oracle.split("_")[1]),
            "profile_read_ms_p50": round(statistics.median(reads), 3),
@@ -293,6 +302,9 @@ def main() -> None:
                     help="also train one tree adapter on the cycle's corrective samples and measure it (bench.feedback_adapter)")
     ap.add_argument("--weights-out", type=Path, help="write the fitted re-ranking weights (tandem serve --profiles-weights)")
     ap.add_argument("--model", type=Path, default=Path("/work/v3/full"), help="v2 model folder (item vectors, IDs)")
+    ap.add_argument("--examined", choices=("cascade", "all"), default="cascade",
+                    help="impressions the click model reads: down to the last click (cascade) or all shown; "
+                         "the other is fitted and reported too")
     args = ap.parse_args()
 
     import logging
@@ -346,6 +358,14 @@ def main() -> None:
             print(f"redis unavailable ({exc}); profiles in the in-process store", flush=True)
             redis, profiles = None, MemoryProfileStore()
         store = FeedbackStore(tmpdir / "feedback.sqlite")
+        # The topic exists before its consumers start, as in a deployment: drawing the full run's
+        # users and sessions takes longer than a consumer waits for a topic to appear (30 s).
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin.create_topics({settings.feedback_topic: {"num_partitions": 3, "replication_factor": 1}},
+                            wait_for_metadata=True)
+        admin.close()
         consumers = {"profiles": profile_consumer(profiles, vectors, settings),
                      "feedback": feedback_consumer(store, settings),
                      "failed": failed_query_consumer(tmpdir / "failed.jsonl", settings)}
@@ -356,7 +376,7 @@ def main() -> None:
         sink, publisher = KafkaFeedbackSink(settings), FailedQueryPublisher(settings)
         try:
             figures |= personalisation(ranker, sink, consumers["profiles"], ProfileReader(profiles, vectors), redis,
-                                       texts, train, codes, n_users, n_cold, args.weights_out)
+                                       texts, train, codes, n_users, n_cold, args.weights_out, args.examined)
             print("personalisation:", json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}),
                   flush=True)
             base_sent = consumers["feedback"].totals.events

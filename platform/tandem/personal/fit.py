@@ -13,7 +13,11 @@ framework", RecSys 2019; position as a feature in the click model): a logistic r
     logit P(click) = a_position + Σ_f w_f · f(item),   f ∈ PROFILE_SCORES,
 
 so the per-position intercepts ``a`` absorb how often each position is looked at, and ``w``
-is what a profile feature does to the odds of a click *at the same position*. The ranker the
+is what a profile feature does to the odds of a click *at the same position*. By default only
+the impressions down to a session's last click are read (``examined="cascade"``, the cascade
+hypothesis of Craswell et al., WSDM 2008): a user who clicked and stopped never saw what lies
+below, and counting those items as skips pulls ``w`` towards 0 (``bench.feedback``, full run:
++0.0085 nDCG@10 against +0.0043 reading every shown impression, ``examined="all"``). The ranker the
 logs came from does not know the user, so position and profile features are close to
 independent and ``w`` is not the position's effect in disguise.
 
@@ -40,10 +44,20 @@ from tandem.personal.rerank import Session
 RIDGE = 1.0
 
 
-def _design(sessions: Sequence[Session], shown: int) -> tuple[np.ndarray, np.ndarray]:
+EXAMINED = ("all", "cascade")
+"""Which impressions count as looked at: every shown one (a position-based model), or those
+down to the session's last click (the cascade hypothesis: a user who clicked and stopped never
+saw what lies below, so it is no evidence against it)."""
+
+
+def _design(sessions: Sequence[Session], shown: int, examined: str = "all") -> tuple[np.ndarray, np.ndarray]:
     rows, ys = [], []
     for s in sessions:
-        for pos, hit in enumerate(s.fused[:shown]):
+        top = s.fused[:shown]
+        if examined == "cascade":
+            clicked = [pos for pos, hit in enumerate(top) if s.gains.get(hit.item_id, 0.0) > 0]
+            top = top[: clicked[-1] + 1] if clicked else top
+        for pos, hit in enumerate(top):
             vals = s.scores.get(hit.item_id) or {}
             onehot = [0.0] * shown
             onehot[pos] = 1.0
@@ -70,7 +84,7 @@ def _logistic(X: np.ndarray, y: np.ndarray, ridge: float, iters: int = 50) -> tu
     return w, se, float(y @ np.log(p) + (1 - y) @ np.log(1 - p))
 
 
-def fit_weights(sessions: Sequence[Session], shown: int = 10, ridge: float = RIDGE
+def fit_weights(sessions: Sequence[Session], shown: int = 10, ridge: float = RIDGE, examined: str = "cascade"
                 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Profile feature weights from logged sessions (module docstring).
 
@@ -82,10 +96,12 @@ def fit_weights(sessions: Sequence[Session], shown: int = 10, ridge: float = RID
     negative weight (they get 0), and the log-likelihood with and without the profile features."""
     if shown < 1:
         raise InvalidInput(f"`shown` must be >= 1, got {shown}")
+    if examined not in EXAMINED:
+        raise InvalidInput(f"`examined` must be one of {EXAMINED}, got {examined!r}")
     usable = [s for s in sessions if any(g > 0 for g in s.gains.values())]
     if not usable:
         raise InvalidInput("no session with a click or purchase to fit profile weights on")
-    X, y = _design(usable, shown)
+    X, y = _design(usable, shown, examined)
     used = X[:, :shown].sum(0) > 0  # positions never shown (short result lists) have no intercept
     X = np.hstack([X[:, :shown][:, used], X[:, shown:]])
     n_pos = int(used.sum())
@@ -103,7 +119,8 @@ def fit_weights(sessions: Sequence[Session], shown: int = 10, ridge: float = RID
     a = w[:n_pos]
     weights = dict.fromkeys(PROFILE_SCORES, 0.0) | {PROFILE_SCORES[j]: round(float(v), 4) for j, v in zip(keep, b, strict=True)}
     errors = {PROFILE_SCORES[j]: round(float(v), 4) for j, v in zip(keep, se[n_pos:], strict=True)}
-    report = {"method": "position-aware logistic click model", "base": "logrank", "sessions": len(usable),
+    report = {"method": "position-aware logistic click model", "examined": examined, "base": "logrank",
+              "sessions": len(usable),
               "impressions": int(len(y)), "clicks": int(y.sum()),
               "position_click_odds": [round(math.exp(float(v - a[0])), 4) for v in a],
               "weight_se": errors, "dropped_negative": [f for j, f in enumerate(PROFILE_SCORES) if j not in keep],
@@ -112,4 +129,4 @@ def fit_weights(sessions: Sequence[Session], shown: int = 10, ridge: float = RID
     return weights, report
 
 
-__all__ = ["RIDGE", "fit_weights"]
+__all__ = ["EXAMINED", "RIDGE", "fit_weights"]
