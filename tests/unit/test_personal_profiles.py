@@ -132,3 +132,34 @@ def test_rerank_scores_only_the_depth_and_names_a_bad_base():
     assert [h.item_id for h in rerank(fused, scores, {"profile_prefix1": 5.0})] == ["b", "d", "a", "c"]
     with pytest.raises(InvalidInput, match="`base`"):
         PersonalFuser(RRF(), None, base="zscore")
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_profile_scores_match_their_definition(levels: int) -> None:
+    """The vectorised read gives each candidate its cosine with the profile direction and the
+    share of the profile's weight on its level-1 / level-2 ID prefix (prefix_share of prefix_keys)."""
+    from tandem.personal.features import profile_scores
+    from tandem.personal.profile import prefix_keys
+
+    rng = np.random.default_rng(levels)
+    n, dim = 300, 8
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    codes = rng.integers(0, 5, size=(n, levels))
+    codes[:, 0] = rng.integers(0, 12, size=n)  # more top clusters than the profile keeps
+    vectors = ItemVectors([f"i{k}" for k in range(n)], v, codes)
+    config = ProfileConfig(prefix_levels=2, max_prefixes=6)  # fewer keys than prefixes seen: some candidates miss
+    profile = UserProfile.empty(dim)
+    for k in rng.choice(n, 40, replace=False):
+        profile.add(f"e{k}", v[k], list(codes[k]), 1.0 + float(k % 3), T0 + float(k), config)
+    ids = [f"i{k}" for k in range(0, n, 2)] + ["unknown"]
+    got = profile_scores(profile, ids, vectors)
+    assert set(got) == set(ids) - {"unknown"}
+    unit = profile.vector / np.linalg.norm(profile.vector)
+    for item, scores in got.items():
+        k = int(item[1:])
+        keys = prefix_keys(list(codes[k]), 2) + ["none"]
+        assert scores["profile_sim"] == pytest.approx(float(v[k] @ unit), abs=1e-5)
+        assert scores["profile_prefix1"] == pytest.approx(profile.prefix_share(keys[0]))
+        assert scores["profile_prefix2"] == pytest.approx(profile.prefix_share(keys[1]) if levels > 1 else 0.0)
+    assert any(s["profile_prefix1"] == 0.0 for s in got.values()) and any(s["profile_prefix1"] > 0 for s in got.values())

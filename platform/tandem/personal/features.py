@@ -27,12 +27,32 @@ from tandem.personal.vectors import ItemVectors
 PROFILE_SCORES = ("profile_sim", "profile_prefix1", "profile_prefix2")
 
 
+def _prefix_shares(profile: UserProfile, codes: list[list[int]]) -> tuple[list[float], list[float]]:
+    """Each candidate's share of the profile's weight on its level-1 and level-2 ID prefix.
+
+    The profile's (at most ``max_prefixes``) keys ``"44"`` / ``"44/2"`` are parsed once per read
+    into integer keys, so a candidate costs two integer-keyed lookups instead of building and
+    hashing two strings (the larger part of a read's time before)."""
+    inv = 1.0 / profile.weight if profile.weight > 0 else 0.0
+    level1: dict[int, float] = {}
+    level2: dict[tuple[int, int], float] = {}
+    for key, w in profile.prefixes.items():
+        parts = key.split("/")
+        if len(parts) == 1:
+            level1[int(parts[0])] = w * inv
+        elif len(parts) == 2:
+            level2[(int(parts[0]), int(parts[1]))] = w * inv
+    p1 = [level1.get(c[0], 0.0) for c in codes]
+    p2 = [level2.get((c[0], c[1]), 0.0) for c in codes] if codes and len(codes[0]) > 1 else [0.0] * len(codes)
+    return p1, p2
+
+
 def profile_scores(profile: UserProfile, ids: Sequence[str], vectors: ItemVectors
                    ) -> dict[str, dict[str, float]]:
     """:data:`PROFILE_SCORES` of each of ``ids`` the vectors know (others are left out).
 
-    On the search path: one gather and one mat-vec for the similarities, prefix keys built
-    from the codes' first two levels as plain strings (the profile's ``"44"`` / ``"44/2"``)."""
+    On the search path: one gather and one mat-vec for the similarities, two integer-keyed
+    lookups per candidate for the shares (:func:`_prefix_shares`)."""
     u = profile.unit()
     if u is None:
         return {}
@@ -42,14 +62,9 @@ def profile_scores(profile: UserProfile, ids: Sequence[str], vectors: ItemVector
         return {}
     rows = np.fromiter((row[i] for i in known), dtype=np.int64, count=len(known))
     sims = (vectors.vectors[rows] @ u).tolist()
-    codes = vectors.codes[rows, :2].tolist()
-    shares, inv = profile.prefixes, (1.0 / profile.weight if profile.weight > 0 else 0.0)
-    out: dict[str, dict[str, float]] = {}
-    for item, sim, c in zip(known, sims, codes, strict=True):
-        k1 = str(c[0]) if c else ""
-        out[item] = {"profile_sim": float(sim), "profile_prefix1": shares.get(k1, 0.0) * inv,
-                     "profile_prefix2": shares.get(f"{k1}/{c[1]}", 0.0) * inv if len(c) > 1 else 0.0}
-    return out
+    p1, p2 = _prefix_shares(profile, vectors.codes[rows, :2].tolist())
+    return {item: {"profile_sim": sim, "profile_prefix1": a, "profile_prefix2": b}
+            for item, sim, a, b in zip(known, sims, p1, p2, strict=True)}
 
 
 class ProfileReader:
