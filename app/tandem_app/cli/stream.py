@@ -130,7 +130,7 @@ def consume(
     no_index: Annotated[bool, typer.Option("--no-index", help="Update the catalog store only.")] = False,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Events per applied batch.")] = 500,
     idle_exit: Annotated[
-        float | None, typer.Option("--idle-exit", help="Exit after this many seconds without events.")
+        float | None, typer.Option("--idle-exit", help="Exit after this many seconds without events, counted once partitions are assigned.")
     ] = None,
     health_port: Annotated[int | None, typer.Option("--health-port", help="Serve grpc.health.v1 here.")] = None,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics here.")] = None,
@@ -273,7 +273,7 @@ def feedback(
     bootstrap: Bootstrap = None,
     group: Annotated[str | None, typer.Option("--group", help="Consumer group (default: tandem-feedback).")] = None,
     idle_exit: Annotated[
-        float | None, typer.Option("--idle-exit", help="Exit after this many seconds without events.")] = None,
+        float | None, typer.Option("--idle-exit", help="Exit after this many seconds without events, counted once partitions are assigned.")] = None,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most events stored per transaction.")] = 500,
 ) -> None:
     """Replay feedback events (topic tandem.feedback) into the local store the pipelines and

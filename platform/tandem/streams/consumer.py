@@ -57,6 +57,8 @@ COMMIT_RETRY_S = 1.0
 """Seconds between retries of an offset commit that failed because Kafka was unreachable."""
 DLQ_FLUSH_S = 30.0
 """Seconds one wait for the dead-letter producer lasts before the letters are checked again."""
+ASSIGN_WAIT_S = 60.0
+"""With ``max_idle_s``: how much longer than it a consumer waits for its first partitions."""
 
 @dataclass
 class IngestTotals:
@@ -208,12 +210,20 @@ class IngestConsumer:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self, *, max_idle_s: float | None = None, on_batch: Any = None) -> IngestTotals:
-        """Consume until :meth:`stop` (or ``max_idle_s`` without records); returns the totals."""
+        """Consume until :meth:`stop` (or ``max_idle_s`` without records); returns the totals.
+
+        The idle clock starts once the group has given this consumer partitions: a slow group
+        join is not idleness (``tandem stream consume --idle-exit 5`` right after a publish
+        must not exit before it could read). A consumer that gets no partitions within
+        ``max_idle_s + ASSIGN_WAIT_S`` (more members than partitions, a stuck coordinator)
+        logs it and stops.
+        """
         from kafka.errors import KafkaError
 
         self._wait_for_topic_metadata()
         self._kafka.subscribe([self.topic], listener=_rebalance_listener(self))
-        idle_since = time.monotonic()
+        started = idle_since = time.monotonic()
+        assigned = False
         try:
             while not self._stop.is_set():
                 metrics.LOOP.beat()
@@ -226,9 +236,18 @@ class IngestConsumer:
                     continue
                 if not records:
                     self._retry_pending_commit()
-                    if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    if max_idle_s is None:
+                        continue
+                    now = time.monotonic()
+                    if not assigned and self._kafka.assignment():
+                        assigned, idle_since = True, now
+                    if assigned and now - idle_since > max_idle_s:
+                        break
+                    if not assigned and now - started > max_idle_s + ASSIGN_WAIT_S:
+                        log.warning("no partition of %s assigned within %.0f s; stopping", self.topic, now - started)
                         break
                     continue
+                assigned = True
                 idle_since = time.monotonic()
                 report = self._process(records)
                 if on_batch is not None:
