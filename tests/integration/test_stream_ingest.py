@@ -270,3 +270,41 @@ def test_rebalance_between_two_consumers_loses_and_doubles_nothing(
         expected = {i.item_id: 1 for i in items} | {i.item_id: 2 for i in items[::3]}
         assert {k: v for k, (v, _) in cs.versions().items()} == expected
         assert cs.counts()["applied_log"] == len(events)
+
+
+def test_a_replaced_client_resumes_where_the_stuck_one_stood(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The lag watch's last remedy (tandem.streams.lag): a consumer told its client is stuck
+    replaces it mid-stream; the new group member reads on from the committed offsets, so every
+    event is applied once, none twice."""
+    from kafka import KafkaAdminClient
+
+    from tandem.streams import lag
+    from tandem.streams.apply import Applier
+    from tandem.streams.config import StreamSettings
+    from tandem.streams.consumer import IngestConsumer
+    from tandem.streams.producer import EventProducer
+    from tandem.streams.store import CatalogStore
+
+    topic = f"rebuild-{time.time_ns()}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    settings = StreamSettings(kafka_bootstrap=kafka_bootstrap, items_topic=topic, dlq_topic=f"{topic}.dlq")
+    items = synthetic_items(60, start=70_000)
+    with EventProducer(settings) as producer:
+        producer.publish([ItemEvent.upsert(i, 1) for i in items[:30]])
+    rebuilds = lag.REBUILDS._value.get()
+    with CatalogStore(tmp_path / "c.sqlite") as store:
+        consumer = IngestConsumer(Applier(store, None), settings, group=f"g-{topic}", max_batch=10)
+        first = consumer._kafka
+
+        def after_batch(report: object) -> None:
+            if consumer._kafka is first and consumer.totals.applied >= 10:
+                consumer.lag_watch._reseeks = {"stuck": consumer.lag_watch.rebuild_after}  # as after two re-seeks
+                with EventProducer(settings) as producer:
+                    producer.publish([ItemEvent.upsert(i, 1) for i in items[30:]])
+
+        totals = consumer.run(max_idle_s=3.0, on_batch=after_batch)
+        assert consumer._kafka is not first and lag.REBUILDS._value.get() == rebuilds + 1
+        assert all(store.get(i.item_id) for i in items)
+    assert (totals.applied, totals.duplicates) == (60, 0)

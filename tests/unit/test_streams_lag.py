@@ -85,7 +85,7 @@ def test_checks_run_only_every_every_s() -> None:
     assert watch.lag == 7
 
 
-@pytest.mark.parametrize("kwargs", [{"every_s": 0}, {"stall_checks": 0}])
+@pytest.mark.parametrize("kwargs", [{"every_s": 0}, {"stall_checks": 0}, {"rebuild_after": 0}])
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         LagWatch(**kwargs)  # type: ignore[arg-type]
@@ -97,3 +97,24 @@ def test_a_paused_partition_counts_as_lag_but_is_never_reseeked() -> None:
     watch.check(kafka)
     watch.check(kafka)
     assert watch.lag == 30 and kafka.seeks == []
+
+
+def test_a_partition_stuck_through_re_seeks_asks_for_a_new_client() -> None:
+    kafka, watch = FakeConsumer({A: 30, B: 9}, {A: 0, B: 0}), LagWatch(stall_checks=1, rebuild_after=2)
+    watch.check(kafka)
+    assert kafka.seeks == [(A, 0), (B, 0)] and not watch.rebuild_due
+    kafka.positions[B] = 9  # B moves (and is caught up): only A stays stuck
+    watch.check(kafka)
+    assert watch.rebuild_due and kafka.seeks[-1] == (A, 0)
+    watch.reset()
+    assert not watch.rebuild_due
+
+
+def test_client_states_reads_what_the_client_knows_of_each_partition() -> None:
+    from types import SimpleNamespace
+
+    from tandem.streams.lag import client_states
+
+    kafka = FakeConsumer({A: 3}, {A: 0})
+    kafka._subscription = SimpleNamespace(assignment={A: SimpleNamespace(highwater=None, paused=False)})  # type: ignore[attr-defined]
+    assert client_states(kafka) == {"items[0]": {"highwater": None, "paused": False}}

@@ -45,7 +45,7 @@ from tandem.streams.dead_letters import (  # noqa: F401 - re-exported: the consu
     DeadLetter,
     DeadLetterRefused,
 )
-from tandem.streams import metrics
+from tandem.streams import lag, metrics
 from tandem.streams.apply import Applier, BatchReport
 from tandem.streams.config import StreamSettings
 from tandem.streams.lag import LagWatch
@@ -156,8 +156,7 @@ class IngestConsumer:
         self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
         self.totals = IngestTotals()
-        self.lag_watch = LagWatch()
-        """Consumer lag and the re-seek of partitions the client stopped fetching (:mod:`tandem.streams.lag`)."""
+        self.lag_watch = LagWatch()  # lag, and the cure of partitions the client stops fetching
         self._stop = threading.Event()
         self._pending: dict[Any, Any] = {}
         self._commit_retry_at = 0.0
@@ -177,6 +176,7 @@ class IngestConsumer:
             **security,
             **overrides,
         }
+        self._conf = conf
         try:
             self._kafka = KafkaConsumer(**conf)
             self._dlq_conf = {"bootstrap_servers": servers, "client_id": "tandem-ingest-dlq",
@@ -212,12 +212,8 @@ class IngestConsumer:
     def run(self, *, max_idle_s: float | None = None, on_batch: Any = None) -> IngestTotals:
         """Consume until :meth:`stop` (or ``max_idle_s`` without records); returns the totals.
 
-        The idle clock starts once the group has given this consumer partitions: a slow group
-        join is not idleness (``tandem stream consume --idle-exit 5`` right after a publish
-        must not exit before it could read). A consumer that gets no partitions within
-        ``max_idle_s + ASSIGN_WAIT_S`` (more members than partitions, a stuck coordinator)
-        logs it and stops.
-        """
+        The idle clock starts once partitions are assigned (a slow group join is not idleness);
+        with none within ``max_idle_s + ASSIGN_WAIT_S`` the consumer logs it and stops."""
         from kafka.errors import KafkaError
 
         self._wait_for_topic_metadata()
@@ -228,6 +224,8 @@ class IngestConsumer:
             while not self._stop.is_set():
                 metrics.LOOP.beat()
                 self.lag_watch.maybe_check(self._kafka)
+                if self.lag_watch.rebuild_due:
+                    self._rebuild_client()
                 try:
                     records = self._kafka.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
                 except KafkaError as e:
@@ -255,6 +253,20 @@ class IngestConsumer:
         finally:
             self._shutdown()
         return self.totals
+
+    def _rebuild_client(self) -> None:
+        """Replace a client stuck through re-seeks (:mod:`tandem.streams.lag`); offsets are committed
+        only after a batch is applied, so the new member resumes where this one stood."""
+        from kafka import KafkaConsumer
+
+        log.warning("Kafka client stuck after re-seeks; replacing it. Its partitions: %.1500s",
+                    lag.client_states(self._kafka))
+        lag.REBUILDS.inc()
+        self._commit()
+        self._kafka.close(autocommit=False)
+        self._kafka = KafkaConsumer(**self._conf)
+        self._kafka.subscribe([self.topic], listener=_rebalance_listener(self))
+        self.lag_watch.reset()
 
     def _process(self, records: dict[Any, list[Any]]) -> BatchReport:
         from kafka.structs import OffsetAndMetadata

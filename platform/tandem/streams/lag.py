@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LAG = Gauge("tandem_ingest_lag", "Events on the assigned partitions not yet consumed (end offset - position).")
 STALLS = Counter("tandem_ingest_stalls", "Partitions found with lag but no fetch progress and re-seeked.")
+REBUILDS = Counter("tandem_ingest_client_rebuilds", "Kafka clients replaced after re-seeks did not unstick a partition.")
 
 POSITION_TIMEOUT_MS = 2000
 """How long one position lookup may wait for a pending offset reset or validation."""
@@ -38,16 +39,29 @@ END_OFFSETS_TIMEOUT_MS = 2000
 class LagWatch:
     """Lag of one consumer, checked while it is idle; re-seeks partitions that stopped fetching."""
 
-    def __init__(self, every_s: float = 10.0, stall_checks: int = 2) -> None:
-        if every_s <= 0 or stall_checks < 1:
-            raise ValueError("`every_s` must be > 0 and `stall_checks` >= 1")
+    def __init__(self, every_s: float = 10.0, stall_checks: int = 2, rebuild_after: int = 2) -> None:
+        if every_s <= 0 or stall_checks < 1 or rebuild_after < 1:
+            raise ValueError("`every_s` must be > 0, `stall_checks` and `rebuild_after` >= 1")
         self.every_s = every_s
         self.stall_checks = stall_checks
+        self.rebuild_after = rebuild_after
+        self._reseeks: dict[Any, int] = {}  # partition -> re-seeks without progress since
         self.lag: int | None = None
         """Total lag at the last check; ``None`` before one succeeded."""
         self.stalls = 0
         self._next_at = time.monotonic() + every_s
         self._seen: dict[Any, tuple[int, int]] = {}  # partition -> (position, checks without progress)
+
+    @property
+    def rebuild_due(self) -> bool:
+        """Whether a partition stayed stuck through ``rebuild_after`` re-seeks."""
+        return any(n >= self.rebuild_after for n in self._reseeks.values())
+
+    def reset(self) -> None:
+        """Forget progress and stall counts (the consumer has a new client)."""
+        self._seen.clear()
+        self._reseeks.clear()
+        self._next_at = time.monotonic() + self.every_s
 
     def maybe_check(self, kafka: Any) -> None:
         """Check now when ``every_s`` has passed since the last check (cheap otherwise: one clock read)."""
@@ -82,14 +96,29 @@ class LagWatch:
             lag += behind
             before, checks = self._seen.get(tp, (pos, 0))
             checks = checks + 1 if behind and pos == before and tp not in paused else 0
+            if checks == 0:
+                self._reseeks.pop(tp, None)
             if checks >= self.stall_checks:
                 log.warning("%s[%d]: %d events behind at offset %d with no fetch progress over %d checks; "
                             "re-seeking to %d", tp.topic, tp.partition, behind, pos, checks, pos)
                 kafka.seek(tp, pos)
+                self._reseeks[tp] = self._reseeks.get(tp, 0) + 1
                 self.stalls += 1
                 STALLS.inc()
                 checks = 0
             self._seen[tp] = (pos, checks)
         self._seen = {tp: v for tp, v in self._seen.items() if tp in tps}
+        self._reseeks = {tp: n for tp, n in self._reseeks.items() if tp in tps}
         self.lag = lag
         LAG.set(lag)
+
+
+def client_states(kafka: Any) -> dict[str, Any]:
+    """The client's own state of each assigned partition (kafka-python internals: position,
+    highwater, reset and validation flags), for the log line of a stuck client."""
+    assignment = getattr(getattr(kafka, "_subscription", None), "assignment", {})
+    out: dict[str, Any] = {}
+    for tp in sorted(kafka.assignment()):
+        state = assignment.get(tp)
+        out[f"{tp.topic}[{tp.partition}]"] = dict(vars(state)) if state is not None else None
+    return out
