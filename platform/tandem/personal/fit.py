@@ -50,7 +50,7 @@ down to the session's last click (the cascade hypothesis: a user who clicked and
 saw what lies below, so it is no evidence against it)."""
 
 
-def _design(sessions: Sequence[Session], shown: int, examined: str = "all") -> tuple[np.ndarray, np.ndarray]:
+def _design(sessions: Sequence[Session], shown: int, examined: str) -> tuple[np.ndarray, np.ndarray]:
     rows, ys = [], []
     for s in sessions:
         top = s.fused[:shown]

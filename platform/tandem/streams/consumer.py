@@ -11,8 +11,8 @@ the stream. A letter the dead-letter topic refuses as too large is sent again wi
 any other refusal that retrying cannot fix (authorisation, an invalid topic) ends the consumer
 with :class:`DeadLetterRefused` naming the fix, instead of retrying forever.
 Every loop turn beats :data:`tandem.streams.metrics.LOOP`, which the liveness probe follows,
-and every 10 s measures the lag and re-seeks a partition the client stopped fetching
-(:mod:`tandem.streams.lag`).
+and every 10 s measures the lag, re-seeks a partition the client stopped fetching and, when
+that does not help, replaces the client (:mod:`tandem.streams.lag`).
 A crash before the commit replays the batch, which the store's ``(item_id, version)`` log
 turns into no-ops — so nothing is lost and nothing is doubled. Offsets are also committed
 on graceful shutdown (SIGTERM/SIGINT finish the batch in hand first) and when a rebalance
@@ -48,7 +48,6 @@ from tandem.streams.dead_letters import (  # noqa: F401 - re-exported: the consu
 from tandem.streams import lag, metrics
 from tandem.streams.apply import Applier, BatchReport
 from tandem.streams.config import StreamSettings
-from tandem.streams.lag import LagWatch
 from tandem.streams.producer import read_event_file
 
 log = logging.getLogger(__name__)
@@ -156,7 +155,7 @@ class IngestConsumer:
         self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
         self.totals = IngestTotals()
-        self.lag_watch = LagWatch()  # lag, and the cure of partitions the client stops fetching
+        self.lag_watch = lag.LagWatch()  # lag, and the cure of partitions the client stops fetching
         self._stop = threading.Event()
         self._pending: dict[Any, Any] = {}
         self._commit_retry_at = 0.0
